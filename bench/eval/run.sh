@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Runs every triage evaluation on the splits bench/eval/prepare.py wrote (data/eval/),
+# with the default model, and leaves one JSON report per set in data/eval/results/.
+# Vectors are cached per set (data/eval/.cache-*.bin), so a rerun only trains and scores.
+#
+#   python3 bench/eval/prepare.py && bash bench/eval/run.sh
+#
+# The deflection verifier is fitted on AFQMC/ATEC pairs (afqmc-fit) and evaluated on
+# LCQMC and BQ, whose queries it never saw; copy data/eval/verifier-afqmc.json to
+# triage/verifier.json to ship a refitted one.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+cargo build --release -p triage --example eval
+E=./target/release/examples/eval
+D=data/eval
+R=$D/results
+mkdir -p "$R"
+run() { local name=$1; shift; echo "== $name" >&2; "$E" "$@" > "$R/$name.json" 2> "$R/$name.log"; }
+
+run clinc150 classify --train $D/clinc150/train.jsonl --test $D/clinc150/test.jsonl --oos-label oos --threshold 0.5 --cache $D/.cache-clinc.bin
+run clinc150_oostrain classify --train $D/clinc150/train_with_oos.jsonl --test $D/clinc150/test.jsonl --oos-label oos --threshold 0.5 --cache $D/.cache-clinc.bin
+run smp2017 classify --train $D/smp2017/train.jsonl --test $D/smp2017/test.jsonl --cache $D/.cache-smp.bin
+for s in banking77 hwu64; do
+  run $s classify --train $D/$s/train.jsonl --test $D/$s/test.jsonl --cache $D/.cache-$s.bin
+done
+for s in ict_subtype ict_component; do
+  run $s classify --train $D/$s/train.jsonl --test $D/$s/test.jsonl --cache $D/.cache-ict.bin
+done
+run fit fit-verifier --faq $D/afqmc-fit/faq.jsonl --test $D/afqmc-fit/test.jsonl --out $D/verifier-afqmc.json --name afqmc-fit --cache $D/.cache-afqmc.bin
+for s in lcqmc bq; do
+  run $s deflect --faq $D/$s/faq.jsonl --test $D/$s/test.jsonl --verifier $D/verifier-afqmc.json --cache $D/.cache-$s.bin --work $D/work-$s
+done

@@ -1,0 +1,91 @@
+//! The indexer's one error type: every failure names what went wrong and where.
+
+use std::path::PathBuf;
+
+/// Everything that can go wrong while opening, writing or searching an index.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The index was built with a different embedding model; mixing vectors
+    /// from two models would silently give meaningless similarities.
+    #[error(
+        "index was built with model {index_model:?} (dim {index_dim}) but the current model is \
+         {model:?} (dim {dim}); use the original model or rebuild the index in a new data directory"
+    )]
+    ModelMismatch {
+        /// Model recorded in the index manifest.
+        index_model: String,
+        /// Dimension recorded in the index manifest.
+        index_dim: usize,
+        /// Model the caller opened the index with.
+        model: String,
+        /// Its dimension.
+        dim: usize,
+    },
+    /// A file of the index is unreadable, truncated or inconsistent.
+    #[error("{path}: corrupt index data: {reason}")]
+    Corrupt {
+        /// The offending file or directory.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// Reading or writing a file failed.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file or directory involved.
+        path: PathBuf,
+        /// The underlying error.
+        source: std::io::Error,
+    },
+    /// Another process (or another `Index` in this process) holds the writer lock.
+    #[error("{path}: index is already open for writing by another process or Index instance")]
+    Locked {
+        /// The data directory.
+        path: PathBuf,
+    },
+    /// The full-text engine failed.
+    #[error("tantivy: {0}")]
+    Tantivy(#[from] tantivy::TantivyError),
+    /// The embedding model failed.
+    #[error("embedding: {0}")]
+    Embed(#[from] models::Error),
+    /// A document cannot be stored as given.
+    #[error("invalid document {id:?}: {reason}")]
+    InvalidDocument {
+        /// The document's id (may be empty: that is one of the reasons).
+        id: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// A search request or argument is unusable.
+    #[error("invalid request: {0}")]
+    InvalidRequest(String),
+    /// A line of a JSONL input file is not a valid document.
+    #[error("{path}:{line}: {reason}")]
+    BadLine {
+        /// The input file.
+        path: PathBuf,
+        /// 1-based line number.
+        line: usize,
+        /// What is wrong with the line.
+        reason: String,
+    },
+}
+
+impl Error {
+    /// Wraps an I/O error with the path it concerns.
+    pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        Error::Io {
+            path: path.into(),
+            source,
+        }
+    }
+
+    /// A corruption error for `path`.
+    pub(crate) fn corrupt(path: impl Into<PathBuf>, reason: impl Into<String>) -> Self {
+        Error::Corrupt {
+            path: path.into(),
+            reason: reason.into(),
+        }
+    }
+}

@@ -1,0 +1,450 @@
+//! In-memory vector state: the live documents' vectors and filterable
+//! attributes by vector id, and the HNSW graph built over them.
+//!
+//! The graph never forgets a point: replaced and deleted documents stay in it
+//! as tombstones that the search filter skips, and the graph is rebuilt from
+//! the live vectors once tombstones pile up. Small or highly filtered
+//! candidate sets are searched exactly instead.
+
+use std::collections::HashMap;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::Arc;
+
+use hnsw_rs::prelude::{DistDot, Distance, Hnsw};
+
+use crate::doc::DocKind;
+use crate::schema::{CompiledFilters, Meta};
+
+/// The HNSW graph type: dot-product distance on unit vectors (`1 - cosine`).
+pub(crate) type Graph = Hnsw<'static, f32, DistDot>;
+
+/// Neighbours per node (hnsw_rs exits the process above 256).
+const MAX_CONNECTIONS: usize = 32;
+/// Candidate list width while building (200 builds 2x slower for the same
+/// recall at a given search width, measured with `examples/bench.rs`).
+const EF_CONSTRUCTION: usize = 100;
+/// Maximum number of graph layers.
+const MAX_LAYERS: usize = 16;
+/// Default HNSW candidate list width while searching.
+pub const EF_SEARCH: usize = 128;
+/// Default: candidate sets up to this size are scanned exactly instead of via
+/// the graph (at 384 dimensions a scan of 10k vectors costs ~2 ms, about a
+/// graph search at ef 128, and is exact; measured with `examples/bench.rs`).
+pub const EXACT_MAX: usize = 10_000;
+/// Batches above this size are inserted into the graph on all cores.
+const PARALLEL_INSERT_MIN: usize = 64;
+
+/// Creates an empty graph sized for `capacity` points.
+pub(crate) fn new_graph(capacity: usize) -> Graph {
+    Hnsw::new(
+        MAX_CONNECTIONS,
+        capacity.max(1024),
+        MAX_LAYERS,
+        EF_CONSTRUCTION,
+        DistDot,
+    )
+}
+
+/// Inserts `(vector, vid)` pairs into `graph`.
+pub(crate) fn insert_all(graph: &Graph, items: &[(&[f32], usize)]) {
+    if items.len() >= PARALLEL_INSERT_MIN {
+        graph.parallel_insert_slice(&items.to_vec());
+    } else {
+        for &item in items {
+            graph.insert_slice(item);
+        }
+    }
+}
+
+/// Cosine similarity of two unit vectors, with the same SIMD kernel as the graph.
+pub(crate) fn similarity(a: &[f32], b: &[f32]) -> f32 {
+    1.0 - DistDot.eval(a, b)
+}
+
+/// L2-normalises a vector in place; fails on zero, NaN or infinite vectors
+/// (the graph's distance kernel asserts on those).
+pub(crate) fn normalise(v: &mut [f32]) -> Result<(), String> {
+    if v.iter().any(|x| !x.is_finite()) {
+        return Err("vector contains NaN or infinite values".into());
+    }
+    let norm = v
+        .iter()
+        .map(|&x| f64::from(x) * f64::from(x))
+        .sum::<f64>()
+        .sqrt();
+    if norm == 0.0 {
+        return Err("vector is all zeros".into());
+    }
+    for x in v.iter_mut() {
+        *x = (f64::from(*x) / norm) as f32;
+    }
+    Ok(())
+}
+
+/// A live document as the vector side sees it.
+pub(crate) struct Slot {
+    pub meta: Meta,
+    pub thash: u64,
+    pub vector: Box<[f32]>,
+}
+
+/// Vectors, attributes and the graph. Guarded by the index's `RwLock`.
+pub(crate) struct VectorState {
+    /// Live slots by vector id.
+    slots: Vec<Option<Box<Slot>>>,
+    /// Document key → vector id.
+    keys: HashMap<String, u64>,
+    /// Live documents per (tenant, kind).
+    counts: HashMap<(String, DocKind), usize>,
+    /// Which vector ids are points of `graph`.
+    in_graph: Vec<bool>,
+    /// Number of points in `graph` (live + tombstones).
+    graph_points: usize,
+    graph: Arc<Graph>,
+    /// Graph points added or changed since the graph was last saved.
+    pub dirty: usize,
+}
+
+impl VectorState {
+    /// An empty state around `graph`, whose points are `graph_vids`.
+    pub(crate) fn new(graph: Graph, graph_vids: &[u64]) -> Self {
+        let mut s = VectorState {
+            slots: Vec::new(),
+            keys: HashMap::new(),
+            counts: HashMap::new(),
+            in_graph: Vec::new(),
+            graph_points: 0,
+            graph: Arc::new(graph),
+            dirty: 0,
+        };
+        for &vid in graph_vids {
+            s.mark_in_graph(vid);
+        }
+        s
+    }
+
+    fn mark_in_graph(&mut self, vid: u64) {
+        let i = vid as usize;
+        if self.in_graph.len() <= i {
+            self.in_graph.resize(i + 1, false);
+        }
+        if !self.in_graph[i] {
+            self.in_graph[i] = true;
+            self.graph_points += 1;
+        }
+    }
+
+    /// Records a live document (no graph insertion: see [`Self::graph_backlog`]).
+    pub(crate) fn put(&mut self, vid: u64, slot: Slot) {
+        let key = slot.meta.key();
+        if let Some(old) = self.keys.insert(key, vid) {
+            if old != vid {
+                self.remove_vid(old);
+            }
+        }
+        *self
+            .counts
+            .entry((slot.meta.tenant.clone(), slot.meta.kind))
+            .or_default() += 1;
+        let i = vid as usize;
+        if self.slots.len() <= i {
+            self.slots.resize_with(i + 1, || None);
+        }
+        if let Some(prev) = self.slots[i].replace(Box::new(slot)) {
+            self.uncount(&prev.meta);
+        }
+    }
+
+    fn uncount(&mut self, m: &Meta) {
+        if let Some(c) = self.counts.get_mut(&(m.tenant.clone(), m.kind)) {
+            *c = c.saturating_sub(1);
+        }
+    }
+
+    fn remove_vid(&mut self, vid: u64) {
+        if let Some(prev) = self.slots.get_mut(vid as usize).and_then(Option::take) {
+            self.uncount(&prev.meta);
+        }
+    }
+
+    /// Forgets the document with this key; true if it was live.
+    pub(crate) fn remove(&mut self, key: &str) -> bool {
+        match self.keys.remove(key) {
+            Some(vid) => {
+                self.remove_vid(vid);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// The live vector id and text hash of a key.
+    pub(crate) fn lookup(&self, key: &str) -> Option<(u64, u64)> {
+        let vid = *self.keys.get(key)?;
+        Some((vid, self.slot(vid)?.thash))
+    }
+
+    /// The live slot of a vector id.
+    pub(crate) fn slot(&self, vid: u64) -> Option<&Slot> {
+        self.slots.get(vid as usize)?.as_deref()
+    }
+
+    /// Live documents of a kind.
+    pub(crate) fn count(&self, kind: DocKind) -> usize {
+        self.counts
+            .iter()
+            .filter(|((_, k), _)| *k == kind)
+            .map(|(_, c)| c)
+            .sum()
+    }
+
+    /// Live documents in total.
+    pub(crate) fn live(&self) -> usize {
+        self.keys.len()
+    }
+
+    /// Graph points that are no longer live.
+    pub(crate) fn tombstones(&self) -> usize {
+        self.graph_points.saturating_sub(self.live_in_graph())
+    }
+
+    fn live_in_graph(&self) -> usize {
+        self.keys.values().filter(|&&v| self.in_graph(v)).count()
+    }
+
+    /// Whether a vector id is a point of the graph.
+    pub(crate) fn in_graph(&self, vid: u64) -> bool {
+        self.in_graph.get(vid as usize).copied().unwrap_or(false)
+    }
+
+    /// Number of points in the graph.
+    pub(crate) fn graph_points(&self) -> usize {
+        self.graph_points
+    }
+
+    /// The current graph (shared, so it can be saved or extended without
+    /// holding the state lock).
+    pub(crate) fn graph(&self) -> Arc<Graph> {
+        Arc::clone(&self.graph)
+    }
+
+    /// Live vector ids that are not yet graph points, with their vectors.
+    pub(crate) fn graph_backlog(&self) -> Vec<(u64, Box<[f32]>)> {
+        self.keys
+            .values()
+            .filter(|&&v| !self.in_graph(v))
+            .filter_map(|&v| Some((v, self.slot(v)?.vector.clone())))
+            .collect()
+    }
+
+    /// Records that these vector ids were inserted into the current graph.
+    pub(crate) fn graph_added(&mut self, vids: &[u64]) {
+        for &v in vids {
+            self.mark_in_graph(v);
+        }
+        self.dirty += vids.len();
+    }
+
+    /// Every live vector, for rebuilding the graph.
+    pub(crate) fn live_vectors(&self) -> Vec<(u64, Box<[f32]>)> {
+        self.keys
+            .values()
+            .filter_map(|&v| Some((v, self.slot(v)?.vector.clone())))
+            .collect()
+    }
+
+    /// Swaps in a rebuilt graph holding exactly `vids`.
+    pub(crate) fn replace_graph(&mut self, graph: Arc<Graph>, vids: &[u64]) {
+        self.graph = graph;
+        self.in_graph.clear();
+        self.graph_points = 0;
+        for &v in vids {
+            self.mark_in_graph(v);
+        }
+        self.dirty = vids.len().max(1);
+    }
+
+    /// Whether enough of the graph is dead to be worth rebuilding.
+    pub(crate) fn needs_rebuild(&self) -> bool {
+        let dead = self.tombstones();
+        dead > 1000 && dead * 4 > self.live()
+    }
+
+    /// Top `k` live documents passing `f`, by cosine to the unit vector `q`,
+    /// best first. Uses the graph (with search width `ef`) unless the
+    /// candidate set has at most `exact_max` documents.
+    pub(crate) fn search(
+        &self,
+        q: &[f32],
+        k: usize,
+        f: &CompiledFilters,
+        ef: usize,
+        exact_max: usize,
+    ) -> Vec<(u64, f32)> {
+        if k == 0 {
+            return Vec::new();
+        }
+        let simple_count = match f.kind {
+            Some(kind) => self
+                .counts
+                .get(&(f.tenant.clone(), kind))
+                .copied()
+                .unwrap_or(0),
+            None => [DocKind::Ticket, DocKind::Article]
+                .iter()
+                .map(|&kind| {
+                    self.counts
+                        .get(&(f.tenant.clone(), kind))
+                        .copied()
+                        .unwrap_or(0)
+                })
+                .sum(),
+        };
+        if simple_count == 0 {
+            return Vec::new();
+        }
+        if simple_count <= exact_max {
+            return self.exact(q, k, |s| f.matches(&s.meta));
+        }
+        let candidates = if f.is_simple() {
+            simple_count
+        } else {
+            let n = self.live_matching(f);
+            if n <= exact_max {
+                return self.exact(q, k, |s| f.matches(&s.meta));
+            }
+            n
+        };
+        let wanted = k.min(candidates);
+        // Widen the search by the inverse selectivity of the filter.
+        let selectivity = candidates as f64 / self.graph_points.max(1) as f64;
+        let mut ef = ((ef.max(k) as f64 / selectivity).ceil() as usize).max(2);
+        let everything_matches = candidates == self.graph_points;
+        loop {
+            let hits = self.graph_search(q, k, ef, f, everything_matches);
+            match hits {
+                Some(h) if h.len() >= wanted => return h,
+                _ if ef >= self.graph_points => break,
+                _ => ef = (ef * 4).min(self.graph_points.max(2)),
+            }
+        }
+        tracing::debug!(candidates, "graph search came up short; scanning exactly");
+        self.exact(q, k, |s| f.matches(&s.meta))
+    }
+
+    fn live_matching(&self, f: &CompiledFilters) -> usize {
+        self.slots
+            .iter()
+            .flatten()
+            .filter(|s| f.matches(&s.meta))
+            .count()
+    }
+
+    /// One graph search; `None` if the graph library panicked (its internal
+    /// asserts must never take a request down).
+    fn graph_search(
+        &self,
+        q: &[f32],
+        k: usize,
+        ef: usize,
+        f: &CompiledFilters,
+        unfiltered: bool,
+    ) -> Option<Vec<(u64, f32)>> {
+        let filter = |vid: &usize| self.slot(*vid as u64).is_some_and(|s| f.matches(&s.meta));
+        let result = catch_unwind(AssertUnwindSafe(|| {
+            if unfiltered {
+                self.graph.search(q, k, ef)
+            } else {
+                self.graph.search_filter(q, k, ef, Some(&filter))
+            }
+        }));
+        match result {
+            Ok(ns) => Some(
+                ns.into_iter()
+                    .map(|n| (n.d_id as u64, 1.0 - n.distance))
+                    .filter(|(vid, _)| self.slot(*vid).is_some())
+                    .collect(),
+            ),
+            Err(_) => {
+                tracing::error!("hnsw search panicked; falling back to exact search");
+                None
+            }
+        }
+    }
+
+    /// Exact top `k` over live slots accepted by `keep`.
+    fn exact(&self, q: &[f32], k: usize, keep: impl Fn(&Slot) -> bool) -> Vec<(u64, f32)> {
+        let mut scored: Vec<(u64, f32)> = self
+            .slots
+            .iter()
+            .enumerate()
+            .filter_map(|(vid, s)| {
+                let s = s.as_deref()?;
+                keep(s).then(|| (vid as u64, similarity(q, &s.vector)))
+            })
+            .collect();
+        let by_score = |a: &(u64, f32), b: &(u64, f32)| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0));
+        if scored.len() > k {
+            scored.select_nth_unstable_by(k - 1, by_score);
+            scored.truncate(k);
+        }
+        scored.sort_by(by_score);
+        scored
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn unit(v: &[f32]) -> Vec<f32> {
+        let mut v = v.to_vec();
+        normalise(&mut v).unwrap();
+        v
+    }
+
+    fn slot(id: &str, kind: DocKind, v: &[f32]) -> Slot {
+        Slot {
+            meta: Meta {
+                kind,
+                tenant: String::new(),
+                id: id.into(),
+                category: String::new(),
+                status: String::new(),
+                created: None,
+            },
+            thash: 0,
+            vector: unit(v).into_boxed_slice(),
+        }
+    }
+
+    #[test]
+    fn normalise_rejects_degenerate_vectors() {
+        assert!(normalise(&mut [0.0, 0.0]).is_err());
+        assert!(normalise(&mut [f32::NAN, 1.0]).is_err());
+        let mut v = [3.0, 4.0];
+        normalise(&mut v).unwrap();
+        assert!((v[0] - 0.6).abs() < 1e-6 && (v[1] - 0.8).abs() < 1e-6);
+    }
+
+    #[test]
+    fn replace_and_remove_keep_counts_and_hide_old_vectors() {
+        let mut s = VectorState::new(new_graph(16), &[]);
+        s.put(0, slot("a", DocKind::Ticket, &[1.0, 0.0]));
+        s.put(1, slot("b", DocKind::Article, &[0.0, 1.0]));
+        s.put(2, slot("a", DocKind::Ticket, &[0.0, 1.0]));
+        assert_eq!(s.count(DocKind::Ticket), 1);
+        assert_eq!(s.live(), 2);
+        assert!(s.slot(0).is_none());
+        let f = CompiledFilters {
+            kind: Some(DocKind::Ticket),
+            ..Default::default()
+        };
+        let hits = s.search(&unit(&[1.0, 0.0]), 5, &f, EF_SEARCH, 0);
+        assert_eq!(hits.iter().map(|h| h.0).collect::<Vec<_>>(), vec![2]);
+        assert!(s.remove("ticket\x1f\x1fa"));
+        assert!(!s.remove("ticket\x1f\x1fa"));
+        assert_eq!(s.count(DocKind::Ticket), 0);
+        assert!(s.search(&unit(&[1.0, 0.0]), 5, &f, EF_SEARCH, 0).is_empty());
+    }
+}

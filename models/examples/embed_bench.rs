@@ -1,0 +1,90 @@
+//! Embedding speed on real texts: batch throughput and single-query latency.
+//!
+//! `cargo run --release -p models --example embed_bench -- [CSV] [N] [BATCH]`
+//! (default: the first 2,000 BANKING77 utterances from `../shared/data`, batch 32).
+//! Uses the model chosen by `TRIAGE_MODEL` / `TRIAGE_MODEL_DIR` (default e5).
+
+use std::time::Instant;
+
+use models::{default_cache_dir, EmbedKind, Embedder, EmbedderOptions, ModelSource, TextEmbedder};
+
+/// The text column of a `text,label` CSV line (quotes undone).
+fn csv_text(line: &str) -> String {
+    let text = line.rsplit_once(',').map_or(line, |(t, _)| t);
+    match text.strip_prefix('"').and_then(|t| t.strip_suffix('"')) {
+        Some(quoted) => quoted.replace("\"\"", "\""),
+        None => text.to_string(),
+    }
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
+}
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let csv = args.first().cloned().unwrap_or_else(|| {
+        concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../shared/data/banking77/train.csv"
+        )
+        .into()
+    });
+    let n: usize = args.get(1).map_or(Ok(2000), |s| s.parse())?;
+    let batch: usize = args.get(2).map_or(Ok(32), |s| s.parse())?;
+    let texts: Vec<String> = std::fs::read_to_string(&csv)?
+        .lines()
+        .skip(1)
+        .take(n)
+        .map(csv_text)
+        .collect();
+
+    let t = Instant::now();
+    let source = ModelSource::from_env_or(None, None);
+    let model = Embedder::load_source(&source, &default_cache_dir(), EmbedderOptions::default())?;
+    println!(
+        "model {} loaded in {:.0} ms",
+        model.name(),
+        t.elapsed().as_secs_f64() * 1e3
+    );
+
+    let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+    model.embed(&refs[..batch.min(refs.len())], EmbedKind::Passage)?; // warm-up
+    let t = Instant::now();
+    for chunk in refs.chunks(batch) {
+        model.embed(chunk, EmbedKind::Passage)?;
+    }
+    let secs = t.elapsed().as_secs_f64();
+    println!(
+        "batch {batch}: {} texts in {secs:.2} s = {:.1} texts/s",
+        refs.len(),
+        refs.len() as f64 / secs
+    );
+
+    let mut short: Vec<&str> = refs.clone();
+    short.sort_by_key(|s| s.len());
+    let queries: Vec<&str> = short
+        .iter()
+        .copied()
+        .filter(|s| s.len() >= 20)
+        .take(200)
+        .collect();
+    let mut lat = Vec::with_capacity(queries.len());
+    for q in &queries {
+        let t = Instant::now();
+        model.embed(&[q], EmbedKind::Query)?;
+        lat.push(t.elapsed().as_secs_f64() * 1e3);
+    }
+    lat.sort_by(f64::total_cmp);
+    let tokens: usize = queries
+        .iter()
+        .map(|q| model.token_ids(q, EmbedKind::Query).map_or(0, |t| t.len()))
+        .sum();
+    println!(
+        "single query ({:.1} tokens avg): p50 {:.2} ms, p99 {:.2} ms",
+        tokens as f64 / queries.len() as f64,
+        percentile(&lat, 0.5),
+        percentile(&lat, 0.99)
+    );
+    Ok(())
+}

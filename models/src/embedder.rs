@@ -1,0 +1,207 @@
+//! [`Embedder`]: texts in, L2-normalised sentence vectors out.
+//!
+//! Long texts are windowed like the reference e5 engine: content tokens are
+//! split into windows of `max_positions − 2`, each window is encoded with its
+//! own begin/end tokens, and the windows' mean-pooled vectors are averaged
+//! weighted by their content-token counts, then L2-normalised. Nothing is
+//! truncated. Windows are packed (concatenated, no padding) into forward
+//! passes bounded by [`EmbedderOptions::max_batch`] windows and
+//! [`EmbedderOptions::max_batch_tokens`] tokens.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use crate::config::BertConfig;
+use crate::e5s1::E5s1;
+use crate::encoder::{l2_normalize, pooled};
+use crate::source::{resolve, ModelInfo, ModelSource, E5_FILE};
+use crate::tokenize::TextTokenizer;
+use crate::weights::BertWeights;
+use crate::{EmbedKind, Error, TextEmbedder};
+
+/// Batching limits for [`Embedder`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EmbedderOptions {
+    /// Most windows encoded in one forward pass (default 32).
+    pub max_batch: usize,
+    /// Most tokens in one forward pass (default 8192); bounds activation
+    /// memory (~20 KB per token for e5-small). A single window always fits.
+    pub max_batch_tokens: usize,
+}
+
+impl Default for EmbedderOptions {
+    fn default() -> Self {
+        EmbedderOptions {
+            max_batch: 32,
+            max_batch_tokens: 8192,
+        }
+    }
+}
+
+/// A loaded sentence-embedding model (thread-safe; share it behind an `Arc`).
+pub struct Embedder {
+    info: ModelInfo,
+    tokenizer: TextTokenizer,
+    weights: BertWeights,
+    opts: EmbedderOptions,
+}
+
+/// One encoder input: a slice of a text's content tokens.
+struct Window {
+    text: usize,
+    ids: Vec<u32>,
+    weight: f32,
+}
+
+impl Embedder {
+    /// Loads a model directory: an installed e5 model (`e5-small-q4.bin`) or a
+    /// HuggingFace-layout BERT-family directory (`config.json`,
+    /// `tokenizer.json`, `model.safetensors`).
+    pub fn load(dir: &Path, opts: EmbedderOptions) -> Result<Embedder, Error> {
+        if opts.max_batch == 0 || opts.max_batch_tokens == 0 {
+            return Err(Error::InvalidInput(
+                "max_batch and max_batch_tokens must be at least 1".into(),
+            ));
+        }
+        let info = ModelInfo::load(dir)?;
+        let e5 = dir.join(E5_FILE);
+        let (tokenizer, weights) = if e5.is_file() {
+            let file = Arc::new(E5s1::open(&e5)?);
+            let tokenizer = TextTokenizer::from_sentencepiece(&file.vocab, file.norm.clone())?;
+            (tokenizer, BertWeights::from_e5s1(file)?)
+        } else {
+            let need = ["config.json", "tokenizer.json", "model.safetensors"];
+            let missing: Vec<_> = need.iter().filter(|f| !dir.join(f).is_file()).collect();
+            if !missing.is_empty() {
+                return Err(Error::NotFound {
+                    path: dir.to_path_buf(),
+                    hint: format!(
+                        "missing {missing:?}; expected a HuggingFace-layout BERT directory"
+                    ),
+                });
+            }
+            let cfg = BertConfig::from_hf_file(&dir.join("config.json"))?;
+            let tokenizer = TextTokenizer::from_hf_file(&dir.join("tokenizer.json"))?;
+            (
+                tokenizer,
+                BertWeights::from_safetensors(&dir.join("model.safetensors"), cfg)?,
+            )
+        };
+        tracing::debug!(model = %info.name, dir = %dir.display(), "embedding model loaded");
+        Ok(Embedder {
+            info,
+            tokenizer,
+            weights,
+            opts,
+        })
+    }
+
+    /// Resolves `source` (fetching a named model into `cache_dir` if missing) and loads it.
+    pub fn load_source(
+        source: &ModelSource,
+        cache_dir: &Path,
+        opts: EmbedderOptions,
+    ) -> Result<Embedder, Error> {
+        Self::load(&resolve(source, cache_dir, true)?, opts)
+    }
+
+    /// Token ids the model sees for `text` as `kind`: prefix included, framed by
+    /// the begin/end tokens, not windowed (long texts give more than
+    /// [`Embedder::max_positions`] ids). For tests and token counting.
+    pub fn token_ids(&self, text: &str, kind: EmbedKind) -> Result<Vec<u32>, Error> {
+        let content = self.content_ids(text, kind)?;
+        let mut ids = Vec::with_capacity(content.len() + 2);
+        ids.extend(self.tokenizer.bos);
+        ids.extend(content);
+        ids.extend(self.tokenizer.eos);
+        Ok(ids)
+    }
+
+    /// Positions one window can use, including the begin/end tokens (512 for e5).
+    pub fn max_positions(&self) -> usize {
+        self.weights.cfg.usable_positions()
+    }
+
+    fn content_ids(&self, text: &str, kind: EmbedKind) -> Result<Vec<u32>, Error> {
+        let prefix = match kind {
+            EmbedKind::Query => &self.info.query_prefix,
+            EmbedKind::Passage => &self.info.passage_prefix,
+        };
+        self.tokenizer.content_ids(&format!("{prefix}{text}"))
+    }
+
+    /// Splits every text into framed windows.
+    fn windows(&self, texts: &[&str], kind: EmbedKind) -> Result<Vec<Window>, Error> {
+        let frame =
+            usize::from(self.tokenizer.bos.is_some()) + usize::from(self.tokenizer.eos.is_some());
+        let per_window = self.max_positions().saturating_sub(frame).max(1);
+        let mut windows = Vec::new();
+        for (text, t) in texts.iter().enumerate() {
+            let content = self.content_ids(t, kind)?;
+            let chunks: Vec<&[u32]> = if content.is_empty() {
+                vec![&[]]
+            } else {
+                content.chunks(per_window).collect()
+            };
+            for chunk in chunks {
+                let mut ids = Vec::with_capacity(chunk.len() + frame);
+                ids.extend(self.tokenizer.bos);
+                ids.extend_from_slice(chunk);
+                ids.extend(self.tokenizer.eos);
+                if ids.is_empty() {
+                    // No content and no special tokens: encode a lone pad-free token 0.
+                    ids.push(0);
+                }
+                windows.push(Window {
+                    text,
+                    weight: chunk.len().max(1) as f32,
+                    ids,
+                });
+            }
+        }
+        Ok(windows)
+    }
+}
+
+impl TextEmbedder for Embedder {
+    fn embed(&self, texts: &[&str], kind: EmbedKind) -> Result<Vec<Vec<f32>>, Error> {
+        let h = self.dim();
+        let windows = self.windows(texts, kind)?;
+        let mut sums = vec![vec![0f32; h]; texts.len()];
+        let mut start = 0;
+        while start < windows.len() {
+            // Take windows while they fit the batch limits (always at least one).
+            let mut end = start + 1;
+            let mut tokens = windows[start].ids.len();
+            while end < windows.len()
+                && end - start < self.opts.max_batch
+                && tokens + windows[end].ids.len() <= self.opts.max_batch_tokens
+            {
+                tokens += windows[end].ids.len();
+                end += 1;
+            }
+            let batch: Vec<Vec<u32>> = windows[start..end].iter().map(|w| w.ids.clone()).collect();
+            for (w, v) in windows[start..end]
+                .iter()
+                .zip(pooled(&self.weights, &batch)?)
+            {
+                for (s, x) in sums[w.text].iter_mut().zip(v) {
+                    *s += w.weight * x;
+                }
+            }
+            start = end;
+        }
+        for v in &mut sums {
+            l2_normalize(v);
+        }
+        Ok(sums)
+    }
+
+    fn dim(&self) -> usize {
+        self.weights.cfg.hidden
+    }
+
+    fn name(&self) -> &str {
+        &self.info.name
+    }
+}

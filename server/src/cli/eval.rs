@@ -1,0 +1,172 @@
+//! `triage eval`: quality measurements whose JSON output other tools rely on.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use clap::{Args, Subcommand, ValueEnum};
+use indexer::SearchMode;
+use serde::de::DeserializeOwned;
+use serde::Deserialize;
+
+use super::ModelArgs;
+
+/// `triage eval …` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum EvalCommand {
+    /// Retrieval quality: recall@1/5/10 and MRR@10 per search mode.
+    Retrieval(RetrievalArgs),
+    /// Classification quality with abstention (and out-of-scope refusal).
+    Classify(ClassifyArgs),
+    /// FAQ deflection quality: answer rate, answer precision, out-of-scope handoff.
+    Deflect(DeflectArgs),
+}
+
+/// Arguments of `triage eval retrieval`.
+#[derive(Debug, Args)]
+pub struct RetrievalArgs {
+    #[command(flatten)]
+    model: ModelArgs,
+    /// Corpus: `{"id", "text"}` per line.
+    #[arg(long)]
+    corpus: PathBuf,
+    /// Queries: `{"text", "relevant": [ids]}` per line.
+    #[arg(long)]
+    queries: PathBuf,
+    /// Which modes to evaluate.
+    #[arg(long, value_enum, default_value_t = EvalMode::All)]
+    mode: EvalMode,
+}
+
+/// `--mode` values of `eval retrieval`.
+#[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
+pub enum EvalMode {
+    /// BM25 only.
+    Bm25,
+    /// Vectors only.
+    Vector,
+    /// Fused.
+    Hybrid,
+    /// All three.
+    All,
+}
+
+/// Arguments of `triage eval classify`.
+#[derive(Debug, Args)]
+pub struct ClassifyArgs {
+    #[command(flatten)]
+    model: ModelArgs,
+    /// Training examples: `{"text", "label"}` per line.
+    #[arg(long)]
+    train: PathBuf,
+    /// Test examples: `{"text", "label"}` per line.
+    #[arg(long)]
+    test: PathBuf,
+    /// The label that marks out-of-scope examples (never in the training taxonomy).
+    #[arg(long)]
+    oos_label: Option<String>,
+    /// Abstention threshold on the calibrated probability.
+    #[arg(long, default_value_t = 0.5)]
+    threshold: f32,
+}
+
+/// Arguments of `triage eval deflect`.
+#[derive(Debug, Args)]
+pub struct DeflectArgs {
+    #[command(flatten)]
+    model: ModelArgs,
+    /// FAQ bank: `{"id", "question", "answer"}` per line.
+    #[arg(long)]
+    faq: PathBuf,
+    /// Test messages: `{"text", "faq_ids": [...]}` per line (empty = out of scope).
+    #[arg(long)]
+    test: PathBuf,
+}
+
+#[derive(Deserialize)]
+struct CorpusLine {
+    id: String,
+    text: String,
+}
+
+#[derive(Deserialize)]
+struct QueryLine {
+    text: String,
+    relevant: Vec<String>,
+}
+
+#[derive(Deserialize)]
+struct LabelledLine {
+    text: String,
+    label: String,
+}
+
+/// Runs an `eval` subcommand.
+pub fn run(cmd: EvalCommand) -> anyhow::Result<()> {
+    match cmd {
+        EvalCommand::Retrieval(args) => retrieval(args),
+        EvalCommand::Classify(args) => classify(args),
+        EvalCommand::Deflect(args) => deflect(args),
+    }
+}
+
+fn retrieval(args: RetrievalArgs) -> anyhow::Result<()> {
+    let corpus: Vec<CorpusLine> = read_jsonl(&args.corpus)?;
+    let queries: Vec<QueryLine> = read_jsonl(&args.queries)?;
+    let modes = match args.mode {
+        EvalMode::Bm25 => vec![SearchMode::Bm25],
+        EvalMode::Vector => vec![SearchMode::Vector],
+        EvalMode::Hybrid => vec![SearchMode::Hybrid],
+        EvalMode::All => vec![SearchMode::Bm25, SearchMode::Vector, SearchMode::Hybrid],
+    };
+    let embedder = args.model.load()?;
+    let corpus: Vec<(String, String)> = corpus.into_iter().map(|c| (c.id, c.text)).collect();
+    let queries: Vec<(String, Vec<String>)> =
+        queries.into_iter().map(|q| (q.text, q.relevant)).collect();
+    let work = tempfile::tempdir().context("creating a temporary index directory")?;
+    for report in indexer::eval::evaluate(&corpus, &queries, &modes, embedder, work.path())? {
+        println!("{}", serde_json::to_string(&report)?);
+    }
+    Ok(())
+}
+
+fn classify(args: ClassifyArgs) -> anyhow::Result<()> {
+    let train: Vec<LabelledLine> = read_jsonl(&args.train)?;
+    let test: Vec<LabelledLine> = read_jsonl(&args.test)?;
+    let pairs = |v: Vec<LabelledLine>| -> Vec<(String, String)> {
+        v.into_iter().map(|l| (l.text, l.label)).collect()
+    };
+    let embedder = args.model.load()?;
+    let report = triage::eval::classify(
+        &pairs(train),
+        &pairs(test),
+        args.oos_label.as_deref(),
+        args.threshold,
+        embedder,
+    )?;
+    println!("{}", serde_json::to_string(&report)?);
+    Ok(())
+}
+
+fn deflect(args: DeflectArgs) -> anyhow::Result<()> {
+    let faq: Vec<triage::eval::FaqEntry> = read_jsonl(&args.faq)?;
+    let test: Vec<triage::eval::DeflectCase> = read_jsonl(&args.test)?;
+    let embedder = args.model.load()?;
+    let work = tempfile::tempdir().context("creating a temporary index directory")?;
+    let report = triage::eval::deflect(&faq, &test, embedder, work.path())?;
+    println!("{}", serde_json::to_string(&report)?);
+    Ok(())
+}
+
+/// Reads one JSON object per non-empty line; an error names the file and line.
+fn read_jsonl<T: DeserializeOwned>(path: &Path) -> anyhow::Result<Vec<T>> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    text.lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty())
+        .map(|(i, l)| {
+            serde_json::from_str(l)
+                .with_context(|| format!("{}:{}: invalid line", path.display(), i + 1))
+        })
+        .collect()
+}

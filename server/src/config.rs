@@ -1,0 +1,458 @@
+//! The service's one configuration: where the data and pack live, which model to
+//! load, API keys and request limits.
+//!
+//! Values come from, in order of precedence: command-line flags, environment
+//! variables (clap reads both), an optional TOML file (`--config`), then the
+//! defaults below. [`ServeArgs`] and [`EngineArgs`] are `clap::Args` structs the
+//! CLI flattens into its `serve` and `reclassify` subcommands.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use serde::Deserialize;
+
+use crate::http::batch::BatchingEmbedder;
+
+/// Default listen address (`triage serve` with no arguments).
+pub const DEFAULT_ADDR: &str = "127.0.0.1:8080";
+/// Default data directory, relative to the working directory.
+pub const DEFAULT_DATA_DIR: &str = "data";
+/// Default pack, relative to the working directory (falls back to the source tree's copy).
+pub const DEFAULT_PACK_DIR: &str = "fixtures/demo-pack";
+
+/// Flags that choose the engine's data, pack and model (shared by `serve` and `reclassify`).
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct EngineArgs {
+    /// Data directory holding the index (default: ./data).
+    #[arg(long, env = "TRIAGE_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Tenant pack directory (default: fixtures/demo-pack).
+    #[arg(long = "pack", env = "TRIAGE_PACK")]
+    pub pack_dir: Option<PathBuf>,
+}
+
+/// The model flags of the CLI (its global `--model`, `--model-dir`,
+/// `--model-cache`); unset ones fall back to the TOML file, then to the
+/// `TRIAGE_MODEL_DIR` / `TRIAGE_MODEL` environment, then the default model.
+#[derive(Debug, Clone, Default)]
+pub struct ModelFlags {
+    /// A known model name.
+    pub name: Option<String>,
+    /// A local HuggingFace-layout model directory.
+    pub dir: Option<PathBuf>,
+    /// The model cache directory.
+    pub cache: Option<PathBuf>,
+}
+
+/// Flags of `triage serve`.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct ServeArgs {
+    /// Data, pack and model.
+    #[command(flatten)]
+    pub engine: EngineArgs,
+    /// Listen address, HOST:PORT (default 127.0.0.1:8080; port 0 picks a free one).
+    #[arg(long, env = "TRIAGE_ADDR")]
+    pub addr: Option<SocketAddr>,
+    /// Optional TOML configuration file (see `Config` for the keys).
+    #[arg(long = "config", env = "TRIAGE_CONFIG")]
+    pub config_file: Option<PathBuf>,
+    /// API key as TOKEN=TENANT (repeatable, or comma-separated in the env var).
+    /// With any key set, every /v1 route requires `Authorization: Bearer TOKEN`.
+    #[arg(long = "api-key", env = "TRIAGE_API_KEYS", value_delimiter = ',')]
+    pub api_keys: Vec<String>,
+    /// Largest accepted request body in bytes (default 1 MiB).
+    #[arg(long, env = "TRIAGE_MAX_BODY_BYTES")]
+    pub max_body_bytes: Option<usize>,
+    /// Longest accepted text field in characters (default 20000).
+    #[arg(long, env = "TRIAGE_MAX_TEXT_CHARS")]
+    pub max_text_chars: Option<usize>,
+    /// Per-request timeout in milliseconds (default 30000).
+    #[arg(long, env = "TRIAGE_REQUEST_TIMEOUT_MS")]
+    pub request_timeout_ms: Option<u64>,
+    /// Requests in flight before new ones are shed with 503 (default 64).
+    #[arg(long, env = "TRIAGE_MAX_CONCURRENCY")]
+    pub max_concurrency: Option<usize>,
+}
+
+/// Request limits that protect the service.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Limits {
+    /// Largest accepted request body (bytes): larger bodies get 413.
+    pub max_body_bytes: usize,
+    /// Longest accepted text field (Unicode scalar values): longer texts get 413.
+    pub max_text_chars: usize,
+    /// Time after which a request is answered with 504.
+    pub request_timeout: Duration,
+    /// Requests in flight on /v1 before new ones are shed with 503.
+    pub max_concurrency: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_body_bytes: 1024 * 1024,
+            max_text_chars: 20_000,
+            request_timeout: Duration::from_secs(30),
+            max_concurrency: 64,
+        }
+    }
+}
+
+/// Data, pack and model: everything needed to open the engine.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EngineSettings {
+    /// Index data directory.
+    pub data_dir: PathBuf,
+    /// Tenant pack directory.
+    pub pack_dir: PathBuf,
+    /// The embedding model (a named one is fetched into `model_cache` if missing).
+    pub model: models::ModelSource,
+    /// The model cache directory.
+    pub model_cache: PathBuf,
+}
+
+/// The whole service configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Listen address.
+    pub addr: SocketAddr,
+    /// Data, pack and model.
+    pub engine: EngineSettings,
+    /// Bearer token → tenant. Empty: no authentication.
+    pub api_keys: BTreeMap<String, String>,
+    /// Request limits.
+    pub limits: Limits,
+}
+
+/// The optional TOML file: every key optional, same names as the flags.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+struct FileConfig {
+    addr: Option<SocketAddr>,
+    data_dir: Option<PathBuf>,
+    pack: Option<PathBuf>,
+    model: Option<String>,
+    model_dir: Option<PathBuf>,
+    model_cache: Option<PathBuf>,
+    /// `[api_keys]` table: token = "tenant".
+    api_keys: BTreeMap<String, String>,
+    max_body_bytes: Option<usize>,
+    max_text_chars: Option<usize>,
+    request_timeout_ms: Option<u64>,
+    max_concurrency: Option<usize>,
+}
+
+impl EngineArgs {
+    /// Resolves the engine settings from these flags and the model flags
+    /// (defaults for the rest); for commands without a config file.
+    pub fn settings(&self, model: &ModelFlags) -> EngineSettings {
+        resolve_engine(self, model, &FileConfig::default())
+    }
+}
+
+impl Config {
+    /// Builds the configuration from flags/env, the optional TOML file and defaults.
+    pub fn from_args(args: &ServeArgs, model: &ModelFlags) -> anyhow::Result<Config> {
+        let file = match &args.config_file {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .with_context(|| format!("reading config file {}", path.display()))?;
+                toml::from_str::<FileConfig>(&text)
+                    .with_context(|| format!("parsing config file {}", path.display()))?
+            }
+            None => FileConfig::default(),
+        };
+        let addr = match args.addr.or(file.addr) {
+            Some(a) => a,
+            None => DEFAULT_ADDR.parse().context("default address")?,
+        };
+        let mut api_keys = file.api_keys.clone();
+        for spec in &args.api_keys {
+            let (token, tenant) = parse_key(spec)?;
+            api_keys.insert(token, tenant);
+        }
+        if let Some(token) = api_keys.keys().find(|t| t.trim().is_empty()) {
+            anyhow::bail!("API key {token:?} is empty");
+        }
+        let defaults = Limits::default();
+        let limits = Limits {
+            max_body_bytes: args
+                .max_body_bytes
+                .or(file.max_body_bytes)
+                .unwrap_or(defaults.max_body_bytes),
+            max_text_chars: args
+                .max_text_chars
+                .or(file.max_text_chars)
+                .unwrap_or(defaults.max_text_chars),
+            request_timeout: args
+                .request_timeout_ms
+                .or(file.request_timeout_ms)
+                .map(Duration::from_millis)
+                .unwrap_or(defaults.request_timeout),
+            max_concurrency: args
+                .max_concurrency
+                .or(file.max_concurrency)
+                .unwrap_or(defaults.max_concurrency),
+        };
+        if limits.max_concurrency == 0 || limits.max_body_bytes == 0 || limits.max_text_chars == 0 {
+            anyhow::bail!("max_concurrency, max_body_bytes and max_text_chars must be positive");
+        }
+        if limits.request_timeout.is_zero() {
+            anyhow::bail!("request_timeout_ms must be positive");
+        }
+        Ok(Config {
+            addr,
+            engine: resolve_engine(&args.engine, model, &file),
+            api_keys,
+            limits,
+        })
+    }
+}
+
+/// Parses `TOKEN=TENANT` (a bare `TOKEN` maps to the default tenant `""`).
+fn parse_key(spec: &str) -> anyhow::Result<(String, String)> {
+    let (token, tenant) = match spec.split_once('=') {
+        Some((t, n)) => (t.trim(), n.trim()),
+        None => (spec.trim(), ""),
+    };
+    if token.is_empty() {
+        anyhow::bail!("API key {spec:?}: the token is empty (expected TOKEN=TENANT)");
+    }
+    Ok((token.to_string(), tenant.to_string()))
+}
+
+fn resolve_engine(args: &EngineArgs, model: &ModelFlags, file: &FileConfig) -> EngineSettings {
+    let data_dir = args
+        .data_dir
+        .clone()
+        .or_else(|| file.data_dir.clone())
+        .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR));
+    let pack_dir = args
+        .pack_dir
+        .clone()
+        .or_else(|| file.pack.clone())
+        .unwrap_or_else(default_pack_dir);
+    let from_flags = model.name.is_some() || model.dir.is_some();
+    let source = if from_flags {
+        models::ModelSource::from_env_or(model.name.clone(), model.dir.clone())
+    } else {
+        models::ModelSource::from_env_or(file.model.clone(), file.model_dir.clone())
+    };
+    let model_cache = model
+        .cache
+        .clone()
+        .or_else(|| file.model_cache.clone())
+        .unwrap_or_else(models::default_cache_dir);
+    EngineSettings {
+        data_dir,
+        pack_dir,
+        model: source,
+        model_cache,
+    }
+}
+
+/// `fixtures/demo-pack` under the working directory, else the copy in the source tree.
+fn default_pack_dir() -> PathBuf {
+    let local = PathBuf::from(DEFAULT_PACK_DIR);
+    if local.is_dir() {
+        return local;
+    }
+    let built_in = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("..")
+        .join(DEFAULT_PACK_DIR);
+    if built_in.is_dir() {
+        built_in
+    } else {
+        local
+    }
+}
+
+impl EngineSettings {
+    /// Loads the embedding model (fetching the default one if missing), wraps it
+    /// in the micro-batching embedder and opens the engine on the data directory.
+    pub fn open_engine(&self) -> anyhow::Result<triage::engine::Engine> {
+        let embedder = models::Embedder::load_source(
+            &self.model,
+            &self.model_cache,
+            models::EmbedderOptions::default(),
+        )
+        .context("loading the embedding model")?;
+        let batching = BatchingEmbedder::new(Arc::new(embedder));
+        std::fs::create_dir_all(&self.data_dir)
+            .with_context(|| format!("creating data directory {}", self.data_dir.display()))?;
+        let cfg = triage::engine::EngineConfig {
+            pack_dir: self.pack_dir.clone(),
+            data_dir: self.data_dir.clone(),
+        };
+        triage::engine::Engine::open(cfg, Arc::new(batching)).with_context(|| {
+            format!(
+                "opening the engine (pack {}, data {})",
+                self.pack_dir.display(),
+                self.data_dir.display()
+            )
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        serve: ServeArgs,
+    }
+
+    /// The CLI's global model flags, as `cli::ModelArgs` declares them.
+    #[derive(clap::Args)]
+    struct GlobalModelFlags {
+        #[arg(long, global = true)]
+        model: Option<String>,
+        #[arg(long, global = true, conflicts_with = "model")]
+        model_dir: Option<PathBuf>,
+        #[arg(long, global = true)]
+        model_cache: Option<PathBuf>,
+    }
+
+    #[derive(Parser)]
+    struct Wired {
+        #[command(subcommand)]
+        command: Sub,
+    }
+
+    #[derive(clap::Subcommand)]
+    enum Sub {
+        Serve {
+            #[command(flatten)]
+            serve: ServeArgs,
+            #[command(flatten)]
+            model: GlobalModelFlags,
+        },
+        Reclassify {
+            #[command(flatten)]
+            args: crate::reclassify::ReclassifyArgs,
+            #[command(flatten)]
+            model: GlobalModelFlags,
+        },
+    }
+
+    #[test]
+    fn flags_fit_next_to_the_cli_model_flags() {
+        use clap::CommandFactory;
+        Wired::command().debug_assert();
+        let w = Wired::parse_from([
+            "triage",
+            "serve",
+            "--addr",
+            "127.0.0.1:0",
+            "--pack",
+            "p",
+            "--model-dir",
+            "m",
+        ]);
+        let Sub::Serve { serve, model } = w.command else {
+            panic!("not serve")
+        };
+        let flags = ModelFlags {
+            name: model.model,
+            dir: model.model_dir,
+            cache: model.model_cache,
+        };
+        let cfg = Config::from_args(&serve, &flags).unwrap();
+        assert_eq!(cfg.engine.pack_dir, PathBuf::from("p"));
+        assert_eq!(
+            cfg.engine.model,
+            models::ModelSource::Dir(PathBuf::from("m"))
+        );
+        let w = Wired::parse_from([
+            "triage",
+            "reclassify",
+            "--in",
+            "a.jsonl",
+            "--out",
+            "b.jsonl",
+            "--data-dir",
+            "d",
+        ]);
+        let Sub::Reclassify { args, .. } = w.command else {
+            panic!("not reclassify")
+        };
+        assert_eq!(args.output, PathBuf::from("b.jsonl"));
+        assert_eq!(args.engine.data_dir, Some(PathBuf::from("d")));
+    }
+
+    #[test]
+    fn flags_override_file_and_defaults() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("triage.toml");
+        std::fs::write(
+            &file,
+            "addr = \"127.0.0.1:9000\"\nmax_concurrency = 5\nmax_text_chars = 10\n[api_keys]\nk1 = \"acme\"\n",
+        )
+        .unwrap();
+        let cli = Cli::parse_from([
+            "triage",
+            "--config",
+            file.to_str().unwrap(),
+            "--max-concurrency",
+            "7",
+            "--api-key",
+            "k2=globex",
+        ]);
+        let cfg = Config::from_args(&cli.serve, &ModelFlags::default()).unwrap();
+        assert_eq!(cfg.addr.port(), 9000);
+        assert_eq!(cfg.limits.max_concurrency, 7);
+        assert_eq!(cfg.limits.max_text_chars, 10);
+        assert_eq!(cfg.limits.max_body_bytes, Limits::default().max_body_bytes);
+        assert_eq!(cfg.api_keys.get("k1").map(String::as_str), Some("acme"));
+        assert_eq!(cfg.api_keys.get("k2").map(String::as_str), Some("globex"));
+    }
+
+    #[test]
+    fn bad_values_are_refused_with_a_message() {
+        let cli = Cli::parse_from(["triage", "--api-key", "=acme"]);
+        let err = Config::from_args(&cli.serve, &ModelFlags::default())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("token is empty"), "{err}");
+        let cli = Cli::parse_from(["triage", "--max-concurrency", "0"]);
+        assert!(Config::from_args(&cli.serve, &ModelFlags::default()).is_err());
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("bad.toml");
+        std::fs::write(&file, "no_such_key = 1\n").unwrap();
+        let cli = Cli::parse_from(["triage", "--config", file.to_str().unwrap()]);
+        let err = format!(
+            "{:#}",
+            Config::from_args(&cli.serve, &ModelFlags::default()).unwrap_err()
+        );
+        assert!(err.contains("no_such_key"), "{err}");
+    }
+
+    #[test]
+    fn model_flags_win_over_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("triage.toml");
+        std::fs::write(&file, "model_dir = \"/from-file\"\n").unwrap();
+        let cli = Cli::parse_from(["triage", "--config", file.to_str().unwrap()]);
+        let from_file = Config::from_args(&cli.serve, &ModelFlags::default()).unwrap();
+        assert_eq!(
+            from_file.engine.model,
+            models::ModelSource::Dir(PathBuf::from("/from-file"))
+        );
+        let flags = ModelFlags {
+            dir: Some(PathBuf::from("/m")),
+            ..ModelFlags::default()
+        };
+        let cfg = Config::from_args(&cli.serve, &flags).unwrap();
+        assert_eq!(
+            cfg.engine.model,
+            models::ModelSource::Dir(PathBuf::from("/m"))
+        );
+    }
+}

@@ -1,0 +1,239 @@
+//! Document and job endpoints: upsert/get/delete tickets and articles (the id
+//! in the path wins; searchable when the call returns) and reclassify jobs.
+
+use axum::extract::{Path, Query, State};
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use indexer::{Article, Ticket};
+use serde::{Deserialize, Serialize};
+
+use super::error::{ApiError, ApiResult};
+use super::extract::{check_id, check_text, ApiJson};
+use super::jobs::JobStatus;
+use super::{AppState, Caller};
+
+/// Most tickets one reclassify job may carry.
+const MAX_JOB_TICKETS: usize = 100_000;
+
+/// `?tenant=` for GET/DELETE (ignored when an API key pins the tenant).
+#[derive(Debug, Default, Deserialize)]
+pub struct TenantQuery {
+    #[serde(default)]
+    tenant: String,
+}
+
+/// What an upsert or delete returns.
+#[derive(Debug, Serialize)]
+pub struct Written {
+    /// Document id.
+    id: String,
+    /// `ticket` or `article`.
+    kind: &'static str,
+    /// Owning tenant.
+    tenant: String,
+    /// `indexed` or `deleted`.
+    status: &'static str,
+}
+
+/// `PUT /v1/tickets/{id}`: inserts or replaces a ticket.
+pub async fn put_ticket(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    ApiJson(mut ticket): ApiJson<Ticket>,
+) -> ApiResult<Json<Written>> {
+    check_id(&id)?;
+    let limits = state.limits();
+    for (name, value) in [
+        ("title", &ticket.title),
+        ("body", &ticket.body),
+        ("resolution", &ticket.resolution),
+    ] {
+        check_text(name, value, false, limits)?;
+    }
+    for (name, value) in &ticket.fields {
+        check_text(name, value, false, limits)?;
+    }
+    if ticket.title.trim().is_empty() && ticket.body.trim().is_empty() {
+        return Err(ApiError::InvalidInput(
+            "a ticket needs a `title` or a `body`".into(),
+        ));
+    }
+    ticket.id = id.clone();
+    ticket.tenant = caller.tenant(&ticket.tenant);
+    let tenant = ticket.tenant.clone();
+    state.run(move |e| Ok(e.upsert_ticket(ticket)?)).await?;
+    Ok(Json(Written {
+        id,
+        kind: "ticket",
+        tenant,
+        status: "indexed",
+    }))
+}
+
+/// `GET /v1/tickets/{id}`: the stored ticket.
+pub async fn get_ticket(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    Query(q): Query<TenantQuery>,
+) -> ApiResult<Json<Ticket>> {
+    check_id(&id)?;
+    let tenant = caller.tenant(&q.tenant);
+    let wanted = id.clone();
+    let found = state
+        .run(move |e| Ok(e.get_ticket(&tenant, &wanted)?))
+        .await?;
+    found
+        .map(Json)
+        .ok_or_else(|| ApiError::NotFound(format!("no ticket {id:?}")))
+}
+
+/// `DELETE /v1/tickets/{id}`.
+pub async fn delete_ticket(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    Query(q): Query<TenantQuery>,
+) -> ApiResult<Json<Written>> {
+    check_id(&id)?;
+    let tenant = caller.tenant(&q.tenant);
+    let (t, wanted) = (tenant.clone(), id.clone());
+    let existed = state
+        .run(move |e| Ok(e.delete_ticket(&t, &wanted)?))
+        .await?;
+    if !existed {
+        return Err(ApiError::NotFound(format!("no ticket {id:?}")));
+    }
+    Ok(Json(Written {
+        id,
+        kind: "ticket",
+        tenant,
+        status: "deleted",
+    }))
+}
+
+/// `PUT /v1/articles/{id}`: inserts or replaces a knowledge-base article.
+pub async fn put_article(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    ApiJson(mut article): ApiJson<Article>,
+) -> ApiResult<Json<Written>> {
+    check_id(&id)?;
+    let limits = state.limits();
+    check_text("question", &article.question, true, limits)?;
+    check_text("answer", &article.answer, false, limits)?;
+    for q in &article.alt_questions {
+        check_text("alt_questions", q, false, limits)?;
+    }
+    article.id = id.clone();
+    article.tenant = caller.tenant(&article.tenant);
+    let tenant = article.tenant.clone();
+    state.run(move |e| Ok(e.upsert_article(article)?)).await?;
+    Ok(Json(Written {
+        id,
+        kind: "article",
+        tenant,
+        status: "indexed",
+    }))
+}
+
+/// `DELETE /v1/articles/{id}`.
+pub async fn delete_article(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    Query(q): Query<TenantQuery>,
+) -> ApiResult<Json<Written>> {
+    check_id(&id)?;
+    let tenant = caller.tenant(&q.tenant);
+    let (t, wanted) = (tenant.clone(), id.clone());
+    let existed = state
+        .run(move |e| Ok(e.delete_article(&t, &wanted)?))
+        .await?;
+    if !existed {
+        return Err(ApiError::NotFound(format!("no article {id:?}")));
+    }
+    Ok(Json(Written {
+        id,
+        kind: "article",
+        tenant,
+        status: "deleted",
+    }))
+}
+
+/// Body of `POST /v1/jobs/reclassify`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReclassifyJob {
+    /// The tickets to reclassify (their current `category` is the old label).
+    tickets: Vec<Ticket>,
+}
+
+/// `POST /v1/jobs/reclassify`: stores the tickets durably, answers 202 with the job.
+pub async fn submit_reclassify(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiJson(job): ApiJson<ReclassifyJob>,
+) -> ApiResult<Response> {
+    state.engine()?;
+    if job.tickets.is_empty() {
+        return Err(ApiError::InvalidInput("`tickets` is empty".into()));
+    }
+    if job.tickets.len() > MAX_JOB_TICKETS {
+        return Err(ApiError::TooLarge(format!(
+            "a job takes at most {MAX_JOB_TICKETS} tickets"
+        )));
+    }
+    let limits = state.limits();
+    for (i, t) in job.tickets.iter().enumerate() {
+        if t.id.trim().is_empty() {
+            return Err(ApiError::InvalidInput(format!("tickets[{i}] has no `id`")));
+        }
+        check_text("title", &t.title, false, limits)?;
+        check_text("body", &t.body, false, limits)?;
+    }
+    let tenant = caller.tenant("");
+    let jobs_state = state.clone();
+    let status =
+        tokio::task::spawn_blocking(move || jobs_state.jobs().submit(&tenant, &job.tickets))
+            .await
+            .map_err(|_| ApiError::Internal("storing the job failed".into()))??;
+    let location = format!("/v1/jobs/{}", status.id);
+    Ok((
+        StatusCode::ACCEPTED,
+        [(header::LOCATION, location)],
+        Json(status),
+    )
+        .into_response())
+}
+
+/// `GET /v1/jobs/{id}`: state, progress (done/total, rate, ETA) and the report when done.
+pub async fn job_status(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> ApiResult<Json<JobStatus>> {
+    Ok(Json(state.jobs().status(&id, caller.scope())?))
+}
+
+/// `GET /v1/jobs/{id}/labels`: the job's label lines so far (JSON lines).
+pub async fn job_labels(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> ApiResult<Response> {
+    let path = state.jobs().labels_path(&id, caller.scope())?;
+    let body = match tokio::fs::read(&path).await {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+        Err(e) => return Err(ApiError::Internal(format!("{}: {e}", path.display()))),
+    };
+    Ok((
+        [(header::CONTENT_TYPE, "application/x-ndjson; charset=utf-8")],
+        body,
+    )
+        .into_response())
+}

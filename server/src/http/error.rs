@@ -1,0 +1,150 @@
+//! The HTTP layer's one error type and its single JSON shape:
+//! `{"error": {"code": "...", "message": "..."}}` with a matching status.
+
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde_json::json;
+
+/// Everything a request can fail with, each mapped to one status and code.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// The body is not valid JSON (400 `malformed_json`).
+    #[error("malformed JSON: {0}")]
+    MalformedJson(String),
+    /// Valid JSON with wrong types or missing/empty fields (422 `invalid_input`).
+    #[error("{0}")]
+    InvalidInput(String),
+    /// The body or a text field is over its limit (413 `too_large`).
+    #[error("{0}")]
+    TooLarge(String),
+    /// No or wrong API key (401 `unauthorized`).
+    #[error("{0}")]
+    Unauthorized(String),
+    /// The id does not exist for this tenant (404 `not_found`).
+    #[error("{0}")]
+    NotFound(String),
+    /// Too many requests in flight: shed (503 `overloaded`).
+    #[error("server is at its concurrency limit, retry later")]
+    Overloaded,
+    /// The model or index is still loading (503 `not_ready`).
+    #[error("{0}")]
+    NotReady(String),
+    /// The request took longer than the configured timeout (504 `timeout`).
+    #[error("request timed out after {0} ms")]
+    Timeout(u128),
+    /// The data directory cannot be written (507 `storage_unavailable`).
+    #[error("{0}")]
+    Storage(String),
+    /// Anything else; the message is logged and returned, never a panic (500 `internal`).
+    #[error("{0}")]
+    Internal(String),
+}
+
+impl ApiError {
+    /// HTTP status of this error.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ApiError::MalformedJson(_) => StatusCode::BAD_REQUEST,
+            ApiError::InvalidInput(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            ApiError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::Overloaded | ApiError::NotReady(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
+            ApiError::Storage(_) => StatusCode::INSUFFICIENT_STORAGE,
+            ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// Stable machine-readable code of this error.
+    pub fn code(&self) -> &'static str {
+        match self {
+            ApiError::MalformedJson(_) => "malformed_json",
+            ApiError::InvalidInput(_) => "invalid_input",
+            ApiError::TooLarge(_) => "too_large",
+            ApiError::Unauthorized(_) => "unauthorized",
+            ApiError::NotFound(_) => "not_found",
+            ApiError::Overloaded => "overloaded",
+            ApiError::NotReady(_) => "not_ready",
+            ApiError::Timeout(_) => "timeout",
+            ApiError::Storage(_) => "storage_unavailable",
+            ApiError::Internal(_) => "internal",
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        // Load shedding and readiness polls are routine: they are counted in
+        // /metrics, not logged above debug.
+        match self {
+            ApiError::Internal(_) | ApiError::Storage(_) => {
+                tracing::error!(code = self.code(), "{self}")
+            }
+            ApiError::Timeout(_) => tracing::warn!(code = self.code(), "{self}"),
+            _ => tracing::debug!(code = self.code(), "{self}"),
+        }
+        let mut response = (
+            status,
+            Json(json!({"error": {"code": self.code(), "message": self.to_string()}})),
+        )
+            .into_response();
+        if matches!(self, ApiError::Unauthorized(_)) {
+            response.headers_mut().insert(
+                axum::http::header::WWW_AUTHENTICATE,
+                axum::http::HeaderValue::from_static("Bearer"),
+            );
+        }
+        response
+    }
+}
+
+impl From<triage::Error> for ApiError {
+    fn from(err: triage::Error) -> Self {
+        match err {
+            triage::Error::InvalidInput(m) => ApiError::InvalidInput(m),
+            triage::Error::NotFound(m) => ApiError::NotFound(m),
+            triage::Error::Io { path, source } if is_storage(&source) => {
+                ApiError::Storage(format!("cannot write {}: {source}", path.display()))
+            }
+            other => {
+                let message = other.to_string();
+                if storage_message(&message) {
+                    ApiError::Storage(message)
+                } else {
+                    ApiError::Internal(message)
+                }
+            }
+        }
+    }
+}
+
+/// True for I/O errors that mean "the data directory cannot take writes".
+fn is_storage(err: &std::io::Error) -> bool {
+    use std::io::ErrorKind;
+    matches!(
+        err.kind(),
+        ErrorKind::PermissionDenied
+            | ErrorKind::ReadOnlyFilesystem
+            | ErrorKind::StorageFull
+            | ErrorKind::QuotaExceeded
+    )
+}
+
+/// Index errors wrap I/O errors in their own types: recognise them by message.
+fn storage_message(message: &str) -> bool {
+    let m = message.to_ascii_lowercase();
+    [
+        "permission denied",
+        "read-only file system",
+        "no space left",
+        "disk quota",
+    ]
+    .iter()
+    .any(|needle| m.contains(needle))
+}
+
+/// Result alias for handlers.
+pub type ApiResult<T> = Result<T, ApiError>;

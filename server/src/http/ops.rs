@@ -1,0 +1,106 @@
+//! Operational endpoints: liveness, readiness, Prometheus metrics, the OpenAPI
+//! document, and the JSON answers for unknown routes, wrong methods and panics.
+
+use axum::extract::State;
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde_json::json;
+
+use super::error::{ApiError, ApiResult};
+use super::metrics::stats_gauges;
+use super::AppState;
+
+/// `GET /healthz`: the process is up.
+pub async fn healthz() -> Json<serde_json::Value> {
+    Json(json!({"status": "ok"}))
+}
+
+/// `GET /readyz`: 200 once the model and index are loaded, else 503 with why.
+pub async fn readyz(State(state): State<AppState>) -> ApiResult<Json<serde_json::Value>> {
+    let engine = state.engine()?;
+    let stats = tokio::task::spawn_blocking(move || serde_json::to_value(engine.stats()))
+        .await
+        .map_err(|_| ApiError::Internal("reading engine statistics failed".into()))?
+        .map_err(|e| ApiError::Internal(format!("engine statistics: {e}")))?;
+    Ok(Json(json!({"status": "ready", "stats": stats})))
+}
+
+/// `GET /metrics`: Prometheus text format.
+pub async fn metrics(State(state): State<AppState>) -> Response {
+    let mut gauges = Vec::new();
+    if let Ok(engine) = state.engine() {
+        let stats = tokio::task::spawn_blocking(move || serde_json::to_value(engine.stats())).await;
+        if let Ok(Ok(stats)) = stats {
+            gauges.extend(stats_gauges(&stats));
+        }
+    }
+    let dir = state.data_dir().to_path_buf();
+    if let Ok(bytes) = tokio::task::spawn_blocking(move || dir_bytes(&dir)).await {
+        gauges.push((
+            "triage_data_dir_bytes".to_string(),
+            "Bytes on disk under the data directory (index, vectors, jobs).".to_string(),
+            bytes as f64,
+        ));
+    }
+    gauges.push((
+        "triage_ready".to_string(),
+        "1 when the model and index are loaded.".to_string(),
+        f64::from(u8::from(state.engine().is_ok())),
+    ));
+    gauges.push((
+        "triage_http_in_flight".to_string(),
+        "Requests being handled on /v1.".to_string(),
+        state
+            .limits()
+            .max_concurrency
+            .saturating_sub(state.permits().available_permits()) as f64,
+    ));
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        state.metrics().render(&gauges),
+    )
+        .into_response()
+}
+
+/// Total size of the files under `dir` (unreadable entries count as 0).
+fn dir_bytes(dir: &std::path::Path) -> u64 {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    entries
+        .flatten()
+        .map(|e| match e.file_type() {
+            Ok(t) if t.is_dir() => dir_bytes(&e.path()),
+            Ok(t) if t.is_file() => e.metadata().map(|m| m.len()).unwrap_or(0),
+            _ => 0,
+        })
+        .sum()
+}
+
+/// `GET /v1/openapi.json`.
+pub async fn openapi() -> Json<serde_json::Value> {
+    Json(super::openapi::document())
+}
+
+/// Unknown route: 404 in the error shape.
+pub async fn not_found() -> ApiError {
+    ApiError::NotFound("no such route; see /v1/openapi.json".into())
+}
+
+/// Known route, wrong method: 405 in the error shape.
+pub async fn method_not_allowed() -> Response {
+    (
+        StatusCode::METHOD_NOT_ALLOWED,
+        Json(json!({"error": {"code": "method_not_allowed", "message": "this route does not take that method; see /v1/openapi.json"}})),
+    )
+        .into_response()
+}
+
+/// A panic in a handler becomes a 500 in the error shape; the process stays up.
+pub fn panic_response(_panic: Box<dyn std::any::Any + Send + 'static>) -> Response {
+    ApiError::Internal("internal error while handling this request".into()).into_response()
+}

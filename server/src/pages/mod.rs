@@ -1,0 +1,45 @@
+//! The two pages served by the binary: `/chat` (customer self-service) and
+//! `/agent` (agent side panel). Plain HTML, CSS and JavaScript embedded with
+//! `include_str!`: no build step, no external requests.
+
+use axum::http::header;
+use axum::response::{Html, IntoResponse, Redirect, Response};
+use axum::routing::get;
+use axum::Router;
+
+use crate::http::AppState;
+
+const CHAT_HTML: &str = include_str!("assets/chat.html");
+const AGENT_HTML: &str = include_str!("assets/agent.html");
+const APP_CSS: &str = include_str!("assets/app.css");
+const COMMON_JS: &str = include_str!("assets/common.js");
+const CHAT_JS: &str = include_str!("assets/chat.js");
+const AGENT_JS: &str = include_str!("assets/agent.js");
+
+/// Routes of the pages and their assets.
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/", get(|| async { Redirect::to("/chat") }))
+        .route("/chat", get(|| async { Html(CHAT_HTML) }))
+        .route("/agent", get(|| async { Html(AGENT_HTML) }))
+        .route(
+            "/assets/app.css",
+            get(|| async { asset("text/css", APP_CSS) }),
+        )
+        .route("/assets/common.js", get(|| async { asset(JS, COMMON_JS) }))
+        .route("/assets/chat.js", get(|| async { asset(JS, CHAT_JS) }))
+        .route("/assets/agent.js", get(|| async { asset(JS, AGENT_JS) }))
+}
+
+const JS: &str = "text/javascript";
+
+fn asset(content_type: &'static str, body: &'static str) -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, content_type),
+            (header::CACHE_CONTROL, "no-cache"),
+        ],
+        body,
+    )
+        .into_response()
+}

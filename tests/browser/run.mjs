@@ -1,0 +1,146 @@
+// Browser tests of the two pages, in Debian's headless chromium driven by
+// playwright-core (no browser download). Starts `triage serve` on a free port
+// with a temporary data directory and the demo pack, then checks:
+//   1. a chat that gets an answer ("did this help?" → feedback),
+//   2. a chat that is handed off (ticket draft → submitted, stored),
+//   3. a correction in the agent panel that changes the next suggestion.
+// Screenshots go to docs/img/. Exit code 0 only when all pass.
+//
+// Env: TRIAGE_BIN (default target/debug/triage), CHROMIUM (default /usr/bin/chromium),
+// TRIAGE_BASE_URL (use an already running server instead of starting one).
+
+import { spawn } from "node:child_process";
+import { mkdtempSync, readFileSync, mkdirSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join, dirname } from "node:path";
+import { fileURLToPath } from "node:url";
+import { chromium } from "playwright-core";
+
+const here = dirname(fileURLToPath(import.meta.url));
+const root = join(here, "..", "..");
+const shots = join(root, "docs", "img");
+mkdirSync(shots, { recursive: true });
+
+function fail(msg) { throw new Error(msg); }
+
+async function startServer() {
+  if (process.env.TRIAGE_BASE_URL) return { base: process.env.TRIAGE_BASE_URL, stop: () => {} };
+  const bin = process.env.TRIAGE_BIN || join(root, "target", "debug", "triage");
+  const data = mkdtempSync(join(tmpdir(), "triage-browser-"));
+  const child = spawn(bin, ["serve", "--addr", "127.0.0.1:0", "--data-dir", data,
+    "--pack", join(root, "fixtures", "demo-pack")], { stdio: ["ignore", "pipe", "inherit"] });
+  const base = await new Promise((resolve, reject) => {
+    let buf = "";
+    child.stdout.on("data", (d) => {
+      buf += d.toString();
+      const m = buf.match(/triage: listening on (http:\/\/\S+)/);
+      if (m) resolve(m[1]);
+    });
+    child.on("exit", (code) => reject(new Error("server exited early: " + code)));
+  });
+  const deadline = Date.now() + 600_000;
+  for (;;) {
+    try { if ((await fetch(base + "/readyz")).status === 200) break; } catch (_) { /* not yet */ }
+    if (Date.now() > deadline) fail("server not ready");
+    await new Promise((r) => setTimeout(r, 300));
+  }
+  return { base, stop: () => { child.kill("SIGTERM"); rmSync(data, { recursive: true, force: true }); } };
+}
+
+function firstArticle() {
+  const line = readFileSync(join(root, "fixtures", "demo-pack", "articles.jsonl"), "utf8").split("\n").find((l) => l.trim());
+  return JSON.parse(line);
+}
+
+async function chatAnswered(page, base) {
+  const article = firstArticle();
+  await page.goto(base + "/chat");
+  await page.fill("[data-testid=chat-input]", article.question);
+  await page.click("[data-testid=chat-send]");
+  const answer = page.locator("[data-testid=answer]").last();
+  await answer.waitFor({ timeout: 60_000 });
+  const text = await answer.innerText();
+  if (!text.includes(article.question)) fail("the answer does not show the matched article: " + text);
+  await page.screenshot({ path: join(shots, "chat-answer.png"), fullPage: true });
+  await answer.locator("[data-testid=helpful-yes]").click();
+  await page.locator("[data-testid=feedback-thanks]").last().waitFor({ timeout: 30_000 });
+  const thanks = await page.locator("[data-testid=feedback-thanks]").last().innerText();
+  if (!thanks.includes("Thanks")) fail("feedback was not saved: " + thanks);
+}
+
+async function chatHandedOff(page, base) {
+  await page.goto(base + "/chat");
+  await page.fill("[data-testid=chat-input]", "明天北京会下雨吗？我想去爬长城");
+  await page.click("[data-testid=chat-send]");
+  const draft = page.locator("[data-testid=ticket-draft]").last();
+  await draft.waitFor({ timeout: 60_000 });
+  const body = await draft.locator("[data-testid=draft-body]").inputValue();
+  if (!body.includes("长城")) fail("the draft does not carry the message: " + body);
+  await draft.locator("[data-testid=draft-contact]").fill("13812345678");
+  await page.screenshot({ path: join(shots, "chat-handoff.png"), fullPage: true });
+  await draft.locator("[data-testid=draft-submit]").click();
+  const created = page.locator("[data-testid=ticket-created]").last();
+  await created.waitFor({ timeout: 30_000 });
+  const id = (await created.innerText()).match(/(chat-[a-z0-9-]+)/)?.[1];
+  if (!id) fail("no ticket id shown");
+  const res = await fetch(base + "/v1/tickets/" + id);
+  if (res.status !== 200) fail("the submitted ticket is not stored: " + res.status);
+  const ticket = await res.json();
+  if (ticket.fields.contact !== "13812345678") fail("contact not stored: " + JSON.stringify(ticket));
+}
+
+async function agentCorrection(page, base) {
+  await page.goto(base + "/agent");
+  await page.fill("[data-testid=title]", "qx9 设备异常");
+  await page.fill("[data-testid=body]", "qx9 设备的指示灯一直闪烁橙色，说明书里没有写这个情况");
+  await page.click("[data-testid=analyze]");
+  const value = page.locator("[data-testid=category-value]");
+  await value.waitFor({ timeout: 60_000 });
+  await page.locator("[data-testid=correct-card]").waitFor({ state: "visible" });
+  const before = await value.getAttribute("data-label");
+  const options = await page.locator("[data-testid=fix-category] option").evaluateAll((os) => os.map((o) => o.value));
+  const target = options.find((o) => o && o !== before);
+  if (!target) fail("no other category to choose");
+  await page.selectOption("[data-testid=fix-category]", target);
+  await page.click("[data-testid=save-correction]");
+  await page.locator("[data-testid=learned]").waitFor({ timeout: 60_000 });
+  const after = await page.locator("[data-testid=category-value]").getAttribute("data-label");
+  if (after !== target) fail(`the next suggestion did not change: before ${before}, chose ${target}, now ${after}`);
+  await page.screenshot({ path: join(shots, "agent.png"), fullPage: true });
+}
+
+const server = await startServer();
+const profile = mkdtempSync(join(tmpdir(), "triage-chromium-"));
+let context;
+let failed = 0;
+try {
+  context = await chromium.launchPersistentContext(profile, {
+    executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
+    headless: true,
+    viewport: { width: 1280, height: 860 },
+    args: ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+      "--disable-background-networking", "--disable-component-update", "--disable-sync"],
+  });
+  for (const [name, test] of [["chat answered", chatAnswered], ["chat handed off", chatHandedOff], ["agent correction", agentCorrection]]) {
+    const page = await context.newPage();
+    const errors = [];
+    page.on("pageerror", (e) => errors.push(e.message));
+    try {
+      await test(page, server.base);
+      if (errors.length) fail("page errors: " + errors.join("; "));
+      console.log("ok   " + name);
+    } catch (e) {
+      failed++;
+      console.log("FAIL " + name + ": " + e.message);
+      await page.screenshot({ path: join(shots, "failed-" + name.replace(/\s+/g, "-") + ".png"), fullPage: true }).catch(() => {});
+    } finally {
+      await page.close();
+    }
+  }
+} finally {
+  if (context) await context.close();
+  rmSync(profile, { recursive: true, force: true });
+  server.stop();
+}
+if (failed) { console.log(failed + " browser test(s) failed"); process.exit(1); }
+console.log("all browser tests passed; screenshots in docs/img/");

@@ -1,0 +1,241 @@
+//! Request and response types of the triage engine.
+//!
+//! These are the engine's public contract and, serialised with serde, the
+//! JSON bodies of the HTTP API. Add fields freely; rename or remove none.
+
+use std::collections::BTreeMap;
+
+use indexer::{Article, Hit, Ticket};
+use serde::{Deserialize, Serialize};
+
+/// An incoming service request to triage.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct TicketRequest {
+    /// Subject line (may be empty).
+    pub title: String,
+    /// The request text.
+    pub body: String,
+    /// Channel (phone, chat, wechat, email, web).
+    pub channel: String,
+    /// Customer id, used to find this customer's recent duplicates first.
+    pub customer_id: String,
+    /// Tenant (empty = default tenant).
+    pub tenant: String,
+}
+
+/// One scored label with the runner-up alternatives.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct LabelDecision {
+    /// The chosen label, or `None` when the engine abstains.
+    pub label: Option<String>,
+    /// Calibrated probability of the top label (0..1).
+    pub confidence: f32,
+    /// True when confidence is below the pack's threshold: a human should decide.
+    pub abstain: bool,
+    /// Top alternatives with their probabilities, best first (includes the top label).
+    pub alternatives: Vec<ScoredLabel>,
+    /// Human-readable reasons (e.g. `knn: 7/10 neighbours`, `lexicon: 停机`).
+    pub reasons: Vec<String>,
+}
+
+/// A label with a probability.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ScoredLabel {
+    /// The label id.
+    pub label: String,
+    /// Its probability.
+    pub probability: f32,
+}
+
+/// A field extracted from the text (with its span) or inferred from neighbours.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct FieldValue {
+    /// Field name (e.g. `order_no`, `phone`, `email`, `device_model`).
+    pub name: String,
+    /// The value.
+    pub value: String,
+    /// Byte span `[start, end)` in the text the value came from, if extracted.
+    pub span: Option<(usize, usize)>,
+    /// Character span `[start, end)` (Unicode scalar values), if extracted — easier for UIs.
+    pub char_span: Option<(usize, usize)>,
+    /// `extracted` (found in the text) or `inferred` (from similar tickets).
+    pub source: String,
+    /// 1.0 for pattern matches; the neighbour agreement for inferred values.
+    pub confidence: f32,
+}
+
+/// A likely duplicate of the request.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Duplicate {
+    /// The existing ticket.
+    pub ticket: Ticket,
+    /// Cosine similarity to the request.
+    pub similarity: f32,
+    /// Whether it is from the same customer.
+    pub same_customer: bool,
+}
+
+/// The full triage of one request.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TriageResult {
+    /// Category decision.
+    pub category: LabelDecision,
+    /// Priority decision (`P0`..`P3`).
+    pub priority: LabelDecision,
+    /// Queue / skill group (from the category, or its own decision).
+    pub queue: LabelDecision,
+    /// Extracted and inferred fields.
+    pub fields: Vec<FieldValue>,
+    /// Likely duplicates, same customer first.
+    pub duplicates: Vec<Duplicate>,
+    /// True when any of category/priority needs a human.
+    pub needs_human: bool,
+    /// The nearest labelled tickets the decision used (evidence).
+    pub neighbours: Vec<Hit>,
+}
+
+/// A self-service chat message.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ChatMessage {
+    /// The message text.
+    pub text: String,
+    /// Optional conversation id: earlier turns of a short conversation add context.
+    pub session_id: Option<String>,
+    /// Customer id, copied into the ticket draft on handoff.
+    pub customer_id: String,
+    /// Tenant (empty = default tenant).
+    pub tenant: String,
+}
+
+/// What the chat should do with a message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DeflectAction {
+    /// Show the article's answer.
+    Answer,
+    /// Offer 2–3 candidate articles to choose from.
+    Clarify,
+    /// Hand off to a human and create a ticket.
+    Handoff,
+}
+
+/// A candidate article with the evidence for it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ArticleMatch {
+    /// The article.
+    pub article: Article,
+    /// Calibrated probability that this article answers the message.
+    pub confidence: f32,
+    /// Retrieval evidence.
+    pub hit: Hit,
+}
+
+/// The deflection decision for one message.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DeflectResult {
+    /// Answer, clarify or hand off.
+    pub action: DeflectAction,
+    /// Confidence of the best candidate.
+    pub confidence: f32,
+    /// The answering article (`answer`) or the candidates (`clarify`), best first.
+    pub candidates: Vec<ArticleMatch>,
+    /// On handoff: the prefilled ticket draft the chat can submit.
+    pub ticket_draft: Option<TicketDraft>,
+    /// Why this action was chosen.
+    pub reasons: Vec<String>,
+}
+
+/// A prefilled ticket created from a chat handoff.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TicketDraft {
+    /// Proposed title.
+    pub title: String,
+    /// The conversation text.
+    pub body: String,
+    /// The triage of the draft (category, priority, fields).
+    pub triage: TriageResult,
+}
+
+/// Side-panel recommendations for an agent.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Suggestions {
+    /// Similar resolved tickets with their resolutions.
+    pub similar_tickets: Vec<Hit>,
+    /// Relevant knowledge articles.
+    pub articles: Vec<Hit>,
+    /// Likely duplicates, same customer first.
+    pub duplicates: Vec<Duplicate>,
+    /// Where neighbours agree: a predicted resolution and its probability.
+    pub predicted_resolution: Option<PredictedResolution>,
+}
+
+/// A resolution the nearest resolved tickets agree on.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PredictedResolution {
+    /// The resolution text (from the most similar supporting ticket).
+    pub text: String,
+    /// Share of similarity-weighted neighbours that support it.
+    pub probability: f32,
+    /// Ids of the supporting tickets.
+    pub supporting_ticket_ids: Vec<String>,
+}
+
+/// An agent's correction or confirmation.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Feedback {
+    /// The ticket the feedback is about (stored/updated as a labelled example).
+    pub ticket_id: String,
+    /// The request text, if the ticket is not in the index yet.
+    pub title: String,
+    /// The request body, if the ticket is not in the index yet.
+    pub body: String,
+    /// Corrected category.
+    pub category: Option<String>,
+    /// Corrected priority.
+    pub priority: Option<String>,
+    /// Corrected queue.
+    pub queue: Option<String>,
+    /// Corrected or confirmed field values.
+    pub fields: BTreeMap<String, String>,
+    /// "This article solved it": the article id.
+    pub solved_by_article: Option<String>,
+    /// Text of the chat message the article answered (added as an alternative question).
+    pub message: Option<String>,
+    /// Tenant (empty = default tenant).
+    pub tenant: String,
+}
+
+/// What a piece of feedback changed.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct FeedbackOutcome {
+    /// The labelled example the feedback was stored as.
+    pub ticket_id: String,
+    /// Whether the ticket was new to the index (created from the feedback's text).
+    pub created: bool,
+    /// Human-readable changes (`category: a → b`, `article kb-1: added phrasing`).
+    pub changes: Vec<String>,
+    /// The article that got the message as a new phrasing, if any.
+    pub article_updated: Option<String>,
+}
+
+/// Counts and model facts for `/readyz`, `/metrics` and the CLI.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct EngineStats {
+    /// Tickets in the index.
+    pub tickets: usize,
+    /// Articles in the index.
+    pub articles: usize,
+    /// Tickets with a category label the classifier can learn from.
+    pub labelled_examples: usize,
+    /// Leaf categories of the pack.
+    pub categories: usize,
+    /// Agent corrections stored so far.
+    pub corrections: usize,
+    /// Embedding model name.
+    pub model: String,
+    /// Pack name.
+    pub pack: String,
+}

@@ -1,0 +1,206 @@
+//! Deflection: answer a self-service message from the FAQ bank, offer
+//! candidates, or hand off to a human.
+//!
+//! A wrong answer is worse than a handoff, so the answer needs the verifier's
+//! calibrated probability at or above the pack's `deflect_answer` threshold;
+//! between `deflect_clarify` and that, the customer chooses among 2–3
+//! candidates; below, the message goes to a human (this is also where
+//! out-of-scope messages end: nothing in the bank verifies).
+
+use std::collections::HashMap;
+
+use crate::api::DeflectAction;
+use crate::error::Result;
+use crate::faqbank::{Candidate, FaqBank};
+use crate::textsim::Units;
+use crate::verifier::{features, Verifier};
+
+/// Phrasings each retriever contributes to the candidate set.
+const RETRIEVE_K: usize = 10;
+/// Most candidates shown when clarifying.
+const CLARIFY_MAX: usize = 3;
+
+/// One article's verified score for a message.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ScoredArticle {
+    /// Bank slot of the article.
+    pub slot: usize,
+    /// Verifier probability of its best phrasing.
+    pub probability: f32,
+    /// That phrasing's candidate record (cosine and lexical scores).
+    pub best: Candidate,
+    /// Units the message and that phrasing share.
+    pub matched: Vec<String>,
+}
+
+/// What to do with a message and why.
+#[derive(Debug, Clone)]
+pub struct Decision {
+    /// Answer, clarify or hand off.
+    pub action: DeflectAction,
+    /// Probability of the best article (0 when there is none).
+    pub confidence: f32,
+    /// The answer (one) or the candidates (2–3), best first; empty on handoff.
+    pub chosen: Vec<ScoredArticle>,
+    /// Human-readable reasons.
+    pub reasons: Vec<String>,
+}
+
+/// Scores a message against a bank with a verifier.
+#[derive(Debug, Clone)]
+pub struct Deflector {
+    verifier: Verifier,
+}
+
+impl Deflector {
+    /// A deflector using `verifier`.
+    pub fn new(verifier: Verifier) -> Deflector {
+        Deflector { verifier }
+    }
+
+    /// The candidates for a message with their feature rows (for fitting and scoring).
+    pub fn candidates(
+        &self,
+        bank: &FaqBank,
+        text: &str,
+        qvec: &[f32],
+        tenant: &str,
+    ) -> Result<(Units, Vec<Candidate>, Vec<Vec<f32>>)> {
+        let units = Units::new(text);
+        let cands = bank.candidates(&units, qvec, tenant, RETRIEVE_K)?;
+        let feats = features(bank, &units, &cands);
+        Ok((units, cands, feats))
+    }
+
+    /// Articles for a message, best first, each scored by its best phrasing.
+    pub fn score(
+        &self,
+        bank: &FaqBank,
+        text: &str,
+        qvec: &[f32],
+        tenant: &str,
+    ) -> Result<Vec<ScoredArticle>> {
+        let (units, cands, feats) = self.candidates(bank, text, qvec, tenant)?;
+        let mut best: HashMap<usize, (f32, Candidate)> = HashMap::new();
+        for (c, f) in cands.iter().zip(&feats) {
+            let p = self.verifier.probability(f);
+            let slot = best.entry(c.slot).or_insert((p, *c));
+            if p > slot.0 {
+                *slot = (p, *c);
+            }
+        }
+        let mut out: Vec<ScoredArticle> = best
+            .into_iter()
+            .map(|(slot, (probability, best))| {
+                let mut matched: Vec<String> = bank
+                    .entry(best.entry)
+                    .map(|e| e.units.set.intersection(&units.set).cloned().collect())
+                    .unwrap_or_default();
+                matched.sort();
+                ScoredArticle {
+                    slot,
+                    probability,
+                    best,
+                    matched,
+                }
+            })
+            .collect();
+        out.sort_by(|a, b| {
+            b.probability
+                .total_cmp(&a.probability)
+                .then(b.best.cos.total_cmp(&a.best.cos))
+                .then(a.slot.cmp(&b.slot))
+        });
+        Ok(out)
+    }
+}
+
+/// Chooses answer / clarify / handoff from scored articles (best first).
+pub fn decide(scored: &[ScoredArticle], answer_at: f32, clarify_at: f32) -> Decision {
+    let Some(top) = scored.first() else {
+        return Decision {
+            action: DeflectAction::Handoff,
+            confidence: 0.0,
+            chosen: Vec::new(),
+            reasons: vec!["no article in the knowledge base matches".into()],
+        };
+    };
+    let p = top.probability;
+    if p >= answer_at {
+        return Decision {
+            action: DeflectAction::Answer,
+            confidence: p,
+            chosen: vec![top.clone()],
+            reasons: vec![format!(
+                "verified match {p:.2} ≥ answer threshold {answer_at:.2} (cosine {:.2}, lexical {:.2})",
+                top.best.cos, top.best.lex
+            )],
+        };
+    }
+    if p >= clarify_at {
+        let floor = clarify_at / 2.0;
+        let mut chosen: Vec<ScoredArticle> = scored
+            .iter()
+            .take(CLARIFY_MAX)
+            .filter(|s| s.probability >= floor)
+            .cloned()
+            .collect();
+        if chosen.len() < 2 {
+            chosen = scored.iter().take(2).cloned().collect();
+        }
+        return Decision {
+            action: DeflectAction::Clarify,
+            confidence: p,
+            chosen,
+            reasons: vec![format!(
+                "best match {p:.2} is below the answer threshold {answer_at:.2}: asking the customer to choose"
+            )],
+        };
+    }
+    Decision {
+        action: DeflectAction::Handoff,
+        confidence: p,
+        chosen: Vec::new(),
+        reasons: vec![format!(
+            "best match {p:.2} is below the clarify threshold {clarify_at:.2}: handing off to a human"
+        )],
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn scored(p: &[f32]) -> Vec<ScoredArticle> {
+        p.iter()
+            .enumerate()
+            .map(|(i, &probability)| ScoredArticle {
+                slot: i,
+                probability,
+                best: Candidate {
+                    entry: i,
+                    slot: i,
+                    cos: 0.9,
+                    lex: 0.5,
+                },
+                matched: Vec::new(),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn thresholds_pick_the_action() {
+        let d = decide(&scored(&[0.9, 0.3]), 0.8, 0.45);
+        assert_eq!(d.action, DeflectAction::Answer);
+        assert_eq!(d.chosen.len(), 1);
+        let d = decide(&scored(&[0.6, 0.5, 0.4, 0.3]), 0.8, 0.45);
+        assert_eq!(d.action, DeflectAction::Clarify);
+        assert_eq!(d.chosen.len(), 3);
+        let d = decide(&scored(&[0.6, 0.01]), 0.8, 0.45);
+        assert_eq!(d.chosen.len(), 2, "clarify always offers a choice");
+        let d = decide(&scored(&[0.2]), 0.8, 0.45);
+        assert_eq!(d.action, DeflectAction::Handoff);
+        assert!(d.chosen.is_empty());
+        assert_eq!(decide(&[], 0.8, 0.45).action, DeflectAction::Handoff);
+    }
+}

@@ -1,0 +1,962 @@
+//! The triage engine: one object the server and CLI drive.
+//!
+//! It owns the pack, the hybrid index, an in-memory copy of every ticket with
+//! its passage vector (for kNN evidence, duplicates and recommendations), the
+//! FAQ bank for deflection, and the trained classifiers. Reads take a shared
+//! lock; upserts and feedback take it briefly for writing, after the slow
+//! embedding work is done, so a change is visible to the very next call.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
+
+use indexer::{Article, DocKind, Document, Filters, Hit, Index, SearchMode, SearchRequest, Ticket};
+use models::{EmbedKind, TextEmbedder};
+use time::format_description::well_known::Rfc3339;
+use time::OffsetDateTime;
+
+use crate::api::{
+    ArticleMatch, ChatMessage, DeflectAction, DeflectResult, EngineStats, LabelDecision,
+    ScoredLabel, Suggestions, TicketDraft, TicketRequest, TriageResult,
+};
+use crate::classify::{Classifier, ClassifierOptions};
+use crate::deflect::{decide, Deflector, ScoredArticle};
+use crate::error::{Error, Result};
+use crate::faqbank::FaqBank;
+use crate::feedback::FeedbackLog;
+use crate::fields::FieldExtractor;
+use crate::memory::{Example, TicketMemory};
+use crate::pack::{priority_rank, Pack};
+use crate::priority::PriorityRules;
+use crate::recommend::{duplicates, infer_fields, is_resolved, predict_resolution, ticket_hit};
+use crate::verifier::Verifier;
+
+/// Neighbours that vote on labels and are shown as evidence.
+const K_NEIGHBOURS: usize = 10;
+/// A corrected example at least this similar to a request decides its labels.
+pub const OVERRIDE_SIMILARITY: f32 = 0.95;
+/// Alternatives listed with a decision.
+const MAX_ALTERNATIVES: usize = 3;
+/// Similar resolved tickets and articles suggested.
+const SUGGEST_K: usize = 5;
+/// Conversations remembered for chat context, and turns kept per conversation.
+const MAX_SESSIONS: usize = 10_000;
+const MAX_TURNS: usize = 4;
+/// Pack documents are upserted in batches of this many (progress is logged per batch).
+const INGEST_BATCH: usize = 256;
+
+/// Where the engine finds its pack and keeps its data.
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    /// The tenant pack directory (`pack.toml`, `articles.jsonl`, `tickets.jsonl`).
+    pub pack_dir: PathBuf,
+    /// The data directory (index, feedback log); created if missing.
+    pub data_dir: PathBuf,
+}
+
+/// Labels with probabilities, best first.
+type LabelProbs = Vec<(String, f32)>;
+
+/// What a label decision is made from.
+struct Evidence {
+    /// Calibrated probabilities, best first.
+    probs: LabelProbs,
+    /// A corrected neighbour `(slot, similarity)` that decides instead.
+    over: Option<(usize, f32)>,
+    /// Why the probabilities were scaled down, if they were.
+    note: Option<String>,
+}
+
+/// Everything that changes while the engine runs.
+struct State {
+    memory: TicketMemory,
+    bank: FaqBank,
+    category: Option<Classifier>,
+    priority: Option<Classifier>,
+    corrections: usize,
+}
+
+/// Recent chat turns per conversation, oldest conversations evicted first.
+#[derive(Default)]
+struct Sessions {
+    turns: HashMap<String, Vec<String>>,
+    order: VecDeque<String>,
+}
+
+impl Sessions {
+    fn history(&self, key: &str) -> Vec<String> {
+        self.turns.get(key).cloned().unwrap_or_default()
+    }
+
+    fn push(&mut self, key: String, turn: &str) {
+        if !self.turns.contains_key(&key) {
+            self.order.push_back(key.clone());
+            if self.order.len() > MAX_SESSIONS {
+                if let Some(old) = self.order.pop_front() {
+                    self.turns.remove(&old);
+                }
+            }
+        }
+        let turns = self.turns.entry(key).or_default();
+        turns.push(turn.to_string());
+        if turns.len() > MAX_TURNS {
+            turns.remove(0);
+        }
+    }
+}
+
+/// The triage engine (`Send + Sync`; share it behind an `Arc`).
+pub struct Engine {
+    pub(crate) pack: Pack,
+    pub(crate) embedder: Arc<dyn TextEmbedder>,
+    pub(crate) index: Index,
+    extractor: FieldExtractor,
+    rules: PriorityRules,
+    deflector: Deflector,
+    state: RwLock<State>,
+    pub(crate) log: FeedbackLog,
+    sessions: Mutex<Sessions>,
+}
+
+/// The text a ticket or request is embedded as (the indexer's ticket text:
+/// title and body, trimmed, joined by a newline).
+pub(crate) fn ticket_text(title: &str, body: &str) -> String {
+    [title.trim(), body.trim()]
+        .into_iter()
+        .filter(|p| !p.is_empty())
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// Like [`ticket_text`], refusing a request with neither title nor body.
+fn request_text(title: &str, body: &str) -> Result<String> {
+    let text = ticket_text(title, body);
+    if text.is_empty() {
+        return Err(Error::InvalidInput(
+            "a request needs a non-empty title or body".into(),
+        ));
+    }
+    Ok(text)
+}
+
+/// Current time as RFC 3339.
+pub(crate) fn now_rfc3339() -> String {
+    OffsetDateTime::now_utc()
+        .format(&Rfc3339)
+        .unwrap_or_default()
+}
+
+impl Engine {
+    /// Loads the pack, opens (or creates) the index in `data_dir`, ingests the
+    /// pack's tickets and articles on first start, and trains the classifiers
+    /// from the labelled tickets.
+    pub fn open(cfg: EngineConfig, embedder: Arc<dyn TextEmbedder>) -> Result<Engine> {
+        let pack = Pack::load(&cfg.pack_dir)?;
+        std::fs::create_dir_all(&cfg.data_dir).map_err(|source| Error::Io {
+            path: cfg.data_dir.clone(),
+            source,
+        })?;
+        let index = Index::open(&cfg.data_dir.join("index"), embedder.clone())?;
+        let marker = cfg.data_dir.join("pack-ingested");
+        if !marker.exists() {
+            ingest_pack(&index, &pack)?;
+            std::fs::write(&marker, format!("{}\n", pack.name)).map_err(|source| Error::Io {
+                path: marker.clone(),
+                source,
+            })?;
+        }
+        let verifier_path = cfg.pack_dir.join("verifier.json");
+        let verifier = if verifier_path.exists() {
+            Verifier::load(&verifier_path)?
+        } else {
+            Verifier::builtin()?
+        };
+        let (log, records) = FeedbackLog::open(&cfg.data_dir.join("feedback.jsonl"))?;
+        let corrected: HashSet<(String, String)> = records
+            .iter()
+            .map(|r| (r.tenant.clone(), r.ticket_id.clone()))
+            .collect();
+
+        let dim = embedder.dim();
+        let mut memory = TicketMemory::new(dim);
+        for (doc, v) in index.all(DocKind::Ticket, None)? {
+            if let Document::Ticket(t) = doc {
+                let c = corrected.contains(&(t.tenant.clone(), t.id.clone()));
+                memory.upsert(t, &v, Some(c))?;
+            }
+        }
+        let mut bank = FaqBank::new(dim);
+        let articles: Vec<Article> = index
+            .all(DocKind::Article, None)?
+            .into_iter()
+            .filter_map(|(d, _)| match d {
+                Document::Article(a) => Some(a),
+                Document::Ticket(_) => None,
+            })
+            .collect();
+        let phrasings: Vec<&str> = articles.iter().flat_map(FaqBank::phrasings).collect();
+        let mut vectors = embedder.embed(&phrasings, EmbedKind::Query)?.into_iter();
+        for a in &articles {
+            let n = FaqBank::phrasings(a).len();
+            let vs: Vec<Vec<f32>> = vectors.by_ref().take(n).collect();
+            bank.upsert(a.clone(), &vs)?;
+        }
+        let (category, priority) = train_heads(&pack, &memory)?;
+        tracing::info!(
+            tickets = memory.len(),
+            articles = bank.len(),
+            corrections = records.len(),
+            "engine ready"
+        );
+        Ok(Engine {
+            extractor: FieldExtractor::new(&pack.fields)?,
+            rules: PriorityRules::new(&pack),
+            deflector: Deflector::new(verifier),
+            pack,
+            embedder,
+            index,
+            state: RwLock::new(State {
+                memory,
+                bank,
+                category,
+                priority,
+                corrections: records.len(),
+            }),
+            log,
+            sessions: Mutex::new(Sessions::default()),
+        })
+    }
+
+    /// The loaded pack.
+    pub fn pack(&self) -> &Pack {
+        &self.pack
+    }
+
+    fn read(&self) -> RwLockReadGuard<'_, State> {
+        self.state.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn write(&self) -> RwLockWriteGuard<'_, State> {
+        self.state.write().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn embed_one(&self, text: &str, kind: EmbedKind) -> Result<Vec<f32>> {
+        self.embedder
+            .embed(&[text], kind)?
+            .into_iter()
+            .next()
+            .ok_or_else(|| Error::Numeric("the embedder returned no vector".into()))
+    }
+
+    /// Category, priority, queue, fields and duplicates for a new request.
+    pub fn triage(&self, req: &TicketRequest) -> Result<TriageResult> {
+        let text = request_text(&req.title, &req.body)?;
+        let v = self.embed_one(&text, EmbedKind::Passage)?;
+        let state = self.read();
+        let mut result = self.decide_all(&state, &v, &text, &req.tenant, None)?;
+        let th = &self.pack.thresholds;
+        result.duplicates = duplicates(
+            &state.memory,
+            &v,
+            &req.tenant,
+            &req.customer_id,
+            "",
+            th.duplicate_similarity,
+            th.duplicate_window_days,
+            OffsetDateTime::now_utc(),
+        )?;
+        Ok(result)
+    }
+
+    /// Reclassifies a stored or new ticket (no duplicate lookup). The ticket's own
+    /// stored copy does not vote for itself unless an agent corrected it.
+    pub fn classify_ticket(&self, t: &Ticket) -> Result<TriageResult> {
+        let text = request_text(&t.title, &t.body)?;
+        let stored = {
+            let state = self.read();
+            state
+                .memory
+                .get(&t.tenant, &t.id)
+                .filter(|e| ticket_text(&e.ticket.title, &e.ticket.body) == text)
+                .and_then(|_| state.memory.vector(&t.tenant, &t.id).map(<[f32]>::to_vec))
+        };
+        let v = match stored {
+            Some(v) => v,
+            None => self.embed_one(&text, EmbedKind::Passage)?,
+        };
+        let state = self.read();
+        self.decide_all(&state, &v, &text, &t.tenant, Some(&t.id))
+    }
+
+    /// The label decisions, fields and evidence for one embedded text.
+    fn decide_all(
+        &self,
+        state: &State,
+        v: &[f32],
+        text: &str,
+        tenant: &str,
+        self_id: Option<&str>,
+    ) -> Result<TriageResult> {
+        let threshold = self.pack.thresholds.classify_abstain;
+        let usable = |e: &Example| {
+            e.ticket.tenant == tenant && (self_id != Some(e.ticket.id.as_str()) || e.corrected)
+        };
+        let neighbours = state.memory.nearest(v, K_NEIGHBOURS, usable)?;
+        let labelled = |f: fn(&Ticket) -> &str| -> Vec<(usize, f32)> {
+            neighbours
+                .iter()
+                .copied()
+                .filter(|(i, _)| !f(&state.memory.item(*i).ticket).is_empty())
+                .collect()
+        };
+        let cat_nb = labelled(|t| t.category.as_str());
+        let pri_nb = labelled(|t| t.priority.as_str());
+
+        let cat = self.label_probs(state, state.category.as_ref(), v, &cat_nb, |t| &t.category)?;
+        let category = self.decision(&state.memory, &cat, &cat_nb, threshold, |t| &t.category);
+        let queue = self.queue_decision(&state.memory, &cat.probs, cat.over, threshold);
+        let pri = self.label_probs(state, state.priority.as_ref(), v, &pri_nb, |t| &t.priority)?;
+        let mut priority = self.decision(&state.memory, &pri, &pri_nb, threshold, |t| &t.priority);
+        if priority.label.is_none() {
+            // No priority model: fall back to the category's default priority, if any.
+            if let Some(p) = category
+                .label
+                .as_deref()
+                .and_then(|c| self.pack.category(c))
+                .and_then(|c| c.default_priority.clone())
+            {
+                priority
+                    .reasons
+                    .push(format!("category default priority {p}"));
+                priority.label = Some(p);
+                priority.confidence = priority.confidence.max(category.confidence);
+                priority.abstain = priority.confidence < threshold;
+            }
+        }
+        let priority = self.rules.apply(text, priority);
+
+        let mut fields = self.extractor.extract(text);
+        let inferred = infer_fields(&state.memory, &neighbours, &self.pack.fields, &fields);
+        fields.extend(inferred);
+        let hits = neighbours
+            .iter()
+            .enumerate()
+            .map(|(r, (i, s))| ticket_hit(&state.memory.item(*i).ticket, *s, r + 1))
+            .collect();
+        Ok(TriageResult {
+            needs_human: category.abstain || priority.abstain,
+            category,
+            priority,
+            queue,
+            fields,
+            duplicates: Vec::new(),
+            neighbours: hits,
+        })
+    }
+
+    /// Label probabilities (best first) from the classifier and neighbours, the
+    /// corrected neighbour that overrides them (if any), and a note when the
+    /// out-of-scope guard scaled them down.
+    fn label_probs(
+        &self,
+        state: &State,
+        clf: Option<&Classifier>,
+        v: &[f32],
+        neighbours: &[(usize, f32)],
+        label: fn(&Ticket) -> &String,
+    ) -> Result<Evidence> {
+        let over = neighbours
+            .iter()
+            .copied()
+            .find(|(i, s)| *s >= OVERRIDE_SIMILARITY && state.memory.item(*i).corrected);
+        let mut note = None;
+        let mut probs: LabelProbs = match clf {
+            Some(clf) => {
+                let classed: Vec<(usize, f32)> = neighbours
+                    .iter()
+                    .filter_map(|(i, s)| {
+                        clf.class_of(label(&state.memory.item(*i).ticket))
+                            .map(|c| (c, *s))
+                    })
+                    .collect();
+                let pred = clf.predict(v, &classed)?;
+                if pred.guard < 1.0 {
+                    note = Some(format!(
+                        "unlike the labelled examples (in-domain score {:.3}): confidence × {:.2}",
+                        pred.in_domain, pred.guard
+                    ));
+                }
+                clf.labels()
+                    .iter()
+                    .cloned()
+                    .zip(pred.probs.iter().map(|p| p * pred.guard))
+                    .collect()
+            }
+            None => {
+                // No model yet: the neighbours' similarity-weighted vote.
+                let mut votes: HashMap<String, f32> = HashMap::new();
+                let best = neighbours.first().map(|n| n.1).unwrap_or(0.0);
+                for (i, s) in neighbours {
+                    *votes
+                        .entry(label(&state.memory.item(*i).ticket).clone())
+                        .or_default() += ((s - best) / 0.05).exp();
+                }
+                let total: f32 = votes.values().sum();
+                votes
+                    .into_iter()
+                    .map(|(l, w)| (l, w / total.max(1e-9)))
+                    .collect()
+            }
+        };
+        probs.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+        Ok(Evidence { probs, over, note })
+    }
+
+    /// Turns probabilities (or an override) into a [`LabelDecision`] with reasons.
+    fn decision(
+        &self,
+        memory: &TicketMemory,
+        evidence: &Evidence,
+        neighbours: &[(usize, f32)],
+        threshold: f32,
+        label: fn(&Ticket) -> &String,
+    ) -> LabelDecision {
+        let (probs, over) = (&evidence.probs, evidence.over);
+        let mut alternatives: Vec<ScoredLabel> = probs
+            .iter()
+            .take(MAX_ALTERNATIVES)
+            .map(|(l, p)| ScoredLabel {
+                label: l.clone(),
+                probability: *p,
+            })
+            .collect();
+        let mut reasons = Vec::new();
+        if let Some((l, _)) = probs.first() {
+            let agree = neighbours
+                .iter()
+                .filter(|(i, _)| label(&memory.item(*i).ticket) == l)
+                .count();
+            reasons.push(format!(
+                "neighbours: {agree}/{} labelled {l}",
+                neighbours.len()
+            ));
+            if let Some((i, s)) = neighbours.first() {
+                let t = &memory.item(*i).ticket;
+                reasons.push(format!(
+                    "nearest: {} ({}, similarity {s:.2})",
+                    t.id,
+                    label(t)
+                ));
+            }
+        }
+        reasons.extend(evidence.note.clone());
+        if let Some((i, s)) = over {
+            let t = &memory.item(i).ticket;
+            let l = label(t).clone();
+            let p = probs
+                .iter()
+                .find(|(x, _)| *x == l)
+                .map(|x| x.1)
+                .unwrap_or(0.0);
+            let confidence = p.max(s);
+            reasons.insert(
+                0,
+                format!(
+                    "agent correction on {} (similarity {s:.2}) decides: {l}",
+                    t.id
+                ),
+            );
+            alternatives.retain(|a| a.label != l);
+            alternatives.insert(
+                0,
+                ScoredLabel {
+                    label: l.clone(),
+                    probability: confidence,
+                },
+            );
+            alternatives.truncate(MAX_ALTERNATIVES);
+            return LabelDecision {
+                label: Some(l),
+                confidence,
+                abstain: false,
+                alternatives,
+                reasons,
+            };
+        }
+        let Some((top, p)) = probs.first().cloned() else {
+            return LabelDecision {
+                label: None,
+                confidence: 0.0,
+                abstain: true,
+                alternatives,
+                reasons: vec!["no labelled examples to learn from".into()],
+            };
+        };
+        let abstain = p < threshold;
+        if abstain {
+            reasons.insert(
+                0,
+                format!("confidence {p:.2} below threshold {threshold:.2}: needs a human"),
+            );
+        } else {
+            reasons.insert(0, format!("calibrated probability {p:.2}"));
+        }
+        LabelDecision {
+            label: (!abstain).then_some(top),
+            confidence: p,
+            abstain,
+            alternatives,
+            reasons,
+        }
+    }
+
+    /// Queue probabilities are the category probabilities summed per queue.
+    fn queue_decision(
+        &self,
+        memory: &TicketMemory,
+        cat_probs: &[(String, f32)],
+        over: Option<(usize, f32)>,
+        threshold: f32,
+    ) -> LabelDecision {
+        if let Some((i, s)) = over {
+            let t = &memory.item(i).ticket;
+            let q = if t.queue.is_empty() {
+                self.pack
+                    .queue_for(&t.category)
+                    .unwrap_or_default()
+                    .to_string()
+            } else {
+                t.queue.clone()
+            };
+            if !q.is_empty() {
+                return LabelDecision {
+                    label: Some(q.clone()),
+                    confidence: s,
+                    abstain: false,
+                    alternatives: vec![ScoredLabel {
+                        label: q,
+                        probability: s,
+                    }],
+                    reasons: vec![format!("agent correction on {} (similarity {s:.2})", t.id)],
+                };
+            }
+        }
+        let mut by_queue: HashMap<String, f32> = HashMap::new();
+        for (c, p) in cat_probs {
+            if let Some(q) = self.pack.queue_for(c) {
+                *by_queue.entry(q.to_string()).or_default() += p;
+            }
+        }
+        let mut probs: Vec<(String, f32)> = by_queue.into_iter().collect();
+        probs.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+        let alternatives: Vec<ScoredLabel> = probs
+            .iter()
+            .take(MAX_ALTERNATIVES)
+            .map(|(l, p)| ScoredLabel {
+                label: l.clone(),
+                probability: *p,
+            })
+            .collect();
+        match probs.first() {
+            Some((q, p)) => LabelDecision {
+                label: (*p >= threshold).then(|| q.clone()),
+                confidence: *p,
+                abstain: *p < threshold,
+                alternatives,
+                reasons: vec![format!(
+                    "sum of category probabilities routed to {q}: {p:.2}"
+                )],
+            },
+            None => LabelDecision {
+                label: None,
+                confidence: 0.0,
+                abstain: true,
+                alternatives,
+                reasons: vec!["no category maps to a queue".into()],
+            },
+        }
+    }
+
+    /// Answer, clarify or hand off a chat message.
+    pub fn deflect(&self, msg: &ChatMessage) -> Result<DeflectResult> {
+        let text = msg.text.trim();
+        if text.is_empty() {
+            return Err(Error::InvalidInput("the message is empty".into()));
+        }
+        let session_key = msg
+            .session_id
+            .as_ref()
+            .filter(|s| !s.is_empty())
+            .map(|s| format!("{}\u{1}{s}", msg.tenant));
+        let history = match &session_key {
+            Some(k) => self
+                .sessions
+                .lock()
+                .map(|s| s.history(k))
+                .unwrap_or_default(),
+            None => Vec::new(),
+        };
+        let th = self.pack.thresholds;
+        let q = self.embed_one(text, EmbedKind::Query)?;
+        let mut scored = {
+            let state = self.read();
+            self.deflector.score(&state.bank, text, &q, &msg.tenant)?
+        };
+        let mut reasons = Vec::new();
+        let top = |s: &[ScoredArticle]| s.first().map(|a| a.probability).unwrap_or(0.0);
+        if let Some(prev) = history.last() {
+            if top(&scored) < th.deflect_answer {
+                // A short follow-up ("and for the fridge?") may need the previous turn.
+                let joined = format!("{prev} {text}");
+                let qc = self.embed_one(&joined, EmbedKind::Query)?;
+                let with_context = {
+                    let state = self.read();
+                    self.deflector
+                        .score(&state.bank, &joined, &qc, &msg.tenant)?
+                };
+                if top(&with_context) > top(&scored) {
+                    scored = with_context;
+                    reasons.push("matched together with the previous message".to_string());
+                }
+            }
+        }
+        let d = decide(&scored, th.deflect_answer, th.deflect_clarify);
+        reasons.extend(d.reasons);
+        if let Some(k) = session_key {
+            if let Ok(mut s) = self.sessions.lock() {
+                s.push(k, text);
+            }
+        }
+        let candidates: Vec<ArticleMatch> = {
+            let state = self.read();
+            d.chosen
+                .iter()
+                .enumerate()
+                .filter_map(|(r, s)| {
+                    let a = state.bank.article(s.slot)?.clone();
+                    Some(ArticleMatch {
+                        hit: Hit {
+                            id: a.id.clone(),
+                            kind: DocKind::Article,
+                            doc: Document::Article(a.clone()),
+                            score: s.probability,
+                            explanation: indexer::Explanation {
+                                vector_similarity: Some(s.best.cos),
+                                vector_rank: Some(r + 1),
+                                fused_score: s.probability,
+                                matched_terms: s.matched.clone(),
+                                ..indexer::Explanation::default()
+                            },
+                        },
+                        article: a,
+                        confidence: s.probability,
+                    })
+                })
+                .collect()
+        };
+        let ticket_draft = if d.action == DeflectAction::Handoff {
+            let mut turns = history;
+            turns.push(text.to_string());
+            let title: String = text.chars().take(60).collect();
+            let body = turns.join("\n");
+            let triage = self.triage(&TicketRequest {
+                title: title.clone(),
+                body: body.clone(),
+                channel: "chat".into(),
+                customer_id: msg.customer_id.clone(),
+                tenant: msg.tenant.clone(),
+            })?;
+            Some(TicketDraft {
+                title,
+                body,
+                triage,
+            })
+        } else {
+            None
+        };
+        Ok(DeflectResult {
+            action: d.action,
+            confidence: d.confidence,
+            candidates,
+            ticket_draft,
+            reasons,
+        })
+    }
+
+    /// Similar resolved tickets, articles, duplicates and a predicted resolution.
+    pub fn suggest(&self, req: &TicketRequest) -> Result<Suggestions> {
+        let text = request_text(&req.title, &req.body)?;
+        let v = self.embed_one(&text, EmbedKind::Passage)?;
+        let articles = self.index.search(&SearchRequest {
+            text: text.clone(),
+            mode: SearchMode::Hybrid,
+            k: SUGGEST_K,
+            filters: Filters {
+                tenant: Some(req.tenant.clone()),
+                kind: Some(DocKind::Article),
+                ..Filters::default()
+            },
+            ..SearchRequest::default()
+        })?;
+        let state = self.read();
+        let resolved = state.memory.nearest(&v, K_NEIGHBOURS, |e| {
+            e.ticket.tenant == req.tenant && is_resolved(&e.ticket)
+        })?;
+        let th = &self.pack.thresholds;
+        Ok(Suggestions {
+            similar_tickets: resolved
+                .iter()
+                .take(SUGGEST_K)
+                .enumerate()
+                .map(|(r, (i, s))| ticket_hit(&state.memory.item(*i).ticket, *s, r + 1))
+                .collect(),
+            articles,
+            duplicates: duplicates(
+                &state.memory,
+                &v,
+                &req.tenant,
+                &req.customer_id,
+                "",
+                th.duplicate_similarity,
+                th.duplicate_window_days,
+                OffsetDateTime::now_utc(),
+            )?,
+            predicted_resolution: predict_resolution(&state.memory, &resolved),
+        })
+    }
+
+    /// Hybrid search over the index (filters, explanations).
+    pub fn search(&self, req: &SearchRequest) -> Result<Vec<Hit>> {
+        Ok(self.index.search(req)?)
+    }
+
+    /// Validates a ticket against the pack.
+    pub(crate) fn check_ticket(&self, t: &Ticket) -> Result<()> {
+        if t.id.trim().is_empty() {
+            return Err(Error::InvalidInput("a ticket needs an id".into()));
+        }
+        request_text(&t.title, &t.body)?;
+        if !t.category.is_empty()
+            && !self
+                .pack
+                .leaf_categories()
+                .iter()
+                .any(|c| c.id == t.category)
+        {
+            return Err(Error::InvalidInput(format!(
+                "unknown category `{}` (expected a leaf category of pack {})",
+                t.category, self.pack.name
+            )));
+        }
+        if !t.priority.is_empty() && priority_rank(&t.priority).is_none() {
+            return Err(Error::InvalidInput(format!(
+                "unknown priority `{}` (expected P0..P3)",
+                t.priority
+            )));
+        }
+        if !t.queue.is_empty() && !self.pack.queues.iter().any(|q| q.id == t.queue) {
+            return Err(Error::InvalidInput(format!("unknown queue `{}`", t.queue)));
+        }
+        if !t.created_at.is_empty() && OffsetDateTime::parse(&t.created_at, &Rfc3339).is_err() {
+            return Err(Error::InvalidInput(format!(
+                "created_at `{}` is not an RFC 3339 time",
+                t.created_at
+            )));
+        }
+        Ok(())
+    }
+
+    /// Stores a ticket in the index and memory; `corrected` marks an agent-verified
+    /// example (`None` keeps the current flag).
+    pub(crate) fn store_ticket(&self, mut t: Ticket, corrected: Option<bool>) -> Result<()> {
+        self.check_ticket(&t)?;
+        if t.created_at.is_empty() {
+            t.created_at = now_rfc3339();
+        }
+        self.index.upsert_tickets(vec![t.clone()])?;
+        let v = match self.index.vector(DocKind::Ticket, &t.tenant, &t.id) {
+            Some(v) => v,
+            None => self.embed_one(&ticket_text(&t.title, &t.body), EmbedKind::Passage)?,
+        };
+        self.write().memory.upsert(t, &v, corrected)
+    }
+
+    /// Adds or replaces a ticket; searchable and used as evidence when this returns.
+    pub fn upsert_ticket(&self, t: Ticket) -> Result<()> {
+        self.store_ticket(t, None)
+    }
+
+    /// Deletes a ticket; `true` if it existed.
+    pub fn delete_ticket(&self, tenant: &str, id: &str) -> Result<bool> {
+        let existed = self.index.delete(DocKind::Ticket, tenant, id)?;
+        let in_memory = self.write().memory.remove(tenant, id);
+        Ok(existed || in_memory)
+    }
+
+    /// Adds or replaces an article; used for deflection when this returns.
+    pub fn upsert_article(&self, a: Article) -> Result<()> {
+        if a.id.trim().is_empty() {
+            return Err(Error::InvalidInput("an article needs an id".into()));
+        }
+        if a.question.trim().is_empty() && a.answer.trim().is_empty() {
+            return Err(Error::InvalidInput(
+                "an article needs a question or an answer".into(),
+            ));
+        }
+        if !a.category.is_empty() && self.pack.category(&a.category).is_none() {
+            return Err(Error::InvalidInput(format!(
+                "unknown category `{}`",
+                a.category
+            )));
+        }
+        self.index.upsert_articles(vec![a.clone()])?;
+        let texts = FaqBank::phrasings(&a);
+        let known: Vec<Option<Vec<f32>>> = {
+            let state = self.read();
+            texts
+                .iter()
+                .map(|t| state.bank.known_vector(&a.tenant, &a.id, t))
+                .collect()
+        };
+        let missing: Vec<&str> = texts
+            .iter()
+            .zip(&known)
+            .filter(|(_, k)| k.is_none())
+            .map(|(t, _)| *t)
+            .collect();
+        let mut fresh = self.embedder.embed(&missing, EmbedKind::Query)?.into_iter();
+        let vectors: Vec<Vec<f32>> = known
+            .into_iter()
+            .map(|k| k.or_else(|| fresh.next()).unwrap_or_default())
+            .collect();
+        self.write().bank.upsert(a, &vectors)
+    }
+
+    /// Deletes an article; `true` if it existed.
+    pub fn delete_article(&self, tenant: &str, id: &str) -> Result<bool> {
+        let existed = self.index.delete(DocKind::Article, tenant, id)?;
+        let in_bank = self.write().bank.remove(tenant, id);
+        Ok(existed || in_bank)
+    }
+
+    /// A stored ticket.
+    pub fn get_ticket(&self, tenant: &str, id: &str) -> Result<Option<Ticket>> {
+        if let Some(e) = self.read().memory.get(tenant, id) {
+            return Ok(Some(e.ticket.clone()));
+        }
+        Ok(match self.index.get(DocKind::Ticket, tenant, id)? {
+            Some(Document::Ticket(t)) => Some(t),
+            _ => None,
+        })
+    }
+
+    /// A stored article (from the FAQ bank).
+    pub(crate) fn get_article(&self, tenant: &str, id: &str) -> Option<Article> {
+        self.read().bank.get(tenant, id).cloned()
+    }
+
+    /// Counts a stored correction.
+    pub(crate) fn count_correction(&self) {
+        self.write().corrections += 1;
+    }
+
+    /// Retrains the classifiers from every labelled ticket now in memory
+    /// (corrections included); seconds for thousands of tickets.
+    pub fn retrain(&self) -> Result<()> {
+        let memory = self.read().memory.clone();
+        let (category, priority) = train_heads(&self.pack, &memory)?;
+        let mut state = self.write();
+        state.category = category;
+        state.priority = priority;
+        Ok(())
+    }
+
+    /// Counts for health and metrics.
+    pub fn stats(&self) -> EngineStats {
+        let state = self.read();
+        let leaves: HashSet<String> = self
+            .pack
+            .leaf_categories()
+            .iter()
+            .map(|c| c.id.clone())
+            .collect();
+        EngineStats {
+            tickets: state.memory.len(),
+            articles: state.bank.len(),
+            labelled_examples: state
+                .memory
+                .iter()
+                .filter(|(e, _)| leaves.contains(&e.ticket.category))
+                .count(),
+            categories: leaves.len(),
+            corrections: state.corrections,
+            model: self.embedder.name().to_string(),
+            pack: self.pack.name.clone(),
+        }
+    }
+}
+
+/// Upserts the pack's tickets and articles into a fresh index.
+fn ingest_pack(index: &Index, pack: &Pack) -> Result<()> {
+    tracing::info!(
+        tickets = pack.tickets.len(),
+        articles = pack.articles.len(),
+        "first start: ingesting pack {}",
+        pack.name
+    );
+    for (n, chunk) in pack.tickets.chunks(INGEST_BATCH).enumerate() {
+        let mut batch = chunk.to_vec();
+        for t in batch.iter_mut().filter(|t| t.created_at.is_empty()) {
+            t.created_at = now_rfc3339();
+        }
+        index.upsert_tickets(batch)?;
+        tracing::info!(
+            done = (n * INGEST_BATCH + chunk.len()),
+            total = pack.tickets.len(),
+            "ingesting tickets"
+        );
+    }
+    for chunk in pack.articles.chunks(INGEST_BATCH) {
+        index.upsert_articles(chunk.to_vec())?;
+    }
+    Ok(())
+}
+
+/// Trains the category and priority classifiers from the labelled tickets in memory.
+fn train_heads(
+    pack: &Pack,
+    memory: &TicketMemory,
+) -> Result<(Option<Classifier>, Option<Classifier>)> {
+    let leaves: HashSet<&str> = pack
+        .leaf_categories()
+        .iter()
+        .map(|c| c.id.as_str())
+        .collect();
+    let train = |label: &dyn Fn(&Ticket) -> Option<String>| -> Result<Option<Classifier>> {
+        let mut x = Vec::new();
+        let mut y = Vec::new();
+        for (e, v) in memory.iter() {
+            if let Some(l) = label(&e.ticket) {
+                x.extend_from_slice(v);
+                y.push(l);
+            }
+        }
+        let distinct: HashSet<&String> = y.iter().collect();
+        if distinct.len() < 2 || y.len() < 4 {
+            tracing::warn!(
+                examples = y.len(),
+                "too few labelled tickets to train a classifier; using neighbours only"
+            );
+            return Ok(None);
+        }
+        let dim = x.len() / y.len();
+        Classifier::train(&x, dim, &y, &ClassifierOptions::for_size(y.len())).map(Some)
+    };
+    let category = train(&|t| {
+        leaves
+            .contains(t.category.as_str())
+            .then(|| t.category.clone())
+    })?;
+    let priority = train(&|t| priority_rank(&t.priority).map(|_| t.priority.clone()))?;
+    Ok((category, priority))
+}

@@ -1,0 +1,169 @@
+//! The engine's working memory of tickets: every ticket with its passage
+//! vector, searchable exactly, updated in place by upserts and feedback so
+//! the next decision sees a change at once.
+
+use std::collections::HashMap;
+
+use indexer::Ticket;
+
+use crate::error::Result;
+use crate::knn::VectorSet;
+
+/// A ticket as the engine remembers it.
+#[derive(Debug, Clone)]
+pub struct Example {
+    /// The ticket.
+    pub ticket: Ticket,
+    /// Whether an agent corrected or confirmed its labels (such examples can overrule the model).
+    pub corrected: bool,
+    alive: bool,
+}
+
+/// All tickets of all tenants with their vectors.
+#[derive(Debug, Clone)]
+pub struct TicketMemory {
+    vectors: VectorSet,
+    items: Vec<Example>,
+    slot_of: HashMap<(String, String), usize>,
+}
+
+impl TicketMemory {
+    /// An empty memory for `dim`-dimensional vectors.
+    pub fn new(dim: usize) -> TicketMemory {
+        TicketMemory {
+            vectors: VectorSet::new(dim),
+            items: Vec::new(),
+            slot_of: HashMap::new(),
+        }
+    }
+
+    /// Adds or replaces a ticket; `corrected = None` keeps an existing flag.
+    pub fn upsert(
+        &mut self,
+        ticket: Ticket,
+        vector: &[f32],
+        corrected: Option<bool>,
+    ) -> Result<()> {
+        let key = (ticket.tenant.clone(), ticket.id.clone());
+        match self.slot_of.get(&key) {
+            Some(&slot) => {
+                self.vectors.set(slot, vector)?;
+                let item = &mut self.items[slot];
+                item.ticket = ticket;
+                if let Some(c) = corrected {
+                    item.corrected = c;
+                }
+            }
+            None => {
+                let slot = self.vectors.push(vector)?;
+                self.items.push(Example {
+                    ticket,
+                    corrected: corrected.unwrap_or(false),
+                    alive: true,
+                });
+                self.slot_of.insert(key, slot);
+            }
+        }
+        Ok(())
+    }
+
+    /// Forgets a ticket; returns whether it was there.
+    pub fn remove(&mut self, tenant: &str, id: &str) -> bool {
+        match self.slot_of.remove(&(tenant.to_string(), id.to_string())) {
+            Some(slot) => {
+                self.items[slot].alive = false;
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// The live ticket with this tenant and id.
+    pub fn get(&self, tenant: &str, id: &str) -> Option<&Example> {
+        self.slot_of
+            .get(&(tenant.to_string(), id.to_string()))
+            .map(|&s| &self.items[s])
+    }
+
+    /// The stored vector of a live ticket.
+    pub fn vector(&self, tenant: &str, id: &str) -> Option<&[f32]> {
+        let slot = *self.slot_of.get(&(tenant.to_string(), id.to_string()))?;
+        self.vectors.get(slot)
+    }
+
+    /// Example in slot `i` (may be dead; callers only get slots from [`TicketMemory::nearest`]).
+    pub fn item(&self, i: usize) -> &Example {
+        &self.items[i]
+    }
+
+    /// Live examples.
+    pub fn iter(&self) -> impl Iterator<Item = (&Example, &[f32])> {
+        self.items
+            .iter()
+            .enumerate()
+            .filter(|(_, e)| e.alive)
+            .filter_map(|(i, e)| self.vectors.get(i).map(|v| (e, v)))
+    }
+
+    /// Number of live tickets.
+    pub fn len(&self) -> usize {
+        self.slot_of.len()
+    }
+
+    /// True when no ticket is live.
+    pub fn is_empty(&self) -> bool {
+        self.slot_of.is_empty()
+    }
+
+    /// The `k` live examples most similar to `v` that `keep` accepts, best first.
+    pub fn nearest(
+        &self,
+        v: &[f32],
+        k: usize,
+        keep: impl Fn(&Example) -> bool,
+    ) -> Result<Vec<(usize, f32)>> {
+        self.vectors.top_k(v, k, |i| {
+            let e = &self.items[i];
+            e.alive && keep(e)
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ticket(id: &str, tenant: &str, category: &str) -> Ticket {
+        Ticket {
+            id: id.into(),
+            tenant: tenant.into(),
+            category: category.into(),
+            ..Ticket::default()
+        }
+    }
+
+    #[test]
+    fn upsert_replaces_and_remove_hides() {
+        let mut m = TicketMemory::new(2);
+        m.upsert(ticket("a", "", "x"), &[1.0, 0.0], None).unwrap();
+        m.upsert(ticket("b", "", "y"), &[0.0, 1.0], None).unwrap();
+        m.upsert(ticket("a", "t2", "z"), &[1.0, 0.0], None).unwrap();
+        assert_eq!(m.len(), 3);
+        m.upsert(ticket("a", "", "x2"), &[0.0, 1.0], Some(true))
+            .unwrap();
+        assert_eq!(m.len(), 3);
+        let a = m.get("", "a").unwrap();
+        assert!(a.corrected);
+        assert_eq!(a.ticket.category, "x2");
+        let near = m
+            .nearest(&[0.0, 1.0], 5, |e| e.ticket.tenant.is_empty())
+            .unwrap();
+        assert_eq!(near.len(), 2);
+        assert!(m.remove("", "b"));
+        assert!(!m.remove("", "b"));
+        let near = m.nearest(&[0.0, 1.0], 5, |_| true).unwrap();
+        assert_eq!(near.len(), 2);
+        assert!(near.iter().all(|(i, _)| m.item(*i).ticket.id == "a"));
+        assert_eq!(m.iter().count(), 2);
+    }
+}

@@ -1,0 +1,264 @@
+//! Recommendations from similar tickets: duplicates, resolved look-alikes,
+//! a predicted resolution where neighbours agree, and fields inferred from
+//! neighbours.
+
+use std::collections::BTreeMap;
+
+use indexer::{DocKind, Document, Explanation, Hit, Ticket};
+use time::format_description::well_known::Rfc3339;
+use time::OffsetDateTime;
+
+use crate::api::{Duplicate, FieldValue, PredictedResolution};
+use crate::error::Result;
+use crate::memory::TicketMemory;
+use crate::pack::FieldSpec;
+
+/// Most duplicates reported.
+const MAX_DUPLICATES: usize = 5;
+/// Softness of similarity weights in votes (cosine units).
+const VOTE_TEMPERATURE: f32 = 0.05;
+/// A predicted resolution needs at least this share of the weighted vote.
+const RESOLUTION_MIN_SHARE: f32 = 0.5;
+/// An inferred field needs at least this agreement.
+const INFER_MIN_CONFIDENCE: f32 = 0.5;
+
+/// A ticket as a search hit with its similarity as the evidence.
+pub fn ticket_hit(t: &Ticket, similarity: f32, rank: usize) -> Hit {
+    Hit {
+        id: t.id.clone(),
+        kind: DocKind::Ticket,
+        doc: Document::Ticket(t.clone()),
+        score: similarity,
+        explanation: Explanation {
+            vector_similarity: Some(similarity),
+            vector_rank: Some(rank),
+            fused_score: similarity,
+            ..Explanation::default()
+        },
+    }
+}
+
+/// Whether a ticket has a resolution to learn from.
+pub fn is_resolved(t: &Ticket) -> bool {
+    !t.resolution.trim().is_empty()
+}
+
+/// Recent near-identical tickets of the same tenant, same customer first.
+#[allow(clippy::too_many_arguments)]
+pub fn duplicates(
+    memory: &TicketMemory,
+    v: &[f32],
+    tenant: &str,
+    customer_id: &str,
+    exclude_id: &str,
+    threshold: f32,
+    window_days: u32,
+    now: OffsetDateTime,
+) -> Result<Vec<Duplicate>> {
+    let since = now - time::Duration::days(i64::from(window_days));
+    let recent = |t: &Ticket| {
+        OffsetDateTime::parse(&t.created_at, &Rfc3339)
+            .is_ok_and(|c| c >= since && c <= now + time::Duration::days(1))
+    };
+    let near = memory.nearest(v, 50, |e| {
+        e.ticket.tenant == tenant && e.ticket.id != exclude_id && recent(&e.ticket)
+    })?;
+    let mut out: Vec<Duplicate> = near
+        .into_iter()
+        .filter(|(_, s)| *s >= threshold)
+        .map(|(i, s)| {
+            let t = &memory.item(i).ticket;
+            Duplicate {
+                same_customer: !customer_id.is_empty() && t.customer_id == customer_id,
+                ticket: t.clone(),
+                similarity: s,
+            }
+        })
+        .collect();
+    out.sort_by(|a, b| {
+        b.same_customer
+            .cmp(&a.same_customer)
+            .then(b.similarity.total_cmp(&a.similarity))
+    });
+    out.truncate(MAX_DUPLICATES);
+    Ok(out)
+}
+
+/// Similarity weights `exp((s − best) / T)` of neighbours (best first).
+fn weights(neighbours: &[(usize, f32)]) -> Vec<f32> {
+    let best = neighbours.first().map(|n| n.1).unwrap_or(0.0);
+    neighbours
+        .iter()
+        .map(|(_, s)| ((s - best) / VOTE_TEMPERATURE).exp())
+        .collect()
+}
+
+/// The resolution the resolved neighbours agree on: a similarity-weighted vote
+/// over their exact resolution texts, else over their categories (the text is
+/// then the most similar supporting ticket's). `None` when no group reaches
+/// half the weight with at least two tickets.
+pub fn predict_resolution(
+    memory: &TicketMemory,
+    resolved: &[(usize, f32)],
+) -> Option<PredictedResolution> {
+    if resolved.len() < 2 {
+        return None;
+    }
+    let w = weights(resolved);
+    let total: f32 = w.iter().sum();
+    let keyed = |key: &dyn Fn(&Ticket) -> String| {
+        let mut groups: BTreeMap<String, (f32, Vec<usize>)> = BTreeMap::new();
+        for ((i, _), wi) in resolved.iter().zip(&w) {
+            let k = key(&memory.item(*i).ticket);
+            if k.is_empty() {
+                continue;
+            }
+            let g = groups.entry(k).or_default();
+            g.0 += wi;
+            g.1.push(*i);
+        }
+        groups
+            .into_values()
+            .max_by(|a, b| a.0.total_cmp(&b.0))
+            .filter(|(weight, members)| {
+                members.len() >= 2 && weight / total >= RESOLUTION_MIN_SHARE
+            })
+    };
+    let by_text = keyed(&|t| {
+        t.resolution
+            .split_whitespace()
+            .collect::<Vec<_>>()
+            .join(" ")
+    });
+    let best = by_text.or_else(|| keyed(&|t| t.category.clone()))?;
+    let first = memory.item(best.1[0]).ticket.clone();
+    Some(PredictedResolution {
+        text: first.resolution,
+        probability: best.0 / total,
+        supporting_ticket_ids: best
+            .1
+            .iter()
+            .map(|i| memory.item(*i).ticket.id.clone())
+            .collect(),
+    })
+}
+
+/// Fields the pack marks `infer = true`, voted by the neighbours' `fields`
+/// (similarity-weighted; neighbours without the field vote "unknown"), for
+/// fields not already extracted from the text.
+pub fn infer_fields(
+    memory: &TicketMemory,
+    neighbours: &[(usize, f32)],
+    specs: &[FieldSpec],
+    extracted: &[FieldValue],
+) -> Vec<FieldValue> {
+    if neighbours.is_empty() {
+        return Vec::new();
+    }
+    let w = weights(neighbours);
+    let total: f32 = w.iter().sum();
+    let mut out = Vec::new();
+    for spec in specs.iter().filter(|s| s.infer) {
+        if extracted.iter().any(|f| f.name == spec.name) {
+            continue;
+        }
+        let mut votes: BTreeMap<&str, f32> = BTreeMap::new();
+        for ((i, _), wi) in neighbours.iter().zip(&w) {
+            if let Some(v) = memory.item(*i).ticket.fields.get(&spec.name) {
+                if !v.trim().is_empty() {
+                    *votes.entry(v.as_str()).or_default() += wi;
+                }
+            }
+        }
+        if let Some((value, weight)) = votes.into_iter().max_by(|a, b| a.1.total_cmp(&b.1)) {
+            let confidence = weight / total;
+            if confidence >= INFER_MIN_CONFIDENCE {
+                out.push(FieldValue {
+                    name: spec.name.clone(),
+                    value: value.to_string(),
+                    span: None,
+                    char_span: None,
+                    source: "inferred".into(),
+                    confidence,
+                });
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn add(m: &mut TicketMemory, id: &str, v: [f32; 2], resolution: &str, product: &str) {
+        let mut t = Ticket {
+            id: id.into(),
+            resolution: resolution.into(),
+            category: "c".into(),
+            created_at: "2026-03-01T00:00:00Z".into(),
+            customer_id: if id == "b" { "C1".into() } else { "C2".into() },
+            ..Ticket::default()
+        };
+        if !product.is_empty() {
+            t.fields.insert("product".into(), product.into());
+        }
+        let n = (v[0] * v[0] + v[1] * v[1]).sqrt();
+        m.upsert(t, &[v[0] / n, v[1] / n], None).unwrap();
+    }
+
+    fn memory() -> TicketMemory {
+        let mut m = TicketMemory::new(2);
+        add(&mut m, "a", [1.0, 0.0], "更换电源板", "tv");
+        add(&mut m, "b", [1.0, 0.02], "更换电源板", "tv");
+        add(&mut m, "c", [1.0, 0.3], "重置网络", "router");
+        add(&mut m, "d", [0.0, 1.0], "", "");
+        m
+    }
+
+    #[test]
+    fn neighbours_that_agree_predict_a_resolution() {
+        let m = memory();
+        let near = m
+            .nearest(&[1.0, 0.0], 3, |e| is_resolved(&e.ticket))
+            .unwrap();
+        let p = predict_resolution(&m, &near).unwrap();
+        assert_eq!(p.text, "更换电源板");
+        assert!(p.probability > 0.5);
+        assert_eq!(p.supporting_ticket_ids.len(), 2);
+        assert!(predict_resolution(&m, &near[..1]).is_none());
+    }
+
+    #[test]
+    fn duplicates_are_recent_similar_and_same_customer_first() {
+        let m = memory();
+        let now = OffsetDateTime::parse("2026-03-05T00:00:00Z", &Rfc3339).unwrap();
+        let d = duplicates(&m, &[1.0, 0.0], "", "C1", "", 0.99, 14, now).unwrap();
+        assert_eq!(
+            d.iter().map(|x| x.ticket.id.as_str()).collect::<Vec<_>>(),
+            vec!["b", "a"]
+        );
+        assert!(d[0].same_customer);
+        let later = OffsetDateTime::parse("2026-06-01T00:00:00Z", &Rfc3339).unwrap();
+        assert!(duplicates(&m, &[1.0, 0.0], "", "C1", "", 0.99, 14, later)
+            .unwrap()
+            .is_empty());
+    }
+
+    #[test]
+    fn inferred_fields_need_agreement() {
+        let m = memory();
+        let spec = FieldSpec {
+            name: "product".into(),
+            pattern: None,
+            description: String::new(),
+            infer: true,
+        };
+        let near = m.nearest(&[1.0, 0.0], 3, |_| true).unwrap();
+        let f = infer_fields(&m, &near, std::slice::from_ref(&spec), &[]);
+        assert_eq!(f.len(), 1);
+        assert_eq!(f[0].value, "tv");
+        assert_eq!(f[0].source, "inferred");
+        assert!(f[0].confidence > 0.5 && f[0].confidence < 1.0);
+    }
+}

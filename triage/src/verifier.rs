@@ -1,0 +1,247 @@
+//! The deflection verifier: is this FAQ phrasing really what the message asks?
+//!
+//! One cosine cannot tell 花呗 from 借呗 or "30 天" from "60 天". The verifier is
+//! a logistic regression over retrieval and lexical evidence for one
+//! (message, phrasing) pair in the context of the other candidates. Its
+//! weights are fitted offline on question pairs (see `eval::fit_verifier`)
+//! and shipped in `verifier.json`; a pack directory may carry its own.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::faqbank::{Candidate, FaqBank};
+use crate::logreg::{LogReg, TrainOptions};
+use crate::textsim::{edit_similarity, jaccard, Units};
+
+/// The verifier shipped with the crate.
+const BUILTIN: &str = include_str!("../verifier.json");
+
+/// Feature names, in the order [`features`] computes them.
+pub const FEATURES: [&str; 19] = [
+    "cos",
+    "cos_minus_top",
+    "cos_minus_other_article",
+    "lex",
+    "lex_minus_top",
+    "unit_jaccard",
+    "bigram_jaccard",
+    "unmatched_query_mass",
+    "unmatched_faq_mass",
+    "unmatched_query_max_idf",
+    "unmatched_faq_max_idf",
+    "numbers_differ",
+    "numbers_one_sided",
+    "negation_mismatch",
+    "edit_similarity",
+    "length_ratio",
+    "exact",
+    "cos_x_bigram_jaccard",
+    "cos_squared",
+];
+
+/// Evidence for every candidate of one message, in candidate order.
+pub fn features(bank: &FaqBank, query: &Units, cands: &[Candidate]) -> Vec<Vec<f32>> {
+    let top_cos = cands.iter().map(|c| c.cos).fold(f32::MIN, f32::max);
+    let top_lex = cands.iter().map(|c| c.lex).fold(f32::MIN, f32::max);
+    let mut best_per_article: HashMap<usize, f32> = HashMap::new();
+    for c in cands {
+        let b = best_per_article.entry(c.slot).or_insert(f32::MIN);
+        *b = b.max(c.cos);
+    }
+    let idf = bank.idf();
+    let scale = |v: f32| v / ((bank.len() as f32 + 1.0).ln() + 1.0);
+    cands
+        .iter()
+        .map(|c| {
+            let other = best_per_article
+                .iter()
+                .filter(|(slot, _)| **slot != c.slot)
+                .map(|(_, v)| *v)
+                .fold(f32::MIN, f32::max);
+            let other = if other == f32::MIN { 0.0 } else { other };
+            let empty = Units::default();
+            let e = bank.entry(c.entry).map(|e| &e.units).unwrap_or(&empty);
+            let bigram_j = jaccard(&query.bigrams, &e.bigrams);
+            let (lq, le) = (query.units.len() as f32, e.units.len() as f32);
+            vec![
+                c.cos,
+                c.cos - top_cos,
+                c.cos - other,
+                c.lex,
+                c.lex - top_lex,
+                jaccard(&query.set, &e.set),
+                bigram_j,
+                idf.unmatched_mass(query, e),
+                idf.unmatched_mass(e, query),
+                scale(idf.max_unmatched_idf(query, e)),
+                scale(idf.max_unmatched_idf(e, query)),
+                f32::from(
+                    !query.numbers.is_empty()
+                        && !e.numbers.is_empty()
+                        && query.numbers != e.numbers,
+                ),
+                f32::from(query.numbers.is_empty() != e.numbers.is_empty()),
+                f32::from(query.negated != e.negated),
+                edit_similarity(&query.units, &e.units),
+                if lq.max(le) > 0.0 {
+                    lq.min(le) / lq.max(le)
+                } else {
+                    1.0
+                },
+                f32::from(query.units == e.units),
+                c.cos * bigram_j,
+                c.cos * c.cos,
+            ]
+        })
+        .collect()
+}
+
+/// Fitted verifier weights (the JSON file format).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Verifier {
+    /// Feature names the weights belong to (must equal [`FEATURES`]).
+    pub features: Vec<String>,
+    /// One weight per feature.
+    pub weights: Vec<f32>,
+    /// Intercept.
+    pub bias: f32,
+    /// Where the weights came from (data set, pairs, date).
+    pub fitted_on: String,
+}
+
+impl Verifier {
+    /// The verifier shipped with the crate.
+    pub fn builtin() -> Result<Verifier> {
+        Self::from_json(BUILTIN, Path::new("triage/verifier.json"))
+    }
+
+    /// Loads a verifier file written by [`Verifier::to_json`].
+    pub fn load(path: &Path) -> Result<Verifier> {
+        let text = std::fs::read_to_string(path).map_err(|source| Error::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Self::from_json(&text, path)
+    }
+
+    fn from_json(text: &str, path: &Path) -> Result<Verifier> {
+        let v: Verifier = serde_json::from_str(text).map_err(|e| Error::Pack {
+            file: path.to_path_buf(),
+            line: e.line(),
+            key: "verifier".into(),
+            message: e.to_string(),
+        })?;
+        if v.features != FEATURES || v.weights.len() != FEATURES.len() {
+            return Err(Error::Pack {
+                file: path.to_path_buf(),
+                line: 0,
+                key: "features".into(),
+                message: format!(
+                    "verifier was fitted on features {:?}; this version computes {:?} — refit it",
+                    v.features, FEATURES
+                ),
+            });
+        }
+        Ok(v)
+    }
+
+    /// Serialises the weights (pretty JSON).
+    pub fn to_json(&self) -> Result<String> {
+        serde_json::to_string_pretty(self).map_err(|e| Error::Numeric(e.to_string()))
+    }
+
+    /// Probability that the candidate with these features answers the message.
+    pub fn probability(&self, features: &[f32]) -> f32 {
+        let z: f32 = self.bias
+            + self
+                .weights
+                .iter()
+                .zip(features)
+                .map(|(w, f)| w * f)
+                .sum::<f32>();
+        1.0 / (1.0 + (-z).exp())
+    }
+
+    /// Fits a verifier on `(features, is_right_answer)` rows with L2 strength `l2`.
+    pub fn fit(rows: &[(Vec<f32>, bool)], l2: f32, fitted_on: &str) -> Result<Verifier> {
+        let dim = FEATURES.len();
+        if rows.iter().any(|(f, _)| f.len() != dim) {
+            return Err(Error::InvalidInput(
+                "feature rows of the wrong length".into(),
+            ));
+        }
+        let positives = rows.iter().filter(|r| r.1).count();
+        if positives == 0 || positives == rows.len() {
+            return Err(Error::InvalidInput(
+                "fitting a verifier needs both right and wrong candidates".into(),
+            ));
+        }
+        let x: Vec<f32> = rows.iter().flat_map(|(f, _)| f.iter().copied()).collect();
+        let y: Vec<usize> = rows.iter().map(|r| usize::from(r.1)).collect();
+        let opts = TrainOptions {
+            l2,
+            max_iter: 500,
+            ..TrainOptions::default()
+        };
+        let lr = LogReg::train(&x, dim, &y, 2, opts)?;
+        // Two-class softmax = logistic on the logit difference.
+        let mut weights = vec![0f32; dim];
+        for (j, w) in weights.iter_mut().enumerate() {
+            let mut e = vec![0f32; dim];
+            e[j] = 1.0;
+            let z = lr.logits(&e)?;
+            let z0 = lr.logits(&vec![0f32; dim])?;
+            *w = (z[1] - z[0]) - (z0[1] - z0[0]);
+        }
+        let z0 = lr.logits(&vec![0f32; dim])?;
+        Ok(Verifier {
+            features: FEATURES.iter().map(|s| s.to_string()).collect(),
+            weights,
+            bias: z0[1] - z0[0],
+            fitted_on: fitted_on.to_string(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn builtin_weights_load_and_match_the_feature_list() {
+        let v = Verifier::builtin().unwrap();
+        assert_eq!(v.weights.len(), FEATURES.len());
+    }
+
+    #[test]
+    fn fit_learns_that_high_cosine_means_right() {
+        let rows: Vec<(Vec<f32>, bool)> = (0..200)
+            .map(|i| {
+                let cos = (i % 100) as f32 / 100.0;
+                let mut f = vec![0.0; FEATURES.len()];
+                f[0] = cos;
+                f[5] = ((i * 31) % 17) as f32 / 17.0; // noise
+                (f, cos > 0.6)
+            })
+            .collect();
+        let v = Verifier::fit(&rows, 1e-4, "test").unwrap();
+        let mut hi = vec![0.0; FEATURES.len()];
+        hi[0] = 0.95;
+        let mut lo = hi.clone();
+        lo[0] = 0.2;
+        assert!(v.probability(&hi) > 0.9, "{}", v.probability(&hi));
+        assert!(v.probability(&lo) < 0.1);
+        let back = Verifier::from_json(&v.to_json().unwrap(), Path::new("x")).unwrap();
+        assert_eq!(back.weights, v.weights);
+    }
+
+    #[test]
+    fn rejects_a_file_for_other_features() {
+        let bad = r#"{"features":["cos"],"weights":[1.0],"bias":0.0,"fitted_on":"x"}"#;
+        let err = Verifier::from_json(bad, Path::new("v.json")).unwrap_err();
+        assert!(err.to_string().contains("refit"), "{err}");
+    }
+}
