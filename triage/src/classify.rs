@@ -43,7 +43,7 @@ pub struct ClassifierOptions {
 impl Default for ClassifierOptions {
     fn default() -> Self {
         ClassifierOptions {
-            l2_grid: vec![1e-3, 3e-3, 1e-2, 3e-2, 1e-1],
+            l2_grid: vec![1e-3, 3e-3, 1e-2, 3e-2, 1e-1, 3e-1, 1.0],
             k: 10,
             knn_temperatures: vec![0.02, 0.05, 0.1],
             folds: 5,

@@ -81,38 +81,73 @@ impl Deflector {
         tenant: &str,
     ) -> Result<Vec<ScoredArticle>> {
         let (units, cands, feats) = self.candidates(bank, text, qvec, tenant)?;
-        let mut best: HashMap<usize, (f32, Candidate)> = HashMap::new();
-        for (c, f) in cands.iter().zip(&feats) {
-            let p = self.verifier.probability(f);
-            let slot = best.entry(c.slot).or_insert((p, *c));
-            if p > slot.0 {
-                *slot = (p, *c);
-            }
-        }
-        let mut out: Vec<ScoredArticle> = best
+        Ok(rank(&self.verifier, &cands, &feats)
             .into_iter()
-            .map(|(slot, (probability, best))| {
+            .map(|r| {
                 let mut matched: Vec<String> = bank
-                    .entry(best.entry)
+                    .entry(r.best.entry)
                     .map(|e| e.units.set.intersection(&units.set).cloned().collect())
                     .unwrap_or_default();
                 matched.sort();
                 ScoredArticle {
-                    slot,
-                    probability,
-                    best,
+                    slot: r.best.slot,
+                    probability: r.probability,
+                    best: r.best,
                     matched,
                 }
             })
-            .collect();
-        out.sort_by(|a, b| {
-            b.probability
-                .total_cmp(&a.probability)
-                .then(b.best.cos.total_cmp(&a.best.cos))
-                .then(a.slot.cmp(&b.slot))
-        });
-        Ok(out)
+            .collect())
     }
+}
+
+/// One article's ranking record.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Ranked {
+    /// The article's best-scoring phrasing.
+    pub best: Candidate,
+    /// Its candidate score.
+    pub logit: f32,
+    /// Its lead over the best other article's score (negative when it trails).
+    pub gap: f32,
+    /// Probability that answering with it is right.
+    pub probability: f32,
+}
+
+/// Groups candidates by article (best phrasing wins) and calibrates each article,
+/// best first.
+pub fn rank(verifier: &Verifier, cands: &[Candidate], feats: &[Vec<f32>]) -> Vec<Ranked> {
+    let mut best: HashMap<usize, (f32, Candidate)> = HashMap::new();
+    for (c, f) in cands.iter().zip(feats) {
+        let z = verifier.logit(f);
+        let slot = best.entry(c.slot).or_insert((z, *c));
+        if z > slot.0 {
+            *slot = (z, *c);
+        }
+    }
+    let mut articles: Vec<(f32, Candidate)> = best.into_values().collect();
+    articles.sort_by(|a, b| {
+        b.0.total_cmp(&a.0)
+            .then(b.1.cos.total_cmp(&a.1.cos))
+            .then(a.1.slot.cmp(&b.1.slot))
+    });
+    // Without a rival the lead is taken against a score far below any real one.
+    const NO_RIVAL: f32 = 10.0;
+    let first = articles.first().map(|a| a.0);
+    let second = articles.get(1).map(|a| a.0);
+    articles
+        .iter()
+        .enumerate()
+        .map(|(i, &(logit, best))| {
+            let rival = if i == 0 { second } else { first };
+            let gap = rival.map(|r| logit - r).unwrap_or(NO_RIVAL);
+            Ranked {
+                best,
+                logit,
+                gap,
+                probability: verifier.answer_probability(logit, gap, best.cos),
+            }
+        })
+        .collect()
 }
 
 /// Chooses answer / clarify / handoff from scored articles (best first).

@@ -45,6 +45,9 @@ pub struct Pack {
     pub priorities: Vec<Priority>,
     /// Urgency lexicon: priority id → words whose presence raises a request to at least that level.
     pub lexicon: BTreeMap<String, Vec<String>>,
+    /// Phrases inside which a lexicon word does not count (`[lexicon] except = [...]`), e.g.
+    /// 点不着火 ("won't light") contains 着火 ("on fire") but is a routine fault.
+    pub lexicon_exceptions: Vec<String>,
     /// Field specs (extra patterns and inferable fields).
     pub fields: Vec<FieldSpec>,
     /// Knowledge-base articles from `articles.jsonl` (empty if the file is absent).
@@ -443,7 +446,7 @@ fn parse_config(file: &Path, source: &str) -> Result<Pack> {
     let queues = convert_queues(&ctx, &raw.queues)?;
     let categories = convert_categories(&ctx, &raw.categories, &queues)?;
     let priorities = convert_priorities(&ctx, &raw.priorities)?;
-    let lexicon = convert_lexicon(&ctx, &raw.lexicon)?;
+    let (lexicon, lexicon_exceptions) = convert_lexicon(&ctx, &raw.lexicon)?;
     let fields = convert_fields(&ctx, &raw.fields)?;
 
     Ok(Pack {
@@ -456,6 +459,7 @@ fn parse_config(file: &Path, source: &str) -> Result<Pack> {
         categories,
         priorities,
         lexicon,
+        lexicon_exceptions,
         fields,
         articles: Vec::new(),
         tickets: Vec::new(),
@@ -784,13 +788,28 @@ fn default_priorities() -> Vec<Priority> {
         .collect()
 }
 
+/// The `[lexicon]` table: levels `P0`..`P3` with their words, and the optional
+/// `except` list of phrases that neutralise a word they contain.
+type Lexicon = (BTreeMap<String, Vec<String>>, Vec<String>);
+
 fn convert_lexicon(
     ctx: &ConfigCtx,
     raw: &BTreeMap<String, Spanned<Vec<Spanned<String>>>>,
-) -> Result<BTreeMap<String, Vec<String>>> {
+) -> Result<Lexicon> {
     let mut lexicon = BTreeMap::new();
+    let mut exceptions = Vec::new();
     let mut first_level: HashMap<String, String> = HashMap::new();
     for (level, words) in raw {
+        if level == "except" {
+            for phrase in words.get_ref() {
+                let text = phrase.get_ref().trim();
+                if text.is_empty() {
+                    return Err(ctx.err(phrase.span(), "lexicon.except", "empty phrase"));
+                }
+                exceptions.push(text.to_lowercase());
+            }
+            continue;
+        }
         if priority_rank(level).is_none() {
             return Err(ctx.err(
                 words.span(),
@@ -820,7 +839,7 @@ fn convert_lexicon(
         }
         lexicon.insert(level.clone(), list);
     }
-    Ok(lexicon)
+    Ok((lexicon, exceptions))
 }
 
 fn convert_fields(ctx: &ConfigCtx, raw: &[RawField]) -> Result<Vec<FieldSpec>> {

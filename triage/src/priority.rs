@@ -44,6 +44,8 @@ struct Entry {
 #[derive(Debug, Clone)]
 pub struct PriorityRules {
     entries: Vec<Entry>,
+    /// Lower-cased phrases inside which a lexicon word does not count.
+    exceptions: Vec<String>,
 }
 
 impl PriorityRules {
@@ -67,7 +69,10 @@ impl PriorityRules {
                 })
             })
             .collect();
-        PriorityRules { entries }
+        PriorityRules {
+            entries,
+            exceptions: pack.lexicon_exceptions.clone(),
+        }
     }
 
     /// Every occurrence of every lexicon word, in text order. English matching
@@ -76,6 +81,15 @@ impl PriorityRules {
     pub fn lexicon_hits(&self, text: &str) -> Vec<LexiconHit> {
         // ASCII lower-casing keeps every byte offset, so spans index `text`.
         let lower = text.to_ascii_lowercase();
+        let excepted: Vec<(usize, usize)> = self
+            .exceptions
+            .iter()
+            .flat_map(|p| {
+                lower
+                    .match_indices(p.as_str())
+                    .map(|(s, m)| (s, s + m.len()))
+            })
+            .collect();
         let mut hits = Vec::new();
         for entry in &self.entries {
             let Some(first) = entry.tokens.first() else {
@@ -83,6 +97,9 @@ impl PriorityRules {
             };
             for (start, _) in lower.match_indices(first.as_str()) {
                 if let Some(end) = match_entry(&lower, start, &entry.tokens) {
+                    if excepted.iter().any(|&(s, e)| s <= start && end <= e) {
+                        continue;
+                    }
                     hits.push(LexiconHit {
                         word: entry.word.clone(),
                         level: entry.level.clone(),

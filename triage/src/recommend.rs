@@ -55,7 +55,10 @@ pub fn duplicates(
     window_days: u32,
     now: OffsetDateTime,
 ) -> Result<Vec<Duplicate>> {
-    let since = now - time::Duration::days(i64::from(window_days));
+    // A huge window (e.g. u32::MAX days) reaches back to the earliest representable time.
+    let since = now
+        .checked_sub(time::Duration::days(i64::from(window_days)))
+        .unwrap_or(time::PrimitiveDateTime::MIN.assume_utc());
     let recent = |t: &Ticket| {
         OffsetDateTime::parse(&t.created_at, &Rfc3339)
             .is_ok_and(|c| c >= since && c <= now + time::Duration::days(1))
@@ -243,6 +246,8 @@ mod tests {
         assert!(duplicates(&m, &[1.0, 0.0], "", "C1", "", 0.99, 14, later)
             .unwrap()
             .is_empty());
+        let forever = duplicates(&m, &[1.0, 0.0], "", "C1", "", 0.99, u32::MAX, later).unwrap();
+        assert_eq!(forever.len(), 2);
     }
 
     #[test]

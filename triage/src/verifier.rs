@@ -99,7 +99,17 @@ pub fn features(bank: &FaqBank, query: &Units, cands: &[Candidate]) -> Vec<Vec<f
         .collect()
 }
 
+/// Inputs of the answer calibration, in order.
+pub const ANSWER_FEATURES: [&str; 3] = ["logit", "logit_gap", "cos"];
+
 /// Fitted verifier weights (the JSON file format).
+///
+/// Two stages: the candidate scorer ranks phrasings (`weights`, `bias` over
+/// [`FEATURES`]); the answer calibration (`answer_weights`, `answer_bias` over
+/// [`ANSWER_FEATURES`]) turns an article's score, its lead over the best other
+/// article and its cosine into the probability that answering with it is right.
+/// The second stage is fitted on whole messages, so a bank holding several
+/// paraphrases of the message does not depress the confidence.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Verifier {
     /// Feature names the weights belong to (must equal [`FEATURES`]).
@@ -108,6 +118,10 @@ pub struct Verifier {
     pub weights: Vec<f32>,
     /// Intercept.
     pub bias: f32,
+    /// Answer-calibration weights over [`ANSWER_FEATURES`].
+    pub answer_weights: Vec<f32>,
+    /// Answer-calibration intercept.
+    pub answer_bias: f32,
     /// Where the weights came from (data set, pairs, date).
     pub fitted_on: String,
 }
@@ -134,7 +148,10 @@ impl Verifier {
             key: "verifier".into(),
             message: e.to_string(),
         })?;
-        if v.features != FEATURES || v.weights.len() != FEATURES.len() {
+        if v.features != FEATURES
+            || v.weights.len() != FEATURES.len()
+            || v.answer_weights.len() != ANSWER_FEATURES.len()
+        {
             return Err(Error::Pack {
                 file: path.to_path_buf(),
                 line: 0,
@@ -153,57 +170,90 @@ impl Verifier {
         serde_json::to_string_pretty(self).map_err(|e| Error::Numeric(e.to_string()))
     }
 
-    /// Probability that the candidate with these features answers the message.
-    pub fn probability(&self, features: &[f32]) -> f32 {
-        let z: f32 = self.bias
+    /// Candidate score (a logit): higher means more likely the same question.
+    pub fn logit(&self, features: &[f32]) -> f32 {
+        self.bias
             + self
                 .weights
                 .iter()
                 .zip(features)
                 .map(|(w, f)| w * f)
+                .sum::<f32>()
+    }
+
+    /// Probability that answering with an article is right, from its score, its
+    /// lead over the best other article (negative when it trails) and its cosine.
+    pub fn answer_probability(&self, logit: f32, gap: f32, cos: f32) -> f32 {
+        let z = self.answer_bias
+            + [logit, gap, cos]
+                .iter()
+                .zip(&self.answer_weights)
+                .map(|(x, w)| x * w)
                 .sum::<f32>();
         1.0 / (1.0 + (-z).exp())
     }
 
-    /// Fits a verifier on `(features, is_right_answer)` rows with L2 strength `l2`.
-    pub fn fit(rows: &[(Vec<f32>, bool)], l2: f32, fitted_on: &str) -> Result<Verifier> {
-        let dim = FEATURES.len();
-        if rows.iter().any(|(f, _)| f.len() != dim) {
-            return Err(Error::InvalidInput(
-                "feature rows of the wrong length".into(),
-            ));
-        }
-        let positives = rows.iter().filter(|r| r.1).count();
-        if positives == 0 || positives == rows.len() {
-            return Err(Error::InvalidInput(
-                "fitting a verifier needs both right and wrong candidates".into(),
-            ));
-        }
-        let x: Vec<f32> = rows.iter().flat_map(|(f, _)| f.iter().copied()).collect();
-        let y: Vec<usize> = rows.iter().map(|r| usize::from(r.1)).collect();
-        let opts = TrainOptions {
-            l2,
-            max_iter: 500,
-            ..TrainOptions::default()
-        };
-        let lr = LogReg::train(&x, dim, &y, 2, opts)?;
-        // Two-class softmax = logistic on the logit difference.
-        let mut weights = vec![0f32; dim];
-        for (j, w) in weights.iter_mut().enumerate() {
-            let mut e = vec![0f32; dim];
-            e[j] = 1.0;
-            let z = lr.logits(&e)?;
-            let z0 = lr.logits(&vec![0f32; dim])?;
-            *w = (z[1] - z[0]) - (z0[1] - z0[0]);
-        }
-        let z0 = lr.logits(&vec![0f32; dim])?;
-        Ok(Verifier {
+    /// Fits the candidate scorer on `(features, is_right)` rows, then the answer
+    /// calibration on `(answer features, top article is right)` message rows that
+    /// `message_rows` derives from the fitted scorer.
+    pub fn fit(
+        rows: &[(Vec<f32>, bool)],
+        message_rows: impl Fn(&Verifier) -> Vec<([f32; 3], bool)>,
+        l2: f32,
+        fitted_on: &str,
+    ) -> Result<Verifier> {
+        let (weights, bias) = logistic(rows, FEATURES.len(), l2)?;
+        let mut v = Verifier {
             features: FEATURES.iter().map(|s| s.to_string()).collect(),
             weights,
-            bias: z0[1] - z0[0],
+            bias,
+            answer_weights: vec![1.0, 0.0, 0.0],
+            answer_bias: 0.0,
             fitted_on: fitted_on.to_string(),
-        })
+        };
+        let messages: Vec<(Vec<f32>, bool)> = message_rows(&v)
+            .into_iter()
+            .map(|(f, ok)| (f.to_vec(), ok))
+            .collect();
+        let (answer_weights, answer_bias) = logistic(&messages, ANSWER_FEATURES.len(), l2)?;
+        v.answer_weights = answer_weights;
+        v.answer_bias = answer_bias;
+        Ok(v)
     }
+}
+
+/// Binary logistic regression: weights and intercept on raw features.
+fn logistic(rows: &[(Vec<f32>, bool)], dim: usize, l2: f32) -> Result<(Vec<f32>, f32)> {
+    if rows.iter().any(|(f, _)| f.len() != dim) {
+        return Err(Error::InvalidInput(
+            "feature rows of the wrong length".into(),
+        ));
+    }
+    let positives = rows.iter().filter(|r| r.1).count();
+    if positives == 0 || positives == rows.len() {
+        return Err(Error::InvalidInput(
+            "fitting a verifier needs both right and wrong examples".into(),
+        ));
+    }
+    let x: Vec<f32> = rows.iter().flat_map(|(f, _)| f.iter().copied()).collect();
+    let y: Vec<usize> = rows.iter().map(|r| usize::from(r.1)).collect();
+    let opts = TrainOptions {
+        l2,
+        max_iter: 500,
+        ..TrainOptions::default()
+    };
+    let lr = LogReg::train(&x, dim, &y, 2, opts)?;
+    // Two-class softmax = logistic on the logit difference.
+    let z0 = lr.logits(&vec![0f32; dim])?;
+    let bias = z0[1] - z0[0];
+    let mut weights = vec![0f32; dim];
+    for (j, w) in weights.iter_mut().enumerate() {
+        let mut e = vec![0f32; dim];
+        e[j] = 1.0;
+        let z = lr.logits(&e)?;
+        *w = (z[1] - z[0]) - bias;
+    }
+    Ok((weights, bias))
 }
 
 #[cfg(test)]
@@ -227,20 +277,28 @@ mod tests {
                 (f, cos > 0.6)
             })
             .collect();
-        let v = Verifier::fit(&rows, 1e-4, "test").unwrap();
+        // Messages: the top article is right when its score is high.
+        let messages = |v: &Verifier| -> Vec<([f32; 3], bool)> {
+            rows.iter()
+                .map(|(f, ok)| ([v.logit(f), 1.0, f[0]], *ok))
+                .collect()
+        };
+        let v = Verifier::fit(&rows, messages, 1e-4, "test").unwrap();
         let mut hi = vec![0.0; FEATURES.len()];
         hi[0] = 0.95;
         let mut lo = hi.clone();
         lo[0] = 0.2;
-        assert!(v.probability(&hi) > 0.9, "{}", v.probability(&hi));
-        assert!(v.probability(&lo) < 0.1);
+        assert!(v.logit(&hi) > 2.0 && v.logit(&lo) < -2.0);
+        assert!(v.answer_probability(v.logit(&hi), 1.0, 0.95) > 0.9);
+        assert!(v.answer_probability(v.logit(&lo), 1.0, 0.2) < 0.1);
         let back = Verifier::from_json(&v.to_json().unwrap(), Path::new("x")).unwrap();
         assert_eq!(back.weights, v.weights);
+        assert_eq!(back.answer_weights, v.answer_weights);
     }
 
     #[test]
     fn rejects_a_file_for_other_features() {
-        let bad = r#"{"features":["cos"],"weights":[1.0],"bias":0.0,"fitted_on":"x"}"#;
+        let bad = r#"{"features":["cos"],"weights":[1.0],"bias":0.0,"answer_weights":[1,0,0],"answer_bias":0,"fitted_on":"x"}"#;
         let err = Verifier::from_json(bad, Path::new("v.json")).unwrap_err();
         assert!(err.to_string().contains("refit"), "{err}");
     }

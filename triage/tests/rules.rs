@@ -1142,3 +1142,20 @@ fn long_text_with_many_fields_stays_fast_and_exact() {
     // generous bound for an unoptimised build on a busy 2-core machine
     assert!(elapsed.as_secs() < 20, "{elapsed:?}");
 }
+
+#[test]
+fn lexicon_exceptions_neutralise_only_the_words_inside_them() {
+    let pack = Pack::load(&demo_pack_dir()).unwrap();
+    let rules = PriorityRules::new(&pack);
+    // "won't light" contains 着火 but is a routine water-heater fault
+    assert!(rules
+        .lexicon_hits("燃气热水器点不着火，打了三次")
+        .is_empty());
+    // a real fire elsewhere in the same text still counts
+    let hits = rules.lexicon_hits("热水器点不着火，后来插头着火了");
+    assert_eq!(hits.len(), 1, "{hits:?}");
+    assert_eq!(hits[0].word, "着火");
+    assert_eq!(hits[0].level, "P0");
+    let out = rules.apply("热水器点不着火", decision(Some("P2"), 0.8, false));
+    assert_eq!(out.label.as_deref(), Some("P2"));
+}

@@ -2,8 +2,8 @@
 //! binary as a server on a free loopback port with its own data directory,
 //! wait until it is ready, call it, stop it gently or with kill -9.
 //!
-//! The binary is `$TRIAGE_BIN`, else `target/{debug,release}/triage` (build it
-//! first: `cargo build -p server`). The model is the default one (fetched on
+//! The binary is `$TRIAGE_BIN`, else the `triage` binary cargo builds for these
+//! tests (they are test targets of the `server` package). The model is the default one (fetched on
 //! first use into the model cache) unless `TRIAGE_MODEL_DIR` points elsewhere.
 
 #![allow(dead_code)] // each test file uses a different subset
@@ -19,22 +19,12 @@ use serde_json::Value;
 /// How long a server may take to become ready (first start may fetch the model).
 pub const READY_TIMEOUT: Duration = Duration::from_secs(600);
 
-/// The `triage` binary under test.
+/// The `triage` binary under test: `$TRIAGE_BIN`, else the one cargo built for these tests.
 pub fn binary() -> PathBuf {
     if let Some(bin) = std::env::var_os("TRIAGE_BIN") {
         return PathBuf::from(bin);
     }
-    let root = workspace_root();
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| root.join("target"));
-    for profile in ["debug", "release"] {
-        let bin = target.join(profile).join("triage");
-        if bin.is_file() {
-            return bin;
-        }
-    }
-    panic!("the triage binary is not built: run `cargo build -p server` first (or set TRIAGE_BIN)");
+    PathBuf::from(env!("CARGO_BIN_EXE_triage"))
 }
 
 /// The repository root.

@@ -1,7 +1,7 @@
 //! `eval deflect`: answer / clarify / hand off on an FAQ bank, measured; and
 //! fitting the verifier on question pairs.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::io::Write;
 use std::path::Path;
 use std::sync::Arc;
@@ -12,11 +12,13 @@ use models::{EmbedKind, TextEmbedder};
 use serde::{Deserialize, Serialize};
 
 use crate::api::DeflectAction;
-use crate::deflect::{decide, Deflector, ScoredArticle};
+use crate::deflect::{decide, rank, Deflector, ScoredArticle};
 use crate::error::{Error, Result};
 use crate::eval::classify::embed_all;
+use crate::faqbank::Candidate;
 use crate::faqbank::FaqBank;
 use crate::pack::Thresholds;
+use crate::textsim::Units;
 use crate::verifier::Verifier;
 
 /// One FAQ line: `{"id","question","answer"}` (alternative phrasings optional).
@@ -132,6 +134,8 @@ struct Prepared {
     bank: FaqBank,
     ids: Vec<String>,
     qvecs: Vec<f32>,
+    /// The messages, with same-text entries added to their right answers.
+    cases: Vec<DeflectCase>,
     embed_seconds: f32,
 }
 
@@ -170,10 +174,38 @@ fn prepare(
     }
     let texts: Vec<&str> = test.iter().map(|c| c.text.as_str()).collect();
     let qvecs = embed_all(embedder, &texts, EmbedKind::Query)?;
+    // An entry that is the message itself (same units: case, width, punctuation and
+    // spacing aside) answers it, whether or not the data set linked the two.
+    let mut same_text: HashMap<Vec<String>, Vec<String>> = HashMap::new();
+    for a in &articles {
+        for p in FaqBank::phrasings(a) {
+            same_text
+                .entry(Units::new(p).units)
+                .or_default()
+                .push(a.id.clone());
+        }
+    }
+    let cases = test
+        .iter()
+        .map(|c| {
+            let mut case = c.clone();
+            for id in same_text
+                .get(&Units::new(&c.text).units)
+                .into_iter()
+                .flatten()
+            {
+                if !case.faq_ids.contains(id) {
+                    case.faq_ids.push(id.clone());
+                }
+            }
+            case
+        })
+        .collect();
     Ok(Prepared {
         bank,
         ids,
         qvecs,
+        cases,
         embed_seconds: t0.elapsed().as_secs_f32(),
     })
 }
@@ -198,6 +230,7 @@ pub fn deflect_with(
     work_dir: &Path,
 ) -> Result<DeflectReport> {
     let prep = prepare(faq, test, embedder.as_ref())?;
+    let test = prep.cases.as_slice();
     let dim = embedder.dim();
     let deflector = Deflector::new(verifier.clone());
     let t0 = Instant::now();
@@ -391,25 +424,47 @@ pub fn fit_verifier(
 ) -> Result<(Verifier, FitReport)> {
     let deflector = Deflector::new(Verifier::builtin()?);
     let dim = embedder.dim();
-    let mut rows = Vec::new();
-    let (mut messages, mut in_scope, mut retrieved) = (0usize, 0usize, 0usize);
+    // Per message: its candidates, their features and the right articles' slots.
+    let mut groups: Vec<(Vec<Candidate>, Vec<Vec<f32>>, HashSet<usize>)> = Vec::new();
+    let (mut in_scope, mut retrieved) = (0usize, 0usize);
     for (faq, test) in sets {
         let prep = prepare(faq, test, embedder.as_ref())?;
-        for (case, q) in test.iter().zip(prep.qvecs.chunks_exact(dim)) {
+        for (case, q) in prep.cases.iter().zip(prep.qvecs.chunks_exact(dim)) {
             let right: HashSet<&str> = case.faq_ids.iter().map(String::as_str).collect();
             let (_, cands, feats) = deflector.candidates(&prep.bank, &case.text, q, "")?;
-            let mut hit = false;
-            for (c, f) in cands.iter().zip(feats) {
-                let ok = right.contains(prep.ids[c.slot].as_str());
-                hit |= ok;
-                rows.push((f, ok));
-            }
-            messages += 1;
+            let right_slots: HashSet<usize> = cands
+                .iter()
+                .filter(|c| right.contains(prep.ids[c.slot].as_str()))
+                .map(|c| c.slot)
+                .collect();
             in_scope += usize::from(!right.is_empty());
-            retrieved += usize::from(hit);
+            retrieved += usize::from(!right_slots.is_empty());
+            groups.push((cands, feats, right_slots));
         }
     }
-    let verifier = Verifier::fit(&rows, l2, fitted_on)?;
+    let rows: Vec<(Vec<f32>, bool)> = groups
+        .iter()
+        .flat_map(|(cands, feats, right)| {
+            cands
+                .iter()
+                .zip(feats)
+                .map(|(c, f)| (f.clone(), right.contains(&c.slot)))
+        })
+        .collect();
+    let message_rows = |v: &Verifier| -> Vec<([f32; 3], bool)> {
+        groups
+            .iter()
+            .filter_map(|(cands, feats, right)| {
+                let top = rank(v, cands, feats).into_iter().next()?;
+                Some((
+                    [top.logit, top.gap, top.best.cos],
+                    right.contains(&top.best.slot),
+                ))
+            })
+            .collect()
+    };
+    let verifier = Verifier::fit(&rows, message_rows, l2, fitted_on)?;
+    let messages = groups.len();
     let report = FitReport {
         messages,
         rows: rows.len(),
