@@ -196,6 +196,62 @@ def deflect_set(name, pairs, out, seed, fit_share=0.0):
             print(f"    {name} {part}: bank {len(faq)}, queries {len(qs)} (out of scope {n_oos})")
 
 
+def clinc_faq(data, out, seed, per_article=5, held_out_intents=30):
+    """An FAQ bank shaped like a support knowledge base (one article per intent, its
+    question and alternative phrasings taken from CLINC150 train), English, with two
+    kinds of out-of-scope messages: CLINC's own `oos` and look-alikes (val utterances of
+    intents left out of the bank). Val and OOS messages are split in halves: fit.jsonl
+    (for the verifier) and test.jsonl; oos_train goes to fit, oos_val to test."""
+    with open(os.path.join(data, "clinc150/train_val.json"), encoding="utf-8") as f:
+        d = json.load(f)
+    rng = random.Random(seed)
+    by_intent = defaultdict(list)
+    for t, l in d["train"]:
+        by_intent[l].append(t)
+    intents = sorted(by_intent)
+    rng.shuffle(intents)
+    left_out = set(intents[:held_out_intents])
+    faq = []
+    for l in sorted(by_intent):
+        if l in left_out:
+            continue
+        texts = by_intent[l][:]
+        rng.shuffle(texts)
+        faq.append({"id": l, "question": texts[0], "answer": f"[answer for {l}]", "alt_questions": texts[1:per_article]})
+    val = [(t, l) for t, l in d["val"]]
+    rng.shuffle(val)
+    half = len(val) // 2
+    def case(t, l):
+        return {"text": t, "faq_ids": [] if l in left_out else [l]}
+    fit = [case(t, l) for t, l in val[:half]] + [{"text": t, "faq_ids": []} for t, _ in d["oos_train"]]
+    test = [case(t, l) for t, l in val[half:]] + [{"text": t, "faq_ids": []} for t, _ in d["oos_val"]]
+    rng.shuffle(fit)
+    rng.shuffle(test)
+    write_jsonl(f"{out}/clinc-faq/faq.jsonl", faq)
+    write_jsonl(f"{out}/clinc-faq/fit.jsonl", fit)
+    write_jsonl(f"{out}/clinc-faq/test.jsonl", test)
+    for part, qs in (("test", test), ("fit", fit)):
+        n_oos = sum(1 for q in qs if not q["faq_ids"])
+        print(f"    clinc-faq {part}: bank {len(faq)} articles, queries {len(qs)} (out of scope {n_oos})")
+
+
+def demo_pack(root, out, seed):
+    """The demo pack's labelled tickets (fixtures/demo-pack, written for this project):
+    text = title + newline + body, label = category, stratified 80/20."""
+    path = os.path.join(root, "fixtures", "demo-pack", "tickets.jsonl")
+    if not os.path.exists(path):
+        return
+    rows = [json.loads(l) for l in open(path, encoding="utf-8") if l.strip()]
+    pairs = []
+    for r in rows:
+        text = "\n".join(p for p in (r.get("title", "").strip(), r.get("body", "").strip()) if p)
+        if text and r.get("category"):
+            pairs.append((text, r["category"]))
+    train, test = stratified_split(pairs, seed)
+    write_jsonl(f"{out}/demo/train.jsonl", as_jsonl(train))
+    write_jsonl(f"{out}/demo/test.jsonl", as_jsonl(test))
+
+
 def main():
     root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     ap = argparse.ArgumentParser()
@@ -209,8 +265,10 @@ def main():
     clinc150(a.data, a.out, a.seed)
     smp2017(a.data, a.out, a.seed)
     ict_fault(a.data, a.out, a.seed)
+    demo_pack(root, a.out, a.seed)
     deflect_set("lcqmc", list(read_pairs(os.path.join(a.data, "lcqmc/dev.txt"), "tsv3")), a.out, a.seed, 0.3)
     deflect_set("bq", list(read_pairs(os.path.join(a.data, "bq/dev.csv"), "csv")), a.out, a.seed, 0.3)
+    clinc_faq(a.data, a.out, a.seed)
     pool = list(read_pairs(os.path.join(a.data, "afqmc/train.txt"), "tsv3"))
     pool += list(read_pairs(os.path.join(a.data, "afqmc/atec_train.csv"), "tsv4"))
     rng = random.Random(a.seed)

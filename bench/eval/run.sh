@@ -5,9 +5,9 @@
 #
 #   python3 bench/eval/prepare.py && bash bench/eval/run.sh
 #
-# The deflection verifier is fitted on the fit.jsonl halves of LCQMC and BQ (30 % of the
-# paraphrase classes) and evaluated on their test.jsonl (the other 70 %, never seen);
-# copy data/eval/verifier-lb.json to triage/verifier.json to ship a refitted one.
+# The deflection verifier is fitted on the fit.jsonl parts of LCQMC, BQ (30 % of the
+# paraphrase classes) and CLINC150-as-FAQ, and evaluated on their test.jsonl (never
+# seen); copy data/eval/verifier.json to triage/verifier.json to ship a refitted one.
 # (afqmc-fit, AFQMC train + ATEC, is prepared too: fitting on it made LCQMC worse.)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -27,7 +27,9 @@ done
 for s in ict_subtype ict_component; do
   run $s classify --train $D/$s/train.jsonl --test $D/$s/test.jsonl --cache $D/.cache-ict.bin
 done
-run fit fit-verifier --sets $D/lcqmc/faq.jsonl:$D/lcqmc/fit.jsonl,$D/bq/faq.jsonl:$D/bq/fit.jsonl --out $D/verifier-lb.json --name "LCQMC dev + BQ dev: 30% of paraphrase classes, disjoint from the evaluation queries" --cache $D/.cache-zh.bin
-for s in lcqmc bq; do
-  run $s deflect --faq $D/$s/faq.jsonl --test $D/$s/test.jsonl --verifier $D/verifier-lb.json --cache $D/.cache-zh.bin --work $D/work-$s
+run demo classify --train $D/demo/train.jsonl --test $D/demo/test.jsonl --cache $D/.cache-demo.bin
+run demo_passage classify --kind passage --train $D/demo/train.jsonl --test $D/demo/test.jsonl --cache $D/.cache-demo.bin
+run fit fit-verifier --sets $D/lcqmc/faq.jsonl:$D/lcqmc/fit.jsonl,$D/bq/faq.jsonl:$D/bq/fit.jsonl,$D/clinc-faq/faq.jsonl:$D/clinc-faq/fit.jsonl --out $D/verifier.json --name "fit halves of LCQMC dev, BQ dev (30% of paraphrase classes) and CLINC150-as-FAQ (half of val + oos_train); disjoint from the evaluation messages; separate weights for Latin-script messages" --cache $D/.cache-deflect.bin
+for s in lcqmc bq clinc-faq; do
+  run $s deflect --faq $D/$s/faq.jsonl --test $D/$s/test.jsonl --verifier $D/verifier.json --cache $D/.cache-deflect.bin --work $D/work-$s
 done

@@ -1,7 +1,7 @@
 //! Runs the triage evaluations with the real embedding model, caching vectors.
 //!
 //! ```text
-//! cargo run --release -p triage --example eval -- classify --train T.jsonl --test T.jsonl [--oos-label oos] [--threshold 0.55]
+//! cargo run --release -p triage --example eval -- classify --train T.jsonl --test T.jsonl [--oos-label oos] [--threshold 0.55] [--kind query|passage]
 //! cargo run --release -p triage --example eval -- deflect --faq F.jsonl --test T.jsonl [--verifier V.json] [--max N]
 //! cargo run --release -p triage --example eval -- fit-verifier --sets F1.jsonl:M1.jsonl,F2.jsonl:M2.jsonl --out triage/verifier.json [--max N]
 //! ```
@@ -12,7 +12,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use models::{default_cache_dir, Embedder, EmbedderOptions, ModelSource, TextEmbedder};
+use models::{default_cache_dir, EmbedKind, Embedder, EmbedderOptions, ModelSource, TextEmbedder};
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use triage::eval::{self, CachedEmbedder, DeflectCase, FaqEntry};
@@ -75,12 +75,17 @@ fn run() -> Result<(), String> {
                 .get("threshold")
                 .and_then(|t| t.parse().ok())
                 .unwrap_or(0.55);
-            let report = eval::classify(
+            let kind = match opts.get("kind").map(String::as_str) {
+                Some("passage") => EmbedKind::Passage,
+                _ => EmbedKind::Query,
+            };
+            let report = eval::classify_as(
                 &pairs(&need("train")?)?,
                 &pairs(&need("test")?)?,
                 opts.get("oos-label").map(String::as_str),
                 threshold,
                 embedder,
+                kind,
             );
             cached.save().map_err(|e| e.to_string())?;
             serde_json::to_string(&report.map_err(|e| e.to_string())?).map_err(|e| e.to_string())?

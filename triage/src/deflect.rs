@@ -13,7 +13,7 @@ use crate::api::DeflectAction;
 use crate::error::Result;
 use crate::faqbank::{Candidate, FaqBank};
 use crate::textsim::Units;
-use crate::verifier::{features, Verifier};
+use crate::verifier::{features, is_latin, Verifier};
 
 /// Phrasings each retriever contributes to the candidate set.
 const RETRIEVE_K: usize = 10;
@@ -81,7 +81,7 @@ impl Deflector {
         tenant: &str,
     ) -> Result<Vec<ScoredArticle>> {
         let (units, cands, feats) = self.candidates(bank, text, qvec, tenant)?;
-        Ok(rank(&self.verifier, &cands, &feats)
+        Ok(rank(&self.verifier, &cands, &feats, is_latin(&units))
             .into_iter()
             .map(|r| {
                 let mut matched: Vec<String> = bank
@@ -115,7 +115,12 @@ pub struct Ranked {
 
 /// Groups candidates by article (best phrasing wins) and calibrates each article,
 /// best first.
-pub fn rank(verifier: &Verifier, cands: &[Candidate], feats: &[Vec<f32>]) -> Vec<Ranked> {
+pub fn rank(
+    verifier: &Verifier,
+    cands: &[Candidate],
+    feats: &[Vec<f32>],
+    latin: bool,
+) -> Vec<Ranked> {
     let mut best: HashMap<usize, (f32, Candidate)> = HashMap::new();
     for (c, f) in cands.iter().zip(feats) {
         let z = verifier.logit(f);
@@ -144,7 +149,7 @@ pub fn rank(verifier: &Verifier, cands: &[Candidate], feats: &[Vec<f32>]) -> Vec
                 best,
                 logit,
                 gap,
-                probability: verifier.answer_probability(logit, gap, best.cos),
+                probability: verifier.answer_probability(logit, gap, best.cos, latin),
             }
         })
         .collect()

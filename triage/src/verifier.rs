@@ -19,8 +19,11 @@ use crate::textsim::{edit_similarity, jaccard, Units};
 /// The verifier shipped with the crate.
 const BUILTIN: &str = include_str!("../verifier.json");
 
-/// Feature names, in the order [`features`] computes them.
-pub const FEATURES: [&str; 19] = [
+/// Names of the base evidence, in the order [`features`] computes it. Each is
+/// followed in the feature vector by a copy multiplied by [`is_latin`], so one
+/// model keeps separate weights for Chinese and for Latin-script messages
+/// (their cosine scales and lexical units differ).
+pub const BASE_FEATURES: [&str; 19] = [
     "cos",
     "cos_minus_top",
     "cos_minus_other_article",
@@ -42,8 +45,23 @@ pub const FEATURES: [&str; 19] = [
     "cos_squared",
 ];
 
+/// Feature names: [`BASE_FEATURES`], then each with a `_latin` suffix.
+pub fn feature_names() -> Vec<String> {
+    BASE_FEATURES
+        .iter()
+        .map(|s| s.to_string())
+        .chain(BASE_FEATURES.iter().map(|s| format!("{s}_latin")))
+        .collect()
+}
+
+/// Whether a message has no CJK (or other non-ASCII) units: English and the like.
+pub fn is_latin(query: &Units) -> bool {
+    !query.units.iter().any(|u| !u.is_ascii())
+}
+
 /// Evidence for every candidate of one message, in candidate order.
 pub fn features(bank: &FaqBank, query: &Units, cands: &[Candidate]) -> Vec<Vec<f32>> {
+    let latin = f32::from(is_latin(query));
     let top_cos = cands.iter().map(|c| c.cos).fold(f32::MIN, f32::max);
     let top_lex = cands.iter().map(|c| c.lex).fold(f32::MIN, f32::max);
     let mut best_per_article: HashMap<usize, f32> = HashMap::new();
@@ -96,11 +114,15 @@ pub fn features(bank: &FaqBank, query: &Units, cands: &[Candidate]) -> Vec<Vec<f
                 c.cos * c.cos,
             ]
         })
+        .map(|base: Vec<f32>| {
+            let latin_copy: Vec<f32> = base.iter().map(|v| v * latin).collect();
+            base.into_iter().chain(latin_copy).collect()
+        })
         .collect()
 }
 
 /// Inputs of the answer calibration, in order.
-pub const ANSWER_FEATURES: [&str; 3] = ["logit", "logit_gap", "cos"];
+pub const ANSWER_FEATURES: [&str; 5] = ["logit", "logit_gap", "cos", "latin", "cos_latin"];
 
 /// Fitted verifier weights (the JSON file format).
 ///
@@ -112,7 +134,7 @@ pub const ANSWER_FEATURES: [&str; 3] = ["logit", "logit_gap", "cos"];
 /// paraphrases of the message does not depress the confidence.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Verifier {
-    /// Feature names the weights belong to (must equal [`FEATURES`]).
+    /// Feature names the weights belong to (must equal [`feature_names`]).
     pub features: Vec<String>,
     /// One weight per feature.
     pub weights: Vec<f32>,
@@ -148,8 +170,9 @@ impl Verifier {
             key: "verifier".into(),
             message: e.to_string(),
         })?;
-        if v.features != FEATURES
-            || v.weights.len() != FEATURES.len()
+        let names = feature_names();
+        if v.features != names
+            || v.weights.len() != names.len()
             || v.answer_weights.len() != ANSWER_FEATURES.len()
         {
             return Err(Error::Pack {
@@ -158,7 +181,7 @@ impl Verifier {
                 key: "features".into(),
                 message: format!(
                     "verifier was fitted on features {:?}; this version computes {:?} — refit it",
-                    v.features, FEATURES
+                    v.features, names
                 ),
             });
         }
@@ -182,10 +205,12 @@ impl Verifier {
     }
 
     /// Probability that answering with an article is right, from its score, its
-    /// lead over the best other article (negative when it trails) and its cosine.
-    pub fn answer_probability(&self, logit: f32, gap: f32, cos: f32) -> f32 {
+    /// lead over the best other article (negative when it trails), its cosine and
+    /// the message's script.
+    pub fn answer_probability(&self, logit: f32, gap: f32, cos: f32, latin: bool) -> f32 {
+        let l = f32::from(latin);
         let z = self.answer_bias
-            + [logit, gap, cos]
+            + [logit, gap, cos, l, cos * l]
                 .iter()
                 .zip(&self.answer_weights)
                 .map(|(x, w)| x * w)
@@ -198,16 +223,17 @@ impl Verifier {
     /// `message_rows` derives from the fitted scorer.
     pub fn fit(
         rows: &[(Vec<f32>, bool)],
-        message_rows: impl Fn(&Verifier) -> Vec<([f32; 3], bool)>,
+        message_rows: impl Fn(&Verifier) -> Vec<([f32; 5], bool)>,
         l2: f32,
         fitted_on: &str,
     ) -> Result<Verifier> {
-        let (weights, bias) = logistic(rows, FEATURES.len(), l2)?;
+        let names = feature_names();
+        let (weights, bias) = logistic(rows, names.len(), l2)?;
         let mut v = Verifier {
-            features: FEATURES.iter().map(|s| s.to_string()).collect(),
+            features: names,
             weights,
             bias,
-            answer_weights: vec![1.0, 0.0, 0.0],
+            answer_weights: vec![1.0, 0.0, 0.0, 0.0, 0.0],
             answer_bias: 0.0,
             fitted_on: fitted_on.to_string(),
         };
@@ -263,7 +289,7 @@ mod tests {
     #[test]
     fn builtin_weights_load_and_match_the_feature_list() {
         let v = Verifier::builtin().unwrap();
-        assert_eq!(v.weights.len(), FEATURES.len());
+        assert_eq!(v.weights.len(), feature_names().len());
     }
 
     #[test]
@@ -271,26 +297,26 @@ mod tests {
         let rows: Vec<(Vec<f32>, bool)> = (0..200)
             .map(|i| {
                 let cos = (i % 100) as f32 / 100.0;
-                let mut f = vec![0.0; FEATURES.len()];
+                let mut f = vec![0.0; feature_names().len()];
                 f[0] = cos;
                 f[5] = ((i * 31) % 17) as f32 / 17.0; // noise
                 (f, cos > 0.6)
             })
             .collect();
         // Messages: the top article is right when its score is high.
-        let messages = |v: &Verifier| -> Vec<([f32; 3], bool)> {
+        let messages = |v: &Verifier| -> Vec<([f32; 5], bool)> {
             rows.iter()
-                .map(|(f, ok)| ([v.logit(f), 1.0, f[0]], *ok))
+                .map(|(f, ok)| ([v.logit(f), 1.0, f[0], 0.0, 0.0], *ok))
                 .collect()
         };
         let v = Verifier::fit(&rows, messages, 1e-4, "test").unwrap();
-        let mut hi = vec![0.0; FEATURES.len()];
+        let mut hi = vec![0.0; feature_names().len()];
         hi[0] = 0.95;
         let mut lo = hi.clone();
         lo[0] = 0.2;
         assert!(v.logit(&hi) > 2.0 && v.logit(&lo) < -2.0);
-        assert!(v.answer_probability(v.logit(&hi), 1.0, 0.95) > 0.9);
-        assert!(v.answer_probability(v.logit(&lo), 1.0, 0.2) < 0.1);
+        assert!(v.answer_probability(v.logit(&hi), 1.0, 0.95, false) > 0.9);
+        assert!(v.answer_probability(v.logit(&lo), 1.0, 0.2, false) < 0.1);
         let back = Verifier::from_json(&v.to_json().unwrap(), Path::new("x")).unwrap();
         assert_eq!(back.weights, v.weights);
         assert_eq!(back.answer_weights, v.answer_weights);
@@ -298,7 +324,7 @@ mod tests {
 
     #[test]
     fn rejects_a_file_for_other_features() {
-        let bad = r#"{"features":["cos"],"weights":[1.0],"bias":0.0,"answer_weights":[1,0,0],"answer_bias":0,"fitted_on":"x"}"#;
+        let bad = r#"{"features":["cos"],"weights":[1.0],"bias":0.0,"answer_weights":[1,0,0,0,0],"answer_bias":0,"fitted_on":"x"}"#;
         let err = Verifier::from_json(bad, Path::new("v.json")).unwrap_err();
         assert!(err.to_string().contains("refit"), "{err}");
     }

@@ -140,6 +140,25 @@ pub fn classify(
     threshold: f32,
     embedder: Arc<dyn TextEmbedder>,
 ) -> Result<ClassifyReport> {
+    classify_as(
+        train,
+        test,
+        oos_label,
+        threshold,
+        embedder,
+        EmbedKind::Query,
+    )
+}
+
+/// [`classify`] with texts embedded as `kind` (the engine classifies tickets as passages).
+pub fn classify_as(
+    train: &[(String, String)],
+    test: &[(String, String)],
+    oos_label: Option<&str>,
+    threshold: f32,
+    embedder: Arc<dyn TextEmbedder>,
+    kind: EmbedKind,
+) -> Result<ClassifyReport> {
     if train.is_empty() || test.is_empty() {
         return Err(Error::InvalidInput(
             "classification needs non-empty train and test sets".into(),
@@ -154,8 +173,8 @@ pub fn classify(
     let t0 = Instant::now();
     let train_texts: Vec<&str> = train.iter().map(|(t, _)| t.as_str()).collect();
     let test_texts: Vec<&str> = test.iter().map(|(t, _)| t.as_str()).collect();
-    let xtr = embed_all(embedder.as_ref(), &train_texts, EmbedKind::Query)?;
-    let xte = embed_all(embedder.as_ref(), &test_texts, EmbedKind::Query)?;
+    let xtr = embed_all(embedder.as_ref(), &train_texts, kind)?;
+    let xte = embed_all(embedder.as_ref(), &test_texts, kind)?;
     let embed_seconds = t0.elapsed().as_secs_f32();
 
     let t1 = Instant::now();

@@ -19,7 +19,7 @@ use crate::faqbank::Candidate;
 use crate::faqbank::FaqBank;
 use crate::pack::Thresholds;
 use crate::textsim::Units;
-use crate::verifier::Verifier;
+use crate::verifier::{is_latin, Verifier};
 
 /// One FAQ line: `{"id","question","answer"}` (alternative phrasings optional).
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -401,6 +401,10 @@ fn write_decisions(
     w.flush().map_err(io)
 }
 
+/// One message while fitting: its candidates, their features, the slots of the
+/// right articles among them, and whether it is Latin-script.
+type FitMessage = (Vec<Candidate>, Vec<Vec<f32>>, HashSet<usize>, bool);
+
 /// What fitting the verifier saw.
 #[derive(Debug, Clone, Serialize)]
 pub struct FitReport {
@@ -425,13 +429,13 @@ pub fn fit_verifier(
     let deflector = Deflector::new(Verifier::builtin()?);
     let dim = embedder.dim();
     // Per message: its candidates, their features and the right articles' slots.
-    let mut groups: Vec<(Vec<Candidate>, Vec<Vec<f32>>, HashSet<usize>)> = Vec::new();
+    let mut groups: Vec<FitMessage> = Vec::new();
     let (mut in_scope, mut retrieved) = (0usize, 0usize);
     for (faq, test) in sets {
         let prep = prepare(faq, test, embedder.as_ref())?;
         for (case, q) in prep.cases.iter().zip(prep.qvecs.chunks_exact(dim)) {
             let right: HashSet<&str> = case.faq_ids.iter().map(String::as_str).collect();
-            let (_, cands, feats) = deflector.candidates(&prep.bank, &case.text, q, "")?;
+            let (units, cands, feats) = deflector.candidates(&prep.bank, &case.text, q, "")?;
             let right_slots: HashSet<usize> = cands
                 .iter()
                 .filter(|c| right.contains(prep.ids[c.slot].as_str()))
@@ -439,25 +443,26 @@ pub fn fit_verifier(
                 .collect();
             in_scope += usize::from(!right.is_empty());
             retrieved += usize::from(!right_slots.is_empty());
-            groups.push((cands, feats, right_slots));
+            groups.push((cands, feats, right_slots, is_latin(&units)));
         }
     }
     let rows: Vec<(Vec<f32>, bool)> = groups
         .iter()
-        .flat_map(|(cands, feats, right)| {
+        .flat_map(|(cands, feats, right, _)| {
             cands
                 .iter()
                 .zip(feats)
                 .map(|(c, f)| (f.clone(), right.contains(&c.slot)))
         })
         .collect();
-    let message_rows = |v: &Verifier| -> Vec<([f32; 3], bool)> {
+    let message_rows = |v: &Verifier| -> Vec<([f32; 5], bool)> {
         groups
             .iter()
-            .filter_map(|(cands, feats, right)| {
-                let top = rank(v, cands, feats).into_iter().next()?;
+            .filter_map(|(cands, feats, right, latin)| {
+                let top = rank(v, cands, feats, *latin).into_iter().next()?;
+                let l = f32::from(*latin);
                 Some((
-                    [top.logit, top.gap, top.best.cos],
+                    [top.logit, top.gap, top.best.cos, l, top.best.cos * l],
                     right.contains(&top.best.slot),
                 ))
             })

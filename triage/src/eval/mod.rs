@@ -8,7 +8,7 @@ mod classify;
 mod deflect;
 
 pub use cache::CachedEmbedder;
-pub use classify::{classify, macro_f1, ClassifyReport, CoveragePoint, OosPoint};
+pub use classify::{classify, classify_as, macro_f1, ClassifyReport, CoveragePoint, OosPoint};
 pub use deflect::{
     deflect, deflect_with, fit_verifier, CosinePoint, DeflectCase, DeflectPoint, DeflectReport,
     FaqEntry, FitReport,
