@@ -44,7 +44,16 @@ async function startServer() {
     if (Date.now() > deadline) fail("server not ready");
     await new Promise((r) => setTimeout(r, 300));
   }
-  return { base, stop: () => { child.kill("SIGTERM"); rmSync(data, { recursive: true, force: true }); } };
+  // Stop = SIGTERM, wait for the graceful shutdown (it commits the index), then remove the data dir.
+  const exited = new Promise((resolve) => child.once("exit", resolve));
+  const stop = async () => {
+    child.kill("SIGTERM");
+    const timeout = new Promise((resolve) => setTimeout(resolve, 60_000));
+    if ((await Promise.race([exited.then(() => "exited"), timeout])) !== "exited") child.kill("SIGKILL");
+    await exited;
+    rmSync(data, { recursive: true, force: true });
+  };
+  return { base, stop };
 }
 
 function firstArticle() {
@@ -140,7 +149,7 @@ try {
 } finally {
   if (context) await context.close();
   rmSync(profile, { recursive: true, force: true });
-  server.stop();
+  await server.stop();
 }
 if (failed) { console.log(failed + " browser test(s) failed"); process.exit(1); }
 console.log("all browser tests passed; screenshots in docs/img/");
