@@ -806,7 +806,8 @@ fn convert_lexicon(
                 if text.is_empty() {
                     return Err(ctx.err(phrase.span(), "lexicon.except", "empty phrase"));
                 }
-                exceptions.push(text.to_lowercase());
+                // Folded like the text it is matched against (ASCII only, offsets kept).
+                exceptions.push(text.to_ascii_lowercase());
             }
             continue;
         }
