@@ -14,8 +14,9 @@ Deflection sets follow issue 4: the bank is the split's distinct sentence2;
 in-scope queries are sentence1 of positive pairs; out-of-scope queries are
 sentence1 with no paraphrase in the bank (look-alikes whose meaning is not in
 the bank). Right answers are taken transitively over positive pairs (see
-deflect_set). 30 % of LCQMC/BQ paraphrase classes go to fit.jsonl (for fitting
-the verifier) and never into test.jsonl; `afqmc-fit` (AFQMC train + ATEC, one
+deflect_set). Half of the LCQMC/BQ paraphrase classes go to fit.jsonl, their
+labelled pairs to fit_pairs.jsonl (for fitting the verifier), never into
+test.jsonl; `afqmc-fit` (AFQMC train + ATEC, one
 pool) is fit-only.
 
 Usage: python3 bench/eval/prepare.py [--data ../shared/data] [--out data/eval] [--seed 13]
@@ -190,6 +191,12 @@ def deflect_set(name, pairs, out, seed, fit_share=0.0):
     write_jsonl(f"{out}/{name}/test.jsonl", test)
     if fit:
         write_jsonl(f"{out}/{name}/fit.jsonl", fit)
+        # The labelled pairs of the fit messages teach the verifier's key-unit table.
+        fit_texts = {q["text"] for q in fit}
+        write_jsonl(
+            f"{out}/{name}/fit_pairs.jsonl",
+            [{"a": s1, "b": s2, "same": label == 1} for s1, s2, label in pairs if s1 in fit_texts and s1 != s2],
+        )
     for part, qs in (("test", test), ("fit", fit)):
         if qs:
             n_oos = sum(1 for q in qs if not q["faq_ids"])
@@ -266,8 +273,8 @@ def main():
     smp2017(a.data, a.out, a.seed)
     ict_fault(a.data, a.out, a.seed)
     demo_pack(root, a.out, a.seed)
-    deflect_set("lcqmc", list(read_pairs(os.path.join(a.data, "lcqmc/dev.txt"), "tsv3")), a.out, a.seed, 0.3)
-    deflect_set("bq", list(read_pairs(os.path.join(a.data, "bq/dev.csv"), "csv")), a.out, a.seed, 0.3)
+    deflect_set("lcqmc", list(read_pairs(os.path.join(a.data, "lcqmc/dev.txt"), "tsv3")), a.out, a.seed, 0.5)
+    deflect_set("bq", list(read_pairs(os.path.join(a.data, "bq/dev.csv"), "csv")), a.out, a.seed, 0.5)
     clinc_faq(a.data, a.out, a.seed)
     pool = list(read_pairs(os.path.join(a.data, "afqmc/train.txt"), "tsv3"))
     pool += list(read_pairs(os.path.join(a.data, "afqmc/atec_train.csv"), "tsv4"))

@@ -5,8 +5,8 @@
 #
 #   python3 bench/eval/prepare.py && bash bench/eval/run.sh
 #
-# The deflection verifier is fitted on the fit.jsonl parts of LCQMC, BQ (30 % of the
-# paraphrase classes) and CLINC150-as-FAQ, and evaluated on their test.jsonl (never
+# The deflection verifier is fitted on the fit.jsonl parts of LCQMC, BQ (50 % of the
+# paraphrase classes, plus their labelled pairs) and CLINC150-as-FAQ, and evaluated on their test.jsonl (never
 # seen); copy data/eval/verifier.json to triage/verifier.json to ship a refitted one.
 # (afqmc-fit, AFQMC train + ATEC, is prepared too: fitting on it made LCQMC worse.)
 set -euo pipefail
@@ -29,7 +29,7 @@ for s in ict_subtype ict_component; do
 done
 run demo classify --train $D/demo/train.jsonl --test $D/demo/test.jsonl --cache $D/.cache-demo.bin
 run demo_passage classify --kind passage --train $D/demo/train.jsonl --test $D/demo/test.jsonl --cache $D/.cache-demo.bin
-run fit fit-verifier --sets $D/lcqmc/faq.jsonl:$D/lcqmc/fit.jsonl,$D/bq/faq.jsonl:$D/bq/fit.jsonl,$D/clinc-faq/faq.jsonl:$D/clinc-faq/fit.jsonl --out $D/verifier.json --name "fit halves of LCQMC dev, BQ dev (30% of paraphrase classes) and CLINC150-as-FAQ (half of val + oos_train); disjoint from the evaluation messages; separate weights for Latin-script messages" --cache $D/.cache-deflect.bin
+run fit fit-verifier --sets $D/lcqmc/faq.jsonl:$D/lcqmc/fit.jsonl,$D/bq/faq.jsonl:$D/bq/fit.jsonl,$D/clinc-faq/faq.jsonl:$D/clinc-faq/fit.jsonl --pairs $D/lcqmc/fit_pairs.jsonl,$D/bq/fit_pairs.jsonl --out $D/verifier.json --name "fit halves of LCQMC dev and BQ dev (50% of paraphrase classes, their labelled pairs for the key-unit table) and CLINC150-as-FAQ (half of val + oos_train); disjoint from the evaluation messages; separate weights for Latin-script messages" --cache $D/.cache-deflect.bin
 for s in lcqmc bq clinc-faq; do
   run $s deflect --faq $D/$s/faq.jsonl --test $D/$s/test.jsonl --verifier $D/verifier.json --cache $D/.cache-deflect.bin --work $D/work-$s
 done

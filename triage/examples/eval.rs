@@ -128,7 +128,19 @@ fn run() -> Result<(), String> {
                 .collect();
             let l2: f32 = opts.get("l2").and_then(|t| t.parse().ok()).unwrap_or(1e-3);
             let name = opts.get("name").cloned().unwrap_or_else(|| "fit".into());
-            let fitted = eval::fit_verifier(&borrowed, embedder, l2, &name);
+            // --pairs P1.jsonl,P2.jsonl: labelled question pairs for the key-unit table
+            let mut pairs: Vec<eval::QuestionPair> = Vec::new();
+            for p in opts
+                .get("pairs")
+                .map(String::as_str)
+                .unwrap_or("")
+                .split(',')
+            {
+                if !p.is_empty() {
+                    pairs.extend(read_jsonl::<eval::QuestionPair>(p)?);
+                }
+            }
+            let fitted = eval::fit_verifier(&borrowed, &pairs, embedder, l2, &name);
             cached.save().map_err(|e| e.to_string())?;
             let (verifier, report) = fitted.map_err(|e| e.to_string())?;
             let out = need("out")?;

@@ -13,7 +13,7 @@ use crate::api::DeflectAction;
 use crate::error::Result;
 use crate::faqbank::{Candidate, FaqBank};
 use crate::textsim::Units;
-use crate::verifier::{features, is_latin, Verifier};
+use crate::verifier::{answer_features, features, is_latin, Verifier};
 
 /// Phrasings each retriever contributes to the candidate set.
 const RETRIEVE_K: usize = 10;
@@ -68,7 +68,7 @@ impl Deflector {
     ) -> Result<(Units, Vec<Candidate>, Vec<Vec<f32>>)> {
         let units = Units::new(text);
         let cands = bank.candidates(&units, qvec, tenant, RETRIEVE_K)?;
-        let feats = features(bank, &units, &cands);
+        let feats = features(bank, &units, &cands, &self.verifier.key_units);
         Ok((units, cands, feats))
     }
 
@@ -111,6 +111,8 @@ pub struct Ranked {
     pub gap: f32,
     /// Probability that answering with it is right.
     pub probability: f32,
+    /// Index of the best phrasing among the candidates (and their feature rows).
+    pub index: usize,
 }
 
 /// Groups candidates by article (best phrasing wins) and calibrates each article,
@@ -121,19 +123,20 @@ pub fn rank(
     feats: &[Vec<f32>],
     latin: bool,
 ) -> Vec<Ranked> {
-    let mut best: HashMap<usize, (f32, Candidate)> = HashMap::new();
-    for (c, f) in cands.iter().zip(feats) {
+    // Per article: its best phrasing's score and index among the candidates.
+    let mut best: HashMap<usize, (f32, usize)> = HashMap::new();
+    for (i, (c, f)) in cands.iter().zip(feats).enumerate() {
         let z = verifier.logit(f);
-        let slot = best.entry(c.slot).or_insert((z, *c));
+        let slot = best.entry(c.slot).or_insert((z, i));
         if z > slot.0 {
-            *slot = (z, *c);
+            *slot = (z, i);
         }
     }
-    let mut articles: Vec<(f32, Candidate)> = best.into_values().collect();
+    let mut articles: Vec<(f32, usize)> = best.into_values().collect();
     articles.sort_by(|a, b| {
         b.0.total_cmp(&a.0)
-            .then(b.1.cos.total_cmp(&a.1.cos))
-            .then(a.1.slot.cmp(&b.1.slot))
+            .then(cands[b.1].cos.total_cmp(&cands[a.1].cos))
+            .then(cands[a.1].slot.cmp(&cands[b.1].slot))
     });
     // Without a rival the lead is taken against a score far below any real one.
     const NO_RIVAL: f32 = 10.0;
@@ -142,14 +145,16 @@ pub fn rank(
     articles
         .iter()
         .enumerate()
-        .map(|(i, &(logit, best))| {
-            let rival = if i == 0 { second } else { first };
+        .map(|(rank, &(logit, i))| {
+            let rival = if rank == 0 { second } else { first };
             let gap = rival.map(|r| logit - r).unwrap_or(NO_RIVAL);
             Ranked {
-                best,
+                best: cands[i],
                 logit,
                 gap,
-                probability: verifier.answer_probability(logit, gap, best.cos, latin),
+                probability: verifier
+                    .answer_probability(&answer_features(logit, gap, latin, &feats[i])),
+                index: i,
             }
         })
         .collect()

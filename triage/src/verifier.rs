@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 use crate::faqbank::{Candidate, FaqBank};
+use crate::keyunits::KeyUnits;
 use crate::logreg::{LogReg, TrainOptions};
 use crate::textsim::{edit_similarity, jaccard, Units};
 
@@ -23,7 +24,7 @@ const BUILTIN: &str = include_str!("../verifier.json");
 /// followed in the feature vector by a copy multiplied by [`is_latin`], so one
 /// model keeps separate weights for Chinese and for Latin-script messages
 /// (their cosine scales and lexical units differ).
-pub const BASE_FEATURES: [&str; 19] = [
+pub const BASE_FEATURES: [&str; 24] = [
     "cos",
     "cos_minus_top",
     "cos_minus_other_article",
@@ -43,6 +44,12 @@ pub const BASE_FEATURES: [&str; 19] = [
     "exact",
     "cos_x_bigram_jaccard",
     "cos_squared",
+    // The five of `KEY_UNIT_FEATURES`, in its order.
+    "key_unmatched_query_max",
+    "key_unmatched_faq_max",
+    "key_unmatched_positive_sum",
+    "key_unmatched_sum",
+    "unmatched_units",
 ];
 
 /// Feature names: [`BASE_FEATURES`], then each with a `_latin` suffix.
@@ -59,8 +66,14 @@ pub fn is_latin(query: &Units) -> bool {
     !query.units.iter().any(|u| !u.is_ascii())
 }
 
-/// Evidence for every candidate of one message, in candidate order.
-pub fn features(bank: &FaqBank, query: &Units, cands: &[Candidate]) -> Vec<Vec<f32>> {
+/// Evidence for every candidate of one message, in candidate order; `keys` weighs
+/// the units the two sides do not share.
+pub fn features(
+    bank: &FaqBank,
+    query: &Units,
+    cands: &[Candidate],
+    keys: &KeyUnits,
+) -> Vec<Vec<f32>> {
     let latin = f32::from(is_latin(query));
     let top_cos = cands.iter().map(|c| c.cos).fold(f32::MIN, f32::max);
     let top_lex = cands.iter().map(|c| c.lex).fold(f32::MIN, f32::max);
@@ -113,6 +126,9 @@ pub fn features(bank: &FaqBank, query: &Units, cands: &[Candidate]) -> Vec<Vec<f
                 c.cos * bigram_j,
                 c.cos * c.cos,
             ]
+            .into_iter()
+            .chain(keys.evidence(query, e))
+            .collect()
         })
         .map(|base: Vec<f32>| {
             let latin_copy: Vec<f32> = base.iter().map(|v| v * latin).collect();
@@ -121,15 +137,32 @@ pub fn features(bank: &FaqBank, query: &Units, cands: &[Candidate]) -> Vec<Vec<f
         .collect()
 }
 
-/// Inputs of the answer calibration, in order.
-pub const ANSWER_FEATURES: [&str; 5] = ["logit", "logit_gap", "cos", "latin", "cos_latin"];
+/// Inputs of the answer calibration, in order: the article's score, its lead over
+/// the best other article, the message's script, then the best phrasing's evidence
+/// ([`feature_names`]).
+pub fn answer_feature_names() -> Vec<String> {
+    ["logit", "logit_gap", "latin"]
+        .iter()
+        .map(|s| s.to_string())
+        .chain(feature_names().into_iter().map(|s| format!("answer_{s}")))
+        .collect()
+}
+
+/// The answer-calibration input for an article: see [`answer_feature_names`].
+pub fn answer_features(logit: f32, gap: f32, latin: bool, features: &[f32]) -> Vec<f32> {
+    [logit, gap, f32::from(latin)]
+        .into_iter()
+        .chain(features.iter().copied())
+        .collect()
+}
 
 /// Fitted verifier weights (the JSON file format).
 ///
 /// Two stages: the candidate scorer ranks phrasings (`weights`, `bias` over
 /// [`FEATURES`]); the answer calibration (`answer_weights`, `answer_bias` over
-/// [`ANSWER_FEATURES`]) turns an article's score, its lead over the best other
-/// article and its cosine into the probability that answering with it is right.
+/// [`answer_feature_names`]) turns an article's score, its lead over the best other
+/// article and its best phrasing's evidence into the probability that answering
+/// with it is right.
 /// The second stage is fitted on whole messages, so a bank holding several
 /// paraphrases of the message does not depress the confidence.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -140,18 +173,38 @@ pub struct Verifier {
     pub weights: Vec<f32>,
     /// Intercept.
     pub bias: f32,
-    /// Answer-calibration weights over [`ANSWER_FEATURES`].
+    /// Answer-calibration weights over [`answer_feature_names`].
     pub answer_weights: Vec<f32>,
     /// Answer-calibration intercept.
     pub answer_bias: f32,
     /// Where the weights came from (data set, pairs, date).
     pub fitted_on: String,
+    /// Learned weights of units that change a question's meaning (see [`KeyUnits`]).
+    #[serde(default)]
+    pub key_units: KeyUnits,
 }
 
 impl Verifier {
     /// The verifier shipped with the crate.
     pub fn builtin() -> Result<Verifier> {
         Self::from_json(BUILTIN, Path::new("triage/verifier.json"))
+    }
+
+    /// A verifier with zero weights around `key_units`: computes features
+    /// (for fitting) but scores every candidate alike.
+    pub(crate) fn unfitted(key_units: KeyUnits) -> Verifier {
+        Verifier {
+            features: feature_names(),
+            weights: vec![0.0; feature_names().len()],
+            bias: 0.0,
+            answer_weights: answer_feature_names()
+                .iter()
+                .map(|n| f32::from(n == "logit"))
+                .collect(),
+            answer_bias: 0.0,
+            fitted_on: String::new(),
+            key_units,
+        }
     }
 
     /// Loads a verifier file written by [`Verifier::to_json`].
@@ -173,7 +226,7 @@ impl Verifier {
         let names = feature_names();
         if v.features != names
             || v.weights.len() != names.len()
-            || v.answer_weights.len() != ANSWER_FEATURES.len()
+            || v.answer_weights.len() != answer_feature_names().len()
         {
             return Err(Error::Pack {
                 file: path.to_path_buf(),
@@ -204,13 +257,12 @@ impl Verifier {
                 .sum::<f32>()
     }
 
-    /// Probability that answering with an article is right, from its score, its
-    /// lead over the best other article (negative when it trails), its cosine and
-    /// the message's script.
-    pub fn answer_probability(&self, logit: f32, gap: f32, cos: f32, latin: bool) -> f32 {
-        let l = f32::from(latin);
+    /// Probability that answering with an article is right, from
+    /// [`answer_features`] (its score, its lead over the best other article —
+    /// negative when it trails —, the script, and its best phrasing's evidence).
+    pub fn answer_probability(&self, answer_features: &[f32]) -> f32 {
         let z = self.answer_bias
-            + [logit, gap, cos, l, cos * l]
+            + answer_features
                 .iter()
                 .zip(&self.answer_weights)
                 .map(|(x, w)| x * w)
@@ -221,27 +273,24 @@ impl Verifier {
     /// Fits the candidate scorer on `(features, is_right)` rows, then the answer
     /// calibration on `(answer features, top article is right)` message rows that
     /// `message_rows` derives from the fitted scorer.
+    /// `key_units` is stored with the weights: the rows must have been computed with it
+    /// (or, while fitting, with tables learned without the rows' own pairs).
     pub fn fit(
         rows: &[(Vec<f32>, bool)],
-        message_rows: impl Fn(&Verifier) -> Vec<([f32; 5], bool)>,
+        message_rows: impl Fn(&Verifier) -> Vec<(Vec<f32>, bool)>,
         l2: f32,
         fitted_on: &str,
+        key_units: KeyUnits,
     ) -> Result<Verifier> {
-        let names = feature_names();
-        let (weights, bias) = logistic(rows, names.len(), l2)?;
+        let (weights, bias) = logistic(rows, feature_names().len(), l2)?;
         let mut v = Verifier {
-            features: names,
             weights,
             bias,
-            answer_weights: vec![1.0, 0.0, 0.0, 0.0, 0.0],
-            answer_bias: 0.0,
             fitted_on: fitted_on.to_string(),
+            ..Verifier::unfitted(key_units)
         };
-        let messages: Vec<(Vec<f32>, bool)> = message_rows(&v)
-            .into_iter()
-            .map(|(f, ok)| (f.to_vec(), ok))
-            .collect();
-        let (answer_weights, answer_bias) = logistic(&messages, ANSWER_FEATURES.len(), l2)?;
+        let messages = message_rows(&v);
+        let (answer_weights, answer_bias) = logistic(&messages, answer_feature_names().len(), l2)?;
         v.answer_weights = answer_weights;
         v.answer_bias = answer_bias;
         Ok(v)
@@ -285,11 +334,17 @@ fn logistic(rows: &[(Vec<f32>, bool)], dim: usize, l2: f32) -> Result<(Vec<f32>,
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::keyunits::KEY_UNIT_FEATURES;
 
     #[test]
     fn builtin_weights_load_and_match_the_feature_list() {
         let v = Verifier::builtin().unwrap();
         assert_eq!(v.weights.len(), feature_names().len());
+        assert!(
+            !v.key_units.is_empty(),
+            "the shipped verifier carries its key units"
+        );
+        assert!(BASE_FEATURES.ends_with(&KEY_UNIT_FEATURES));
     }
 
     #[test]
@@ -304,19 +359,20 @@ mod tests {
             })
             .collect();
         // Messages: the top article is right when its score is high.
-        let messages = |v: &Verifier| -> Vec<([f32; 5], bool)> {
+        let messages = |v: &Verifier| -> Vec<(Vec<f32>, bool)> {
             rows.iter()
-                .map(|(f, ok)| ([v.logit(f), 1.0, f[0], 0.0, 0.0], *ok))
+                .map(|(f, ok)| (answer_features(v.logit(f), 1.0, false, f), *ok))
                 .collect()
         };
-        let v = Verifier::fit(&rows, messages, 1e-4, "test").unwrap();
+        let v = Verifier::fit(&rows, messages, 1e-4, "test", KeyUnits::default()).unwrap();
         let mut hi = vec![0.0; feature_names().len()];
         hi[0] = 0.95;
         let mut lo = hi.clone();
         lo[0] = 0.2;
         assert!(v.logit(&hi) > 2.0 && v.logit(&lo) < -2.0);
-        assert!(v.answer_probability(v.logit(&hi), 1.0, 0.95, false) > 0.9);
-        assert!(v.answer_probability(v.logit(&lo), 1.0, 0.2, false) < 0.1);
+        let p = |f: &[f32]| v.answer_probability(&answer_features(v.logit(f), 1.0, false, f));
+        assert!(p(&hi) > 0.9);
+        assert!(p(&lo) < 0.1);
         let back = Verifier::from_json(&v.to_json().unwrap(), Path::new("x")).unwrap();
         assert_eq!(back.weights, v.weights);
         assert_eq!(back.answer_weights, v.answer_weights);

@@ -149,10 +149,21 @@ fn deflect_report_has_the_contract_keys_and_hands_off_out_of_scope() {
 
 #[test]
 fn a_fitted_verifier_round_trips_and_scores() {
+    let pair = |a: &str, b: &str, same| eval::QuestionPair {
+        a: a.into(),
+        b: b.into(),
+        same,
+    };
+    let pairs = [
+        pair("花呗怎么还款", "借呗怎么还款", false),
+        pair("花呗怎么还款呀", "花呗怎么还款", true),
+    ];
     let (verifier, fit) =
-        eval::fit_verifier(&[(&faq(), &cases())], embedder(), 1e-2, "test").unwrap();
+        eval::fit_verifier(&[(&faq(), &cases())], &pairs, embedder(), 1e-2, "test").unwrap();
     assert!(fit.rows > fit.positives && fit.positives >= 3, "{fit:?}");
     assert_eq!(verifier.fitted_on, "test");
+    assert_eq!(fit.pairs, 2);
+    assert!(verifier.key_units.weight("借") > 0.0 && verifier.key_units.weight("呀") < 0.0);
     let dir = tempfile::tempdir().unwrap();
     let report = eval::deflect_with(&faq(), &cases(), embedder(), &verifier, dir.path()).unwrap();
     assert_eq!(report.verifier, "test");

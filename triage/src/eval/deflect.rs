@@ -17,9 +17,10 @@ use crate::error::{Error, Result};
 use crate::eval::classify::embed_all;
 use crate::faqbank::Candidate;
 use crate::faqbank::FaqBank;
+use crate::keyunits::KeyUnits;
 use crate::pack::Thresholds;
 use crate::textsim::Units;
-use crate::verifier::{is_latin, Verifier};
+use crate::verifier::{answer_features, is_latin, Verifier};
 
 /// One FAQ line: `{"id","question","answer"}` (alternative phrasings optional).
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -416,17 +417,62 @@ pub struct FitReport {
     pub positives: usize,
     /// In-scope messages with a right candidate retrieved.
     pub retrieval_recall: f32,
+    /// Question pairs the key-unit table learned from.
+    pub pairs: usize,
+    /// Units in the key-unit table.
+    pub key_units: usize,
+}
+
+/// One labelled question pair for learning key units: `{"a","b","same"}`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct QuestionPair {
+    /// One question.
+    pub a: String,
+    /// The other.
+    pub b: String,
+    /// Whether they ask the same thing.
+    pub same: bool,
+}
+
+/// Folds of the key-unit table while fitting: a message's rows are computed with a
+/// table learned without the pairs of its own fold, so the verifier learns how much
+/// to trust the table on pairs it has not seen.
+const KEY_UNIT_FOLDS: u64 = 5;
+
+/// A stable fold for a text (FNV-1a).
+fn fold_of(text: &str) -> usize {
+    let h = text.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    });
+    (h % KEY_UNIT_FOLDS) as usize
 }
 
 /// Fits a verifier on deflection sets `(faq, messages)`: every retrieved candidate
 /// of every message is a row labelled by whether its article is a right answer.
+/// `pairs` (labelled question pairs, disjoint from any evaluation data) teach the
+/// key-unit table; a message's fold is that of the pairs whose first question it is.
 pub fn fit_verifier(
     sets: &[(&[FaqEntry], &[DeflectCase])],
+    pairs: &[QuestionPair],
     embedder: Arc<dyn TextEmbedder>,
     l2: f32,
     fitted_on: &str,
 ) -> Result<(Verifier, FitReport)> {
-    let deflector = Deflector::new(Verifier::builtin()?);
+    let pair_units: Vec<(usize, Units, Units, bool)> = pairs
+        .iter()
+        .map(|p| (fold_of(&p.a), Units::new(&p.a), Units::new(&p.b), p.same))
+        .collect();
+    let table = |skip: Option<usize>| {
+        KeyUnits::fit(
+            pair_units
+                .iter()
+                .filter(|p| Some(p.0) != skip)
+                .map(|(_, a, b, same)| (a, b, *same)),
+        )
+    };
+    let deflectors: Vec<Deflector> = (0..KEY_UNIT_FOLDS as usize)
+        .map(|k| Deflector::new(Verifier::unfitted(table(Some(k)))))
+        .collect();
     let dim = embedder.dim();
     // Per message: its candidates, their features and the right articles' slots.
     let mut groups: Vec<FitMessage> = Vec::new();
@@ -435,6 +481,7 @@ pub fn fit_verifier(
         let prep = prepare(faq, test, embedder.as_ref())?;
         for (case, q) in prep.cases.iter().zip(prep.qvecs.chunks_exact(dim)) {
             let right: HashSet<&str> = case.faq_ids.iter().map(String::as_str).collect();
+            let deflector = &deflectors[fold_of(&case.text)];
             let (units, cands, feats) = deflector.candidates(&prep.bank, &case.text, q, "")?;
             let right_slots: HashSet<usize> = cands
                 .iter()
@@ -455,22 +502,23 @@ pub fn fit_verifier(
                 .map(|(c, f)| (f.clone(), right.contains(&c.slot)))
         })
         .collect();
-    let message_rows = |v: &Verifier| -> Vec<([f32; 5], bool)> {
+    let message_rows = |v: &Verifier| -> Vec<(Vec<f32>, bool)> {
         groups
             .iter()
             .filter_map(|(cands, feats, right, latin)| {
                 let top = rank(v, cands, feats, *latin).into_iter().next()?;
-                let l = f32::from(*latin);
                 Some((
-                    [top.logit, top.gap, top.best.cos, l, top.best.cos * l],
+                    answer_features(top.logit, top.gap, *latin, &feats[top.index]),
                     right.contains(&top.best.slot),
                 ))
             })
             .collect()
     };
-    let verifier = Verifier::fit(&rows, message_rows, l2, fitted_on)?;
+    let verifier = Verifier::fit(&rows, message_rows, l2, fitted_on, table(None))?;
     let messages = groups.len();
     let report = FitReport {
+        pairs: pairs.len(),
+        key_units: verifier.key_units.len(),
         messages,
         rows: rows.len(),
         positives: rows.iter().filter(|r| r.1).count(),

@@ -11,5 +11,5 @@ pub use cache::CachedEmbedder;
 pub use classify::{classify, classify_as, macro_f1, ClassifyReport, CoveragePoint, OosPoint};
 pub use deflect::{
     deflect, deflect_with, fit_verifier, CosinePoint, DeflectCase, DeflectPoint, DeflectReport,
-    FaqEntry, FitReport,
+    FaqEntry, FitReport, QuestionPair,
 };
