@@ -78,6 +78,23 @@ fn every_route_and_the_decisions_that_need_the_real_model() {
         "no order number: {t}"
     );
 
+    // Unrelated requests (worded unlike the pack's out-of-scope examples) go to a
+    // human instead of into a queue; a clear in-scope one is still decided.
+    for text in [
+        "请问下个月的马拉松比赛在哪里报名",
+        "Can you recommend a good hiking trail for the weekend?",
+    ] {
+        let (s, t) = server.post("/v1/triage", &json!({ "body": text }));
+        assert_eq!(s, 200, "{t}");
+        assert!(t["category"]["label"].is_null(), "{text}: {t}");
+        assert_eq!(t["needs_human"], true, "{text}: {t}");
+    }
+    let (_, t) = server.post(
+        "/v1/triage",
+        &json!({"body": "洗衣机脱水的时候声音特别大，像是在跳"}),
+    );
+    assert_eq!(t["category"]["label"], "repair.noise", "{t}");
+
     // Deflect: a knowledge-base question is answered with its article...
     let articles = jsonl("articles.jsonl");
     let article = &articles[0];

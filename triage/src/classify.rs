@@ -38,6 +38,9 @@ pub struct ClassifierOptions {
     /// Messages whose nearest labelled example is less similar than this share of
     /// held-out in-domain messages get their probabilities scaled down (out-of-scope guard).
     pub in_domain_quantile: f32,
+    /// A label whose examples are *not* in the domain (e.g. a pack's out-of-scope
+    /// requests): learned like any class, but left out when fitting the guard.
+    pub out_of_scope_label: Option<String>,
 }
 
 impl Default for ClassifierOptions {
@@ -51,6 +54,7 @@ impl Default for ClassifierOptions {
             seed: 17,
             max_iter: 300,
             in_domain_quantile: 0.05,
+            out_of_scope_label: None,
         }
     }
 }
@@ -247,12 +251,18 @@ impl Classifier {
         }
         // How strongly in-domain held-out messages fire and how close their neighbours are.
         let best_l2 = grid.iter().position(|&l| l == summary.l2).unwrap_or(0);
+        let outside = opts
+            .out_of_scope_label
+            .as_deref()
+            .and_then(|l| index.get(l).copied());
         let guard_rows: Vec<[f32; 2]> = logits_by_l2
             .get(best_l2)
             .map(|rows| {
                 rows.iter()
                     .zip(&neighbours)
-                    .map(|(z, nb)| signals(z, nb))
+                    .zip(&truth)
+                    .filter(|(_, t)| Some(**t) != outside)
+                    .map(|((z, nb), _)| signals(z, nb))
                     .collect()
             })
             .unwrap_or_default();

@@ -25,6 +25,7 @@ use crate::error::{Error, Result};
 use crate::faqbank::FaqBank;
 use crate::feedback::FeedbackLog;
 use crate::fields::FieldExtractor;
+use crate::knn::VectorSet;
 use crate::memory::{Example, TicketMemory};
 use crate::pack::{priority_rank, Pack};
 use crate::priority::PriorityRules;
@@ -33,6 +34,9 @@ use crate::verifier::Verifier;
 
 /// Neighbours that vote on labels and are shown as evidence.
 const K_NEIGHBOURS: usize = 10;
+/// The category classifier's label for the pack's out-of-scope examples (not a
+/// valid category id, so it never clashes with one and is never returned).
+const OUT_OF_SCOPE: &str = "(out of scope)";
 /// A corrected example at least this similar to a request decides its labels.
 pub const OVERRIDE_SIMILARITY: f32 = 0.95;
 /// Alternatives listed with a decision.
@@ -113,6 +117,8 @@ pub struct Engine {
     extractor: FieldExtractor,
     rules: PriorityRules,
     deflector: Deflector,
+    /// The pack's out-of-scope examples, embedded like tickets.
+    background: VectorSet,
     state: RwLock<State>,
     pub(crate) log: FeedbackLog,
     sessions: Mutex<Sessions>,
@@ -201,7 +207,12 @@ impl Engine {
             let vs: Vec<Vec<f32>> = vectors.by_ref().take(n).collect();
             bank.upsert(a.clone(), &vs)?;
         }
-        let (category, priority) = train_heads(&pack, &memory)?;
+        let mut background = VectorSet::new(dim);
+        let texts: Vec<&str> = pack.out_of_scope.iter().map(String::as_str).collect();
+        for v in embedder.embed(&texts, EmbedKind::Passage)? {
+            background.push(&v)?;
+        }
+        let (category, priority) = train_heads(&pack, &memory, &background)?;
         tracing::info!(
             tickets = memory.len(),
             articles = bank.len(),
@@ -212,6 +223,7 @@ impl Engine {
             extractor: FieldExtractor::new(&pack.fields)?,
             rules: PriorityRules::new(&pack),
             deflector: Deflector::new(verifier),
+            background,
             pack,
             embedder,
             index,
@@ -372,13 +384,20 @@ impl Engine {
         let mut note = None;
         let mut probs: LabelProbs = match clf {
             Some(clf) => {
-                let classed: Vec<(usize, f32)> = neighbours
+                let mut classed: Vec<(usize, f32)> = neighbours
                     .iter()
                     .filter_map(|(i, s)| {
                         clf.class_of(label(&state.memory.item(*i).ticket))
                             .map(|c| (c, *s))
                     })
                     .collect();
+                // Out-of-scope examples are neighbours too, as they were in training.
+                if let Some(c) = clf.class_of(OUT_OF_SCOPE) {
+                    let near = self.background.top_k(v, clf.k(), |_| true)?;
+                    classed.extend(near.into_iter().map(|(_, s)| (c, s)));
+                    classed.sort_by(|a, b| b.1.total_cmp(&a.1));
+                    classed.truncate(clf.k());
+                }
                 let pred = clf.predict(v, &classed)?;
                 if pred.guard < 1.0 {
                     note = Some(format!(
@@ -409,6 +428,14 @@ impl Engine {
             }
         };
         probs.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+        if let Some(pos) = probs.iter().position(|(l, _)| l == OUT_OF_SCOPE) {
+            let (_, p) = probs.remove(pos);
+            if pos == 0 {
+                note = Some(format!(
+                    "looks like a request this service does not handle (probability {p:.2})"
+                ));
+            }
+        }
         Ok(Evidence { probs, over, note })
     }
 
@@ -864,7 +891,7 @@ impl Engine {
     /// (corrections included); seconds for thousands of tickets.
     pub fn retrain(&self) -> Result<()> {
         let memory = self.read().memory.clone();
-        let (category, priority) = train_heads(&self.pack, &memory)?;
+        let (category, priority) = train_heads(&self.pack, &memory, &self.background)?;
         let mut state = self.write();
         state.category = category;
         state.priority = priority;
@@ -923,16 +950,21 @@ fn ingest_pack(index: &Index, pack: &Pack) -> Result<()> {
 }
 
 /// Trains the category and priority classifiers from the labelled tickets in memory.
+/// The category classifier also learns `background` (the pack's out-of-scope
+/// requests) as one more class, [`OUT_OF_SCOPE`].
 fn train_heads(
     pack: &Pack,
     memory: &TicketMemory,
+    background: &VectorSet,
 ) -> Result<(Option<Classifier>, Option<Classifier>)> {
     let leaves: HashSet<&str> = pack
         .leaf_categories()
         .iter()
         .map(|c| c.id.as_str())
         .collect();
-    let train = |label: &dyn Fn(&Ticket) -> Option<String>| -> Result<Option<Classifier>> {
+    let train = |label: &dyn Fn(&Ticket) -> Option<String>,
+                 background: Option<&VectorSet>|
+     -> Result<Option<Classifier>> {
         let mut x = Vec::new();
         let mut y = Vec::new();
         for (e, v) in memory.iter() {
@@ -940,6 +972,12 @@ fn train_heads(
                 x.extend_from_slice(v);
                 y.push(l);
             }
+        }
+        let mut opts = ClassifierOptions::for_size(y.len());
+        if let Some(bg) = background.filter(|b| !b.is_empty() && !y.is_empty()) {
+            x.extend_from_slice(bg.as_flat());
+            y.extend(std::iter::repeat_n(OUT_OF_SCOPE.to_string(), bg.len()));
+            opts.out_of_scope_label = Some(OUT_OF_SCOPE.into());
         }
         let distinct: HashSet<&String> = y.iter().collect();
         if distinct.len() < 2 || y.len() < 4 {
@@ -950,13 +988,19 @@ fn train_heads(
             return Ok(None);
         }
         let dim = x.len() / y.len();
-        Classifier::train(&x, dim, &y, &ClassifierOptions::for_size(y.len())).map(Some)
+        Classifier::train(&x, dim, &y, &opts).map(Some)
     };
-    let category = train(&|t| {
-        leaves
-            .contains(t.category.as_str())
-            .then(|| t.category.clone())
-    })?;
-    let priority = train(&|t| priority_rank(&t.priority).map(|_| t.priority.clone()))?;
+    let category = train(
+        &|t| {
+            leaves
+                .contains(t.category.as_str())
+                .then(|| t.category.clone())
+        },
+        Some(background),
+    )?;
+    let priority = train(
+        &|t| priority_rank(&t.priority).map(|_| t.priority.clone()),
+        None,
+    )?;
     Ok((category, priority))
 }

@@ -54,6 +54,10 @@ pub struct Pack {
     pub articles: Vec<Article>,
     /// Labelled historical tickets from `tickets.jsonl` (empty if the file is absent).
     pub tickets: Vec<Ticket>,
+    /// Requests this pack does not serve, from `out_of_scope.jsonl` (`{"text"}` lines;
+    /// empty if absent): the category classifier learns them as "none of these", so
+    /// an unrelated request is sent to a human instead of into a queue.
+    pub out_of_scope: Vec<String>,
 }
 
 /// Decision thresholds; each has a default used when the key is absent.
@@ -160,6 +164,10 @@ impl Pack {
                 pack.check_ticket(&tickets_path, line, ticket)
             })?;
             pack.tickets = tickets;
+        }
+        let oos_path = dir.join("out_of_scope.jsonl");
+        if oos_path.exists() {
+            pack.out_of_scope = parse_texts(&oos_path, &read_file(&oos_path)?)?;
         }
         tracing::info!(
             pack = %pack.name,
@@ -316,6 +324,34 @@ fn read_file(path: &Path) -> Result<String> {
     })
 }
 
+/// The `text` of each non-blank line of a JSON-lines file (`{"text": "..."}`).
+fn parse_texts(file: &Path, source: &str) -> Result<Vec<String>> {
+    #[derive(Deserialize)]
+    struct Line {
+        text: String,
+    }
+    let mut texts = Vec::new();
+    for (index, line) in source
+        .lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty())
+    {
+        let record: Line = serde_json::from_str(line).map_err(|e| {
+            pack_error(
+                file,
+                index + 1,
+                "text",
+                format!("expected {{\"text\": \"...\"}}: {e}"),
+            )
+        })?;
+        if record.text.trim().is_empty() {
+            return Err(pack_error(file, index + 1, "text", "empty `text`"));
+        }
+        texts.push(record.text);
+    }
+    Ok(texts)
+}
+
 /// 1-based line of a byte offset in `source`.
 fn line_of(source: &str, offset: usize) -> usize {
     let end = offset.min(source.len());
@@ -463,6 +499,7 @@ fn parse_config(file: &Path, source: &str) -> Result<Pack> {
         fields,
         articles: Vec::new(),
         tickets: Vec::new(),
+        out_of_scope: Vec::new(),
     })
 }
 

@@ -101,6 +101,82 @@ fn an_unrelated_request_needs_a_human() {
 }
 
 #[test]
+fn the_packs_out_of_scope_examples_send_lookalikes_to_a_human() {
+    let pack = tempfile::tempdir().unwrap();
+    let data = tempfile::tempdir().unwrap();
+    common::write_pack(pack.path());
+    let examples = [
+        "明天的足球比赛几点开始直播",
+        "今晚的篮球比赛几点开始",
+        "足球比赛在哪个频道直播",
+        "周末的网球比赛门票在哪买",
+        "世界杯足球比赛的赛程",
+    ];
+    let lines: String = examples
+        .iter()
+        .map(|t| format!("{}\n", serde_json::json!({ "text": t })))
+        .collect();
+    std::fs::write(pack.path().join("out_of_scope.jsonl"), lines).unwrap();
+    let engine = open(pack.path(), data.path());
+
+    let r = engine
+        .triage(&request("后天的足球比赛几点开始直播呢"))
+        .unwrap();
+    assert!(
+        r.needs_human && r.category.label.is_none(),
+        "{:?}",
+        r.category
+    );
+    assert!(
+        r.category
+            .reasons
+            .iter()
+            .any(|x| x.contains("does not handle")),
+        "{:?}",
+        r.category.reasons
+    );
+    assert!(
+        r.category
+            .alternatives
+            .iter()
+            .all(|a| !a.label.contains("scope")),
+        "the out-of-scope class is never offered as a category: {:?}",
+        r.category.alternatives
+    );
+    // Requests the pack does serve are still decided.
+    let r = engine
+        .triage(&request("空调不制冷，吹出来的是热风"))
+        .unwrap();
+    assert_eq!(
+        r.category.label.as_deref(),
+        Some("repair.not_cooling"),
+        "{:?}",
+        r.category
+    );
+
+    // A malformed line is refused with its file and line.
+    std::fs::write(
+        pack.path().join("out_of_scope.jsonl"),
+        "{\"text\": \"ok\"}\n{\"txt\": 1}\n",
+    )
+    .unwrap();
+    let err = Engine::open(
+        EngineConfig {
+            pack_dir: pack.path().to_path_buf(),
+            data_dir: data.path().to_path_buf(),
+        },
+        Arc::new(HashEmbedder::new(256)),
+    )
+    .err()
+    .expect("a bad out_of_scope.jsonl is refused");
+    let msg = err.to_string();
+    assert!(
+        msg.contains("out_of_scope.jsonl") && msg.contains(":2"),
+        "{msg}"
+    );
+}
+
+#[test]
 fn a_correction_changes_the_next_decision() {
     let f = fixture();
     let text = "空调不制冷，吹出来的是热风";
