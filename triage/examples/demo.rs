@@ -90,6 +90,74 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
                 "candidates": d.candidates.iter().map(|c| c.article.id.clone()).collect::<Vec<_>>()})
         );
     }
+    // Held-out requests (not in the pack's files): unrelated ones should reach a
+    // human, in-scope ones their category.
+    let unrelated = [
+        "下周六的马拉松在哪里报名",
+        "帮我推荐一家好吃的川菜馆",
+        "这个月的电费为什么这么高，是电网公司的账单",
+        "我想学游泳，报什么班好",
+        "孩子的英语作业不会做",
+        "请问去机场的地铁几点停运",
+        "医保卡丢了怎么补办",
+        "今年的中秋节放几天假",
+        "帮我写一段年会主持词",
+        "有没有适合新手的吉他曲",
+        "Can you recommend a hiking trail for the weekend?",
+        "What's a good recipe for banana bread?",
+        "How do I apply for a student visa?",
+        "Which stocks should I buy this year?",
+        "My internet provider keeps overcharging me",
+        "Tell me something interesting about space",
+        "How do I train my puppy to sit?",
+        "Where can I watch the Olympics live?",
+        "What's the best way to learn piano as an adult?",
+        "Help me plan a trip to Japan",
+    ];
+    let in_scope = [
+        ("空调开了半天一点都不凉快", "repair.not_cooling"),
+        ("热水器洗澡洗到一半变冷水了", "repair.not_heating"),
+        ("洗衣机底下一直在渗水", "repair.water_leak"),
+        ("电视按了遥控器也开不了机，指示灯不亮", "repair.no_power"),
+        ("冰箱晚上嗡嗡响，吵得睡不着", "repair.noise"),
+        ("洗衣机屏幕上显示E4然后停了", "repair.error_code"),
+        ("新买的空调什么时候能上门安装", "install.new"),
+        ("搬家了，空调需要拆下来装到新房子", "install.relocation"),
+        ("我的快递三天了还没发货", "order.delivery_status"),
+        ("收到的冰箱门上有个大坑，运输压坏了", "order.damaged"),
+        ("下单地址写错了，想改一下收货地址", "order.change"),
+        ("退货已经寄回去一周了，钱还没退给我", "billing.refund"),
+        ("需要开一张公司抬头的增值税专用发票", "billing.invoice"),
+        ("The AC is running but the air is warm", "repair.not_cooling"),
+        ("My washing machine leaks water from the bottom", "repair.water_leak"),
+        ("Where is my order? It has not shipped yet", "order.delivery_status"),
+        ("I was charged twice and need a refund", "billing.refund"),
+        ("The app cannot find my air conditioner on Wi-Fi", "tech.app_connect"),
+        ("插座那边冒火花还有焦味", "safety.hazard"),
+        ("修了三次还是同样的毛病，太失望了", "complaint.repeat_failure"),
+    ];
+    let mut to_human = 0;
+    for text in unrelated {
+        let r = engine.triage(&request(text))?;
+        to_human += usize::from(r.category.label.is_none());
+    }
+    let (mut decided, mut right) = (0, 0);
+    for (text, want) in in_scope {
+        let r = engine.triage(&request(text))?;
+        if r.category.label.as_deref() != Some(want) {
+            eprintln!("held-out miss: {text} → {:?} {:?}", r.category.label, r.category.reasons);
+        }
+        if let Some(l) = r.category.label.as_deref() {
+            decided += 1;
+            right += usize::from(l == want);
+        }
+    }
+    println!(
+        "{}",
+        serde_json::json!({"case": "held_out", "unrelated": unrelated.len(), "unrelated_to_human": to_human,
+            "in_scope": in_scope.len(), "in_scope_decided": decided, "in_scope_decided_right": right})
+    );
+
     let before = engine.triage(&request(prefill))?.category.label;
     engine.feedback(Feedback {
         ticket_id: "DEMO-FB-1".into(),

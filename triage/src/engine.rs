@@ -117,8 +117,8 @@ pub struct Engine {
     extractor: FieldExtractor,
     rules: PriorityRules,
     deflector: Deflector,
-    /// The pack's out-of-scope examples, embedded like tickets.
-    background: VectorSet,
+    /// Short labelled examples from the pack besides its tickets, embedded like tickets.
+    examples: PackExamples,
     state: RwLock<State>,
     pub(crate) log: FeedbackLog,
     sessions: Mutex<Sessions>,
@@ -207,12 +207,8 @@ impl Engine {
             let vs: Vec<Vec<f32>> = vectors.by_ref().take(n).collect();
             bank.upsert(a.clone(), &vs)?;
         }
-        let mut background = VectorSet::new(dim);
-        let texts: Vec<&str> = pack.out_of_scope.iter().map(String::as_str).collect();
-        for v in embedder.embed(&texts, EmbedKind::Passage)? {
-            background.push(&v)?;
-        }
-        let (category, priority) = train_heads(&pack, &memory, &background)?;
+        let examples = PackExamples::embed(&pack, embedder.as_ref())?;
+        let (category, priority) = train_heads(&pack, &memory, &examples)?;
         tracing::info!(
             tickets = memory.len(),
             articles = bank.len(),
@@ -223,7 +219,7 @@ impl Engine {
             extractor: FieldExtractor::new(&pack.fields)?,
             rules: PriorityRules::new(&pack),
             deflector: Deflector::new(verifier),
-            background,
+            examples,
             pack,
             embedder,
             index,
@@ -391,10 +387,12 @@ impl Engine {
                             .map(|c| (c, *s))
                     })
                     .collect();
-                // Out-of-scope examples are neighbours too, as they were in training.
-                if let Some(c) = clf.class_of(OUT_OF_SCOPE) {
-                    let near = self.background.top_k(v, clf.k(), |_| true)?;
-                    classed.extend(near.into_iter().map(|(_, s)| (c, s)));
+                // The pack's other examples are neighbours too, as they were in training.
+                if clf.labels().len() > 1 && !self.examples.labels.is_empty() {
+                    let near = self.examples.vectors.top_k(v, clf.k(), |_| true)?;
+                    classed.extend(near.into_iter().filter_map(|(i, s)| {
+                        clf.class_of(&self.examples.labels[i]).map(|c| (c, s))
+                    }));
                     classed.sort_by(|a, b| b.1.total_cmp(&a.1));
                     classed.truncate(clf.k());
                 }
@@ -891,7 +889,7 @@ impl Engine {
     /// (corrections included); seconds for thousands of tickets.
     pub fn retrain(&self) -> Result<()> {
         let memory = self.read().memory.clone();
-        let (category, priority) = train_heads(&self.pack, &memory, &self.background)?;
+        let (category, priority) = train_heads(&self.pack, &memory, &self.examples)?;
         let mut state = self.write();
         state.category = category;
         state.priority = priority;
@@ -950,12 +948,49 @@ fn ingest_pack(index: &Index, pack: &Pack) -> Result<()> {
 }
 
 /// Trains the category and priority classifiers from the labelled tickets in memory.
-/// The category classifier also learns `background` (the pack's out-of-scope
-/// requests) as one more class, [`OUT_OF_SCOPE`].
+/// Short labelled examples a pack gives besides its tickets: each article's
+/// phrasings under the article's category, and the out-of-scope requests under
+/// [`OUT_OF_SCOPE`]. Requests are often one short sentence, tickets a title and
+/// a body: without the phrasings, "short" would look like "out of scope".
+struct PackExamples {
+    vectors: VectorSet,
+    labels: Vec<String>,
+}
+
+impl PackExamples {
+    /// Embeds the pack's article phrasings (leaf categories only) and out-of-scope texts.
+    fn embed(pack: &Pack, embedder: &dyn TextEmbedder) -> Result<PackExamples> {
+        let leaves: HashSet<&str> = pack
+            .leaf_categories()
+            .iter()
+            .map(|c| c.id.as_str())
+            .collect();
+        let mut texts: Vec<&str> = Vec::new();
+        let mut labels: Vec<String> = Vec::new();
+        for a in pack.articles.iter().filter(|a| leaves.contains(a.category.as_str())) {
+            for p in FaqBank::phrasings(a) {
+                texts.push(p);
+                labels.push(a.category.clone());
+            }
+        }
+        for t in &pack.out_of_scope {
+            texts.push(t);
+            labels.push(OUT_OF_SCOPE.to_string());
+        }
+        let mut vectors = VectorSet::new(embedder.dim());
+        for v in embedder.embed(&texts, EmbedKind::Passage)? {
+            vectors.push(&v)?;
+        }
+        Ok(PackExamples { vectors, labels })
+    }
+}
+
+/// The category classifier also learns the pack's [`PackExamples`] (out-of-scope
+/// requests as one more class, [`OUT_OF_SCOPE`]).
 fn train_heads(
     pack: &Pack,
     memory: &TicketMemory,
-    background: &VectorSet,
+    examples: &PackExamples,
 ) -> Result<(Option<Classifier>, Option<Classifier>)> {
     let leaves: HashSet<&str> = pack
         .leaf_categories()
@@ -963,7 +998,7 @@ fn train_heads(
         .map(|c| c.id.as_str())
         .collect();
     let train = |label: &dyn Fn(&Ticket) -> Option<String>,
-                 background: Option<&VectorSet>|
+                 extra: Option<&PackExamples>|
      -> Result<Option<Classifier>> {
         let mut x = Vec::new();
         let mut y = Vec::new();
@@ -973,10 +1008,12 @@ fn train_heads(
                 y.push(l);
             }
         }
+        if let Some(extra) = extra.filter(|_| !y.is_empty()) {
+            x.extend_from_slice(extra.vectors.as_flat());
+            y.extend(extra.labels.iter().cloned());
+        }
         let mut opts = ClassifierOptions::for_size(y.len());
-        if let Some(bg) = background.filter(|b| !b.is_empty() && !y.is_empty()) {
-            x.extend_from_slice(bg.as_flat());
-            y.extend(std::iter::repeat_n(OUT_OF_SCOPE.to_string(), bg.len()));
+        if y.iter().any(|l| l == OUT_OF_SCOPE) {
             opts.out_of_scope_label = Some(OUT_OF_SCOPE.into());
         }
         let distinct: HashSet<&String> = y.iter().collect();
@@ -996,7 +1033,7 @@ fn train_heads(
                 .contains(t.category.as_str())
                 .then(|| t.category.clone())
         },
-        Some(background),
+        Some(examples),
     )?;
     let priority = train(
         &|t| priority_rank(&t.priority).map(|_| t.priority.clone()),
