@@ -128,13 +128,28 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
         ("下单地址写错了，想改一下收货地址", "order.change"),
         ("退货已经寄回去一周了，钱还没退给我", "billing.refund"),
         ("需要开一张公司抬头的增值税专用发票", "billing.invoice"),
-        ("The AC is running but the air is warm", "repair.not_cooling"),
-        ("My washing machine leaks water from the bottom", "repair.water_leak"),
-        ("Where is my order? It has not shipped yet", "order.delivery_status"),
+        (
+            "The AC is running but the air is warm",
+            "repair.not_cooling",
+        ),
+        (
+            "My washing machine leaks water from the bottom",
+            "repair.water_leak",
+        ),
+        (
+            "Where is my order? It has not shipped yet",
+            "order.delivery_status",
+        ),
         ("I was charged twice and need a refund", "billing.refund"),
-        ("The app cannot find my air conditioner on Wi-Fi", "tech.app_connect"),
+        (
+            "The app cannot find my air conditioner on Wi-Fi",
+            "tech.app_connect",
+        ),
         ("插座那边冒火花还有焦味", "safety.hazard"),
-        ("修了三次还是同样的毛病，太失望了", "complaint.repeat_failure"),
+        (
+            "修了三次还是同样的毛病，太失望了",
+            "complaint.repeat_failure",
+        ),
     ];
     let mut to_human = 0;
     for text in unrelated {
@@ -145,7 +160,10 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
     for (text, want) in in_scope {
         let r = engine.triage(&request(text))?;
         if r.category.label.as_deref() != Some(want) {
-            eprintln!("held-out miss: {text} → {:?} {:?}", r.category.label, r.category.reasons);
+            eprintln!(
+                "held-out miss: {text} → {:?} {:?}",
+                r.category.label, r.category.reasons
+            );
         }
         if let Some(l) = r.category.label.as_deref() {
             decided += 1;

@@ -967,7 +967,11 @@ impl PackExamples {
             .collect();
         let mut texts: Vec<&str> = Vec::new();
         let mut labels: Vec<String> = Vec::new();
-        for a in pack.articles.iter().filter(|a| leaves.contains(a.category.as_str())) {
+        for a in pack
+            .articles
+            .iter()
+            .filter(|a| leaves.contains(a.category.as_str()))
+        {
             for p in FaqBank::phrasings(a) {
                 texts.push(p);
                 labels.push(a.category.clone());

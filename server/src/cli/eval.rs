@@ -1,12 +1,15 @@
 //! `triage eval`: quality measurements whose JSON output other tools rely on.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use anyhow::Context;
 use clap::{Args, Subcommand, ValueEnum};
 use indexer::SearchMode;
+use models::TextEmbedder;
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
+use triage::eval::CachedEmbedder;
 
 use super::ModelArgs;
 
@@ -67,6 +70,8 @@ pub struct ClassifyArgs {
     /// Abstention threshold on the calibrated probability.
     #[arg(long, default_value_t = 0.5)]
     threshold: f32,
+    #[command(flatten)]
+    cache: CacheArgs,
 }
 
 /// Arguments of `triage eval deflect`.
@@ -80,6 +85,37 @@ pub struct DeflectArgs {
     /// Test messages: `{"text", "faq_ids": [...]}` per line (empty = out of scope).
     #[arg(long)]
     test: PathBuf,
+    #[command(flatten)]
+    cache: CacheArgs,
+}
+
+/// `--cache`: a file remembering every vector, so rerunning an evaluation on the
+/// same texts (another threshold, a refitted verifier) skips the embedding.
+#[derive(Debug, Args)]
+pub struct CacheArgs {
+    /// Embedding cache file (created if absent; refused if written for another model).
+    #[arg(long)]
+    cache: Option<PathBuf>,
+}
+
+impl CacheArgs {
+    /// Runs `f` with `embedder`, through the cache when one is given (saved afterwards,
+    /// even when `f` fails, so the vectors computed are kept).
+    fn with<T>(
+        &self,
+        embedder: Arc<dyn TextEmbedder>,
+        f: impl FnOnce(Arc<dyn TextEmbedder>) -> anyhow::Result<T>,
+    ) -> anyhow::Result<T> {
+        let Some(path) = &self.cache else {
+            return f(embedder);
+        };
+        let cached = Arc::new(CachedEmbedder::open(embedder, path)?);
+        let out = f(cached.clone());
+        cached
+            .save()
+            .with_context(|| format!("saving the embedding cache {}", path.display()))?;
+        out
+    }
 }
 
 #[derive(Deserialize)]
@@ -135,14 +171,15 @@ fn classify(args: ClassifyArgs) -> anyhow::Result<()> {
     let pairs = |v: Vec<LabelledLine>| -> Vec<(String, String)> {
         v.into_iter().map(|l| (l.text, l.label)).collect()
     };
-    let embedder = args.model.load()?;
-    let report = triage::eval::classify(
-        &pairs(train),
-        &pairs(test),
-        args.oos_label.as_deref(),
-        args.threshold,
-        embedder,
-    )?;
+    let report = args.cache.with(args.model.load()?, |embedder| {
+        Ok(triage::eval::classify(
+            &pairs(train),
+            &pairs(test),
+            args.oos_label.as_deref(),
+            args.threshold,
+            embedder,
+        )?)
+    })?;
     println!("{}", serde_json::to_string(&report)?);
     Ok(())
 }
@@ -150,9 +187,10 @@ fn classify(args: ClassifyArgs) -> anyhow::Result<()> {
 fn deflect(args: DeflectArgs) -> anyhow::Result<()> {
     let faq: Vec<triage::eval::FaqEntry> = read_jsonl(&args.faq)?;
     let test: Vec<triage::eval::DeflectCase> = read_jsonl(&args.test)?;
-    let embedder = args.model.load()?;
     let work = tempfile::tempdir().context("creating a temporary index directory")?;
-    let report = triage::eval::deflect(&faq, &test, embedder, work.path())?;
+    let report = args.cache.with(args.model.load()?, |embedder| {
+        Ok(triage::eval::deflect(&faq, &test, embedder, work.path())?)
+    })?;
     println!("{}", serde_json::to_string(&report)?);
     Ok(())
 }

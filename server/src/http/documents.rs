@@ -7,6 +7,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use indexer::{Article, Ticket};
 use serde::{Deserialize, Serialize};
+use triage::engine::Engine;
 
 use super::error::{ApiError, ApiResult};
 use super::extract::{check_id, check_text, ApiJson};
@@ -97,21 +98,14 @@ pub async fn delete_ticket(
     Path(id): Path<String>,
     Query(q): Query<TenantQuery>,
 ) -> ApiResult<Json<Written>> {
-    check_id(&id)?;
-    let tenant = caller.tenant(&q.tenant);
-    let (t, wanted) = (tenant.clone(), id.clone());
-    let existed = state
-        .run(move |e| Ok(e.delete_ticket(&t, &wanted)?))
-        .await?;
-    if !existed {
-        return Err(ApiError::NotFound(format!("no ticket {id:?}")));
-    }
-    Ok(Json(Written {
+    delete_document(
+        state,
+        caller.tenant(&q.tenant),
         id,
-        kind: "ticket",
-        tenant,
-        status: "deleted",
-    }))
+        "ticket",
+        Engine::delete_ticket,
+    )
+    .await
 }
 
 /// `PUT /v1/articles/{id}`: inserts or replaces a knowledge-base article.
@@ -147,18 +141,33 @@ pub async fn delete_article(
     Path(id): Path<String>,
     Query(q): Query<TenantQuery>,
 ) -> ApiResult<Json<Written>> {
+    delete_document(
+        state,
+        caller.tenant(&q.tenant),
+        id,
+        "article",
+        Engine::delete_article,
+    )
+    .await
+}
+
+/// What both deletes share: `delete` says whether the tenant's document existed.
+async fn delete_document(
+    state: AppState,
+    tenant: String,
+    id: String,
+    kind: &'static str,
+    delete: fn(&Engine, &str, &str) -> triage::Result<bool>,
+) -> ApiResult<Json<Written>> {
     check_id(&id)?;
-    let tenant = caller.tenant(&q.tenant);
     let (t, wanted) = (tenant.clone(), id.clone());
-    let existed = state
-        .run(move |e| Ok(e.delete_article(&t, &wanted)?))
-        .await?;
+    let existed = state.run(move |e| Ok(delete(e, &t, &wanted)?)).await?;
     if !existed {
-        return Err(ApiError::NotFound(format!("no article {id:?}")));
+        return Err(ApiError::NotFound(format!("no {kind} {id:?}")));
     }
     Ok(Json(Written {
         id,
-        kind: "article",
+        kind,
         tenant,
         status: "deleted",
     }))
