@@ -24,7 +24,7 @@ const BUILTIN: &str = include_str!("../verifier.json");
 /// followed in the feature vector by a copy multiplied by [`is_latin`], so one
 /// model keeps separate weights for Chinese and for Latin-script messages
 /// (their cosine scales and lexical units differ).
-pub const BASE_FEATURES: [&str; 24] = [
+pub const BASE_FEATURES: [&str; 26] = [
     "cos",
     "cos_minus_top",
     "cos_minus_other_article",
@@ -44,6 +44,8 @@ pub const BASE_FEATURES: [&str; 24] = [
     "exact",
     "cos_x_bigram_jaccard",
     "cos_squared",
+    "article_second_cos",
+    "article_other_phrasings_share",
     // The five of `KEY_UNIT_FEATURES`, in its order.
     "key_unmatched_query_max",
     "key_unmatched_faq_max",
@@ -78,9 +80,15 @@ pub fn features(
     let top_cos = cands.iter().map(|c| c.cos).fold(f32::MIN, f32::max);
     let top_lex = cands.iter().map(|c| c.lex).fold(f32::MIN, f32::max);
     let mut best_per_article: HashMap<usize, f32> = HashMap::new();
+    // Per article: cosines of its retrieved phrasings, best first.
+    let mut article_cos: HashMap<usize, Vec<f32>> = HashMap::new();
     for c in cands {
         let b = best_per_article.entry(c.slot).or_insert(f32::MIN);
         *b = b.max(c.cos);
+        article_cos.entry(c.slot).or_default().push(c.cos);
+    }
+    for v in article_cos.values_mut() {
+        v.sort_by(|a, b| b.total_cmp(a));
     }
     let idf = bank.idf();
     let scale = |v: f32| v / ((bank.len() as f32 + 1.0).ln() + 1.0);
@@ -125,6 +133,15 @@ pub fn features(
                 f32::from(query.units == e.units),
                 c.cos * bigram_j,
                 c.cos * c.cos,
+                // Support from the article's other phrasings (0 in one-phrasing banks).
+                article_cos
+                    .get(&c.slot)
+                    .and_then(|v| v.get(1))
+                    .copied()
+                    .unwrap_or(0.0),
+                article_cos
+                    .get(&c.slot)
+                    .map_or(0.0, |v| (v.len() - 1) as f32 / cands.len().max(1) as f32),
             ]
             .into_iter()
             .chain(keys.evidence(query, e))
