@@ -947,7 +947,6 @@ fn ingest_pack(index: &Index, pack: &Pack) -> Result<()> {
     Ok(())
 }
 
-/// Trains the category and priority classifiers from the labelled tickets in memory.
 /// Short labelled examples a pack gives besides its tickets: each article's
 /// phrasings under the article's category, and the out-of-scope requests under
 /// [`OUT_OF_SCOPE`]. Requests are often one short sentence, tickets a title and
@@ -989,8 +988,9 @@ impl PackExamples {
     }
 }
 
-/// The category classifier also learns the pack's [`PackExamples`] (out-of-scope
-/// requests as one more class, [`OUT_OF_SCOPE`]).
+/// Trains the category and priority classifiers from the labelled tickets in
+/// memory; the category classifier also learns the pack's [`PackExamples`]
+/// (out-of-scope requests as one more class, [`OUT_OF_SCOPE`]).
 fn train_heads(
     pack: &Pack,
     memory: &TicketMemory,

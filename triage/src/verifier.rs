@@ -2,7 +2,11 @@
 //!
 //! One cosine cannot tell 花呗 from 借呗 or "30 天" from "60 天". The verifier is
 //! a logistic regression over retrieval and lexical evidence for one
-//! (message, phrasing) pair in the context of the other candidates. Its
+//! (message, phrasing) pair in the context of the other candidates: cosine
+//! and its gaps, overlap, key units (learned per unit: does a difference in it
+//! change the question? see [`KeyUnits`]), numbers, negation, and support from
+//! the article's other phrasings. A second logistic turns the best article's
+//! evidence into the probability that answering with it is right. Its
 //! weights are fitted offline on question pairs (see `eval::fit_verifier`)
 //! and shipped in `verifier.json`; a pack directory may carry its own.
 
@@ -393,6 +397,58 @@ mod tests {
         let back = Verifier::from_json(&v.to_json().unwrap(), Path::new("x")).unwrap();
         assert_eq!(back.weights, v.weights);
         assert_eq!(back.answer_weights, v.answer_weights);
+    }
+
+    #[test]
+    fn other_phrasings_of_an_article_support_it() {
+        use crate::hashembed::HashEmbedder;
+        use models::{EmbedKind, TextEmbedder};
+        let embedder = HashEmbedder::new(64);
+        let mut bank = FaqBank::new(64);
+        let articles = [
+            (
+                "a",
+                "空调不制冷怎么办",
+                vec!["空调不制冷了", "空调不凉快怎么办"],
+            ),
+            ("b", "空调漏水怎么办", vec![]),
+        ];
+        for (id, q, alts) in &articles {
+            let article = indexer::Article {
+                id: id.to_string(),
+                question: q.to_string(),
+                answer: "…".into(),
+                alt_questions: alts.iter().map(|s| s.to_string()).collect(),
+                ..indexer::Article::default()
+            };
+            let texts = FaqBank::phrasings(&article);
+            let vectors = embedder.embed(&texts, EmbedKind::Query).unwrap();
+            bank.upsert(article.clone(), &vectors).unwrap();
+        }
+        let text = "空调不制冷";
+        let q = embedder.embed(&[text], EmbedKind::Query).unwrap().remove(0);
+        let units = Units::new(text);
+        let cands = bank.candidates(&units, &q, "", 10).unwrap();
+        let feats = features(&bank, &units, &cands, &KeyUnits::default());
+        let slots: std::collections::HashSet<usize> = cands.iter().map(|c| c.slot).collect();
+        assert_eq!(slots.len(), 2, "both articles are candidates");
+        let at = |name: &str| BASE_FEATURES.iter().position(|f| *f == name).unwrap();
+        for (c, f) in cands.iter().zip(&feats) {
+            let article = &bank.article(c.slot).unwrap().id;
+            let (second, share) = (
+                f[at("article_second_cos")],
+                f[at("article_other_phrasings_share")],
+            );
+            if article == "a" {
+                assert!(second > 0.0 && share > 0.0, "{second} {share}");
+            } else {
+                assert_eq!(
+                    (second, share),
+                    (0.0, 0.0),
+                    "a one-phrasing article has no support"
+                );
+            }
+        }
     }
 
     #[test]
