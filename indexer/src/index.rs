@@ -90,7 +90,9 @@ pub struct Index {
     pub(crate) fields: Fields,
     pub(crate) reader: IndexReader,
     pub(crate) writer: Mutex<Writer>,
-    pub(crate) state: RwLock<VectorState>,
+    pub(crate) state: Arc<RwLock<VectorState>>,
+    /// The background graph rebuild, while one runs.
+    rebuild: Mutex<Option<std::thread::JoinHandle<()>>>,
     /// HNSW candidate list width for searches.
     pub(crate) ef_search: AtomicUsize,
     /// Candidate sets up to this size are searched exactly.
@@ -225,7 +227,8 @@ impl Index {
             fields,
             reader,
             writer: Mutex::new(Writer { writer, next_vid }),
-            state: RwLock::new(state),
+            state: Arc::new(RwLock::new(state)),
+            rebuild: Mutex::new(None),
             ef_search: AtomicUsize::new(vectors::EF_SEARCH),
             exact_max: AtomicUsize::new(vectors::EXACT_MAX),
         };
@@ -426,8 +429,7 @@ impl Index {
                     },
                 );
             }
-            let added: Vec<u64> = missing.iter().map(|(v, _)| *v).collect();
-            state.graph_added(&added);
+            state.graph_added(&graph, &items);
         }
         self.maintain(&w);
         Ok(())
@@ -460,7 +462,7 @@ impl Index {
     /// the graph is a cache and the write itself is already durable.
     fn maintain(&self, _w: &Writer) {
         if self.read_state().needs_rebuild() {
-            self.rebuild_graph();
+            self.start_rebuild();
         }
         let (dirty, points) = {
             let s = self.read_state();
@@ -477,26 +479,72 @@ impl Index {
         let graph = self.read_state().graph();
         let refs: Vec<(&[f32], usize)> = items.iter().map(|(v, x)| (&x[..], *v as usize)).collect();
         vectors::insert_all(&graph, &refs);
-        let vids: Vec<u64> = items.iter().map(|(v, _)| *v).collect();
-        self.write_state().graph_added(&vids);
+        self.write_state().graph_added(&graph, &refs);
     }
 
-    /// Builds a fresh graph from the live vectors and swaps it in. Callers
-    /// hold the writer lock (or are still opening), so no write interleaves.
+    /// Builds a fresh graph from the live vectors and swaps it in, while
+    /// opening (nothing else runs yet).
     fn rebuild_graph(&self) {
-        let live = self.read_state().live_vectors();
-        tracing::info!(points = live.len(), "rebuilding the vector graph");
-        let graph = new_graph(live.len());
-        let refs: Vec<(&[f32], usize)> = live.iter().map(|(v, x)| (&x[..], *v as usize)).collect();
-        vectors::insert_all(&graph, &refs);
-        let vids: Vec<u64> = live.iter().map(|(v, _)| *v).collect();
-        self.write_state().replace_graph(Arc::new(graph), &vids);
+        let Some(live) = self.write_state().begin_rebuild() else {
+            return;
+        };
+        let (graph, vids) = build_graph(&live);
+        self.write_state().finish_rebuild(graph, &vids);
     }
 
-    /// Saves the vector graph now if it changed since the last save, so the
-    /// next open does not have to rebuild or catch it up. Called on drop and
-    /// after bulk ingest; cheap when nothing changed.
+    /// Rebuilds the graph on a background thread: searches keep using the old
+    /// graph and writes keep going (into the old graph, and whatever they add
+    /// is carried over at the swap), so a rebuild of minutes blocks nobody.
+    fn start_rebuild(&self) {
+        let Some(live) = self.write_state().begin_rebuild() else {
+            return;
+        };
+        let state = Arc::clone(&self.state);
+        let job = move || {
+            let (graph, vids) = build_graph(&live);
+            state
+                .write()
+                .unwrap_or_else(|p| p.into_inner())
+                .finish_rebuild(graph, &vids);
+            tracing::info!(points = vids.len(), "vector graph rebuilt");
+        };
+        let spawned = std::thread::Builder::new()
+            .name("graph-rebuild".into())
+            .spawn(job);
+        match spawned {
+            Ok(handle) => {
+                *self.rebuild.lock().unwrap_or_else(|p| p.into_inner()) = Some(handle);
+            }
+            Err(e) => {
+                // No thread to be had: rebuild on this one rather than never.
+                tracing::warn!(error = %e, "could not start a rebuild thread; rebuilding inline");
+                self.write_state().abort_rebuild();
+                self.rebuild_graph();
+            }
+        }
+    }
+
+    /// Waits for a background graph rebuild, if one is running.
+    fn wait_for_rebuild(&self) {
+        let handle = self
+            .rebuild
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        if let Some(h) = handle {
+            if h.join().is_err() {
+                tracing::error!("the graph rebuild thread panicked; the old graph stays");
+                self.write_state().abort_rebuild();
+            }
+        }
+    }
+
+    /// Finishes a background graph rebuild, if one is running, and saves the
+    /// vector graph if it changed since the last save, so the next open does
+    /// not have to rebuild or catch it up. Called after bulk ingest; cheap
+    /// when nothing changed. (Dropping the index saves without waiting.)
     pub fn flush(&self) -> Result<(), Error> {
+        self.wait_for_rebuild();
         let _w = self.lock_writer();
         self.save_graph()
     }
@@ -517,7 +565,12 @@ impl Index {
         } else {
             graph_store::save(&self.dir, &graph, self.dim, points)?;
         }
-        self.write_state().dirty = 0;
+        // Changes made while saving stay counted, and a graph swapped in by a
+        // background rebuild meanwhile is still unsaved.
+        let mut s = self.write_state();
+        if Arc::ptr_eq(&s.graph(), &graph) {
+            s.dirty = s.dirty.saturating_sub(dirty);
+        }
         Ok(())
     }
 
@@ -647,6 +700,15 @@ fn dir_size(path: &Path) -> u64 {
             Err(_) => 0,
         })
         .sum()
+}
+
+/// A graph over `live` (vector id, vector) and the ids it holds.
+fn build_graph(live: &[(u64, Box<[f32]>)]) -> (vectors::Graph, Vec<u64>) {
+    tracing::info!(points = live.len(), "rebuilding the vector graph");
+    let graph = new_graph(live.len());
+    let refs: Vec<(&[f32], usize)> = live.iter().map(|(v, x)| (&x[..], *v as usize)).collect();
+    vectors::insert_all(&graph, &refs);
+    (graph, live.iter().map(|(v, _)| *v).collect())
 }
 
 impl Drop for Index {

@@ -6,7 +6,8 @@
 //! HNSW graph (hnsw_rs) over the passage embeddings of a
 //! [`models::TextEmbedder`]; hybrid search fuses both (RRF or weighted). Every
 //! write is one durable tantivy commit that carries the document's vector, so
-//! the graph is only a cache, rebuilt or caught up when it is stale.
+//! the graph is only a cache, rebuilt or caught up when it is stale (rebuilt
+//! in the background when tombstones pile up, without stopping writes).
 
 mod doc;
 mod error;

@@ -103,6 +103,8 @@ pub(crate) struct VectorState {
     graph: Arc<Graph>,
     /// Graph points added or changed since the graph was last saved.
     pub dirty: usize,
+    /// A replacement graph is being built in the background.
+    rebuilding: bool,
 }
 
 impl VectorState {
@@ -116,6 +118,7 @@ impl VectorState {
             graph_points: 0,
             graph: Arc::new(graph),
             dirty: 0,
+            rebuilding: false,
         };
         for &vid in graph_vids {
             s.mark_in_graph(vid);
@@ -237,12 +240,47 @@ impl VectorState {
             .collect()
     }
 
-    /// Records that these vector ids were inserted into the current graph.
-    pub(crate) fn graph_added(&mut self, vids: &[u64]) {
-        for &v in vids {
-            self.mark_in_graph(v);
+    /// Records that `items` (vector, vid) were inserted into `used`, a graph
+    /// taken from [`Self::graph`] before the lock was released. When a rebuilt
+    /// graph has replaced it meanwhile, they are inserted into the current one too.
+    pub(crate) fn graph_added(&mut self, used: &Arc<Graph>, items: &[(&[f32], usize)]) {
+        if !Arc::ptr_eq(used, &self.graph) {
+            insert_all(&self.graph, items);
         }
-        self.dirty += vids.len();
+        for &(_, v) in items {
+            self.mark_in_graph(v as u64);
+        }
+        self.dirty += items.len();
+    }
+
+    /// Starts a background rebuild: returns the live vectors to build from, or
+    /// `None` when one is already running.
+    pub(crate) fn begin_rebuild(&mut self) -> Option<Vec<(u64, Box<[f32]>)>> {
+        if self.rebuilding {
+            return None;
+        }
+        self.rebuilding = true;
+        Some(self.live_vectors())
+    }
+
+    /// Swaps in `graph`, built from the vectors `vids` that [`Self::begin_rebuild`]
+    /// returned, after adding what was written while it was being built.
+    pub(crate) fn finish_rebuild(&mut self, graph: Graph, vids: &[u64]) {
+        self.replace_graph(Arc::new(graph), vids);
+        let backlog = self.graph_backlog();
+        let items: Vec<(&[f32], usize)> =
+            backlog.iter().map(|(v, x)| (&x[..], *v as usize)).collect();
+        insert_all(&self.graph, &items);
+        for (v, _) in &backlog {
+            self.mark_in_graph(*v);
+        }
+        self.dirty += backlog.len();
+        self.rebuilding = false;
+    }
+
+    /// Gives up a rebuild that [`Self::begin_rebuild`] started (the old graph stays).
+    pub(crate) fn abort_rebuild(&mut self) {
+        self.rebuilding = false;
     }
 
     /// Every live vector, for rebuilding the graph.
@@ -267,7 +305,7 @@ impl VectorState {
     /// Whether enough of the graph is dead to be worth rebuilding.
     pub(crate) fn needs_rebuild(&self) -> bool {
         let dead = self.tombstones();
-        dead > 1000 && dead * 4 > self.live()
+        !self.rebuilding && dead > 1000 && dead * 4 > self.live()
     }
 
     /// Top `k` live documents passing `f`, by cosine to the unit vector `q`,

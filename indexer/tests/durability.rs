@@ -119,6 +119,54 @@ fn damaged_tantivy_meta_is_a_clear_error() {
     assert!(matches!(err, Error::Corrupt { .. }), "{err}");
 }
 
+#[test]
+fn writes_during_a_background_rebuild_reach_the_new_graph() {
+    let dir = tempfile::tempdir().unwrap();
+    let emb = RandomEmbedder { dim: 32 };
+    let index = Index::open(dir.path(), Arc::new(RandomEmbedder { dim: 32 })).unwrap();
+    index.set_exact_threshold(0);
+    fill(&index, 0..2000);
+    // Re-text 1200 documents: their old points become tombstones and a rebuild starts.
+    let retexted: Vec<Ticket> = (0..1200)
+        .map(|i| ticket(&i.to_string(), &format!("new {i}"), ""))
+        .collect();
+    index.upsert_tickets(retexted).unwrap();
+    // Writes go on while the new graph is being built: new documents, a
+    // re-text and deletes (one document at a time, so some land mid-rebuild).
+    for i in 2000..2100 {
+        index
+            .upsert_tickets(vec![ticket(&i.to_string(), &format!("late {i}"), "")])
+            .unwrap();
+    }
+    for i in (1200..1300).step_by(10) {
+        assert!(index.delete(DocKind::Ticket, "", &i.to_string()).unwrap());
+    }
+    index.flush().unwrap();
+    let stats = index.stats();
+    assert_eq!(stats.tickets, 2090);
+    assert!(
+        stats.tombstones < 1000,
+        "the rebuild dropped the old points: {stats:?}"
+    );
+    // Every live document is a point of the graph: its own vector finds it first.
+    for i in (0..2100)
+        .step_by(7)
+        .filter(|i| !(1200..1300).contains(i) || i % 10 != 0)
+    {
+        let id = i.to_string();
+        let v = index.vector(DocKind::Ticket, "", &id).unwrap();
+        let req = SearchRequest {
+            mode: SearchMode::Vector,
+            k: 1,
+            ..Default::default()
+        };
+        let hits = index.search_with_vector(&req, &v).unwrap();
+        assert_eq!(hits[0].id, id, "document {id} missing from the graph");
+    }
+    let r = recall_vs_exact(&index, &emb, 30);
+    assert!(r >= 0.95, "recall after a background rebuild {r}");
+}
+
 /// Writes `n` tickets with random vectors (one text per id).
 fn fill(index: &Index, ids: impl Iterator<Item = usize>) {
     let docs: Vec<Ticket> = ids
@@ -208,6 +256,8 @@ fn graph_matches_exact_search_across_deletes_and_reopen() {
             .map(|i| ticket(&i.to_string(), &format!("new {i}"), ""))
             .collect();
         index.upsert_tickets(retexted).unwrap();
+        // The rebuild runs in the background; flush waits for it.
+        index.flush().unwrap();
         let stats = index.stats();
         assert_eq!(stats.tickets, 1350);
         assert_eq!(
