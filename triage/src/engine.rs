@@ -320,10 +320,19 @@ impl Engine {
         let cat_nb = labelled(|t| t.category.as_str());
         let pri_nb = labelled(|t| t.priority.as_str());
 
-        let cat = self.label_probs(state, state.category.as_ref(), v, &cat_nb, |t| &t.category)?;
+        let cat = self.label_probs(
+            state,
+            state.category.as_ref(),
+            Some(&self.examples),
+            v,
+            &cat_nb,
+            |t| &t.category,
+        )?;
         let category = self.decision(&state.memory, &cat, &cat_nb, threshold, |t| &t.category);
         let queue = self.queue_decision(&state.memory, &cat.probs, cat.over, threshold);
-        let pri = self.label_probs(state, state.priority.as_ref(), v, &pri_nb, |t| &t.priority)?;
+        let pri = self.label_probs(state, state.priority.as_ref(), None, v, &pri_nb, |t| {
+            &t.priority
+        })?;
         let mut priority = self.decision(&state.memory, &pri, &pri_nb, threshold, |t| &t.priority);
         if priority.label.is_none() {
             // No priority model: fall back to the category's default priority, if any.
@@ -362,13 +371,15 @@ impl Engine {
         })
     }
 
-    /// Label probabilities (best first) from the classifier and neighbours, the
+    /// Label probabilities (best first) from the classifier and neighbours (the
+    /// pack's `examples` among them, when the classifier learned them), the
     /// corrected neighbour that overrides them (if any), and a note when the
-    /// out-of-scope guard scaled them down.
+    /// out-of-scope guard scaled them down or the request looks out of scope.
     fn label_probs(
         &self,
         state: &State,
         clf: Option<&Classifier>,
+        examples: Option<&PackExamples>,
         v: &[f32],
         neighbours: &[(usize, f32)],
         label: fn(&Ticket) -> &String,
@@ -388,11 +399,12 @@ impl Engine {
                     })
                     .collect();
                 // The pack's other examples are neighbours too, as they were in training.
-                if clf.labels().len() > 1 && !self.examples.labels.is_empty() {
-                    let near = self.examples.vectors.top_k(v, clf.k(), |_| true)?;
-                    classed.extend(near.into_iter().filter_map(|(i, s)| {
-                        clf.class_of(&self.examples.labels[i]).map(|c| (c, s))
-                    }));
+                if let Some(ex) = examples.filter(|ex| !ex.labels.is_empty()) {
+                    let near = ex.vectors.top_k(v, clf.k(), |_| true)?;
+                    classed.extend(
+                        near.into_iter()
+                            .filter_map(|(i, s)| clf.class_of(&ex.labels[i]).map(|c| (c, s))),
+                    );
                     classed.sort_by(|a, b| b.1.total_cmp(&a.1));
                     classed.truncate(clf.k());
                 }

@@ -83,12 +83,9 @@ pub fn features(
     let latin = f32::from(is_latin(query));
     let top_cos = cands.iter().map(|c| c.cos).fold(f32::MIN, f32::max);
     let top_lex = cands.iter().map(|c| c.lex).fold(f32::MIN, f32::max);
-    let mut best_per_article: HashMap<usize, f32> = HashMap::new();
     // Per article: cosines of its retrieved phrasings, best first.
     let mut article_cos: HashMap<usize, Vec<f32>> = HashMap::new();
     for c in cands {
-        let b = best_per_article.entry(c.slot).or_insert(f32::MIN);
-        *b = b.max(c.cos);
         article_cos.entry(c.slot).or_default().push(c.cos);
     }
     for v in article_cos.values_mut() {
@@ -99,10 +96,10 @@ pub fn features(
     cands
         .iter()
         .map(|c| {
-            let other = best_per_article
+            let other = article_cos
                 .iter()
                 .filter(|(slot, _)| **slot != c.slot)
-                .map(|(_, v)| *v)
+                .map(|(_, v)| v[0])
                 .fold(f32::MIN, f32::max);
             let other = if other == f32::MIN { 0.0 } else { other };
             let empty = Units::default();
