@@ -41,13 +41,18 @@ pub struct BatchingEmbedder {
 impl BatchingEmbedder {
     /// Wraps `inner` and starts the batching worker thread (it ends when this is dropped).
     pub fn new(inner: Arc<dyn TextEmbedder>) -> Self {
+        Self::with_window(inner, BATCH_WINDOW)
+    }
+
+    /// As [`BatchingEmbedder::new`], waiting up to `window` for more callers.
+    fn with_window(inner: Arc<dyn TextEmbedder>, window: Duration) -> Self {
         let (tx, rx) = mpsc::channel::<Job>();
         let worker_model = Arc::clone(&inner);
         let waiting = Arc::new(AtomicUsize::new(0));
         let worker_waiting = Arc::clone(&waiting);
         let spawned = std::thread::Builder::new()
             .name("embed-batcher".into())
-            .spawn(move || worker(worker_model.as_ref(), &rx, &worker_waiting));
+            .spawn(move || worker(worker_model.as_ref(), &rx, &worker_waiting, window));
         if let Err(e) = spawned {
             // Without a worker every call falls back to direct embedding (send fails).
             tracing::warn!("could not start the embedding batcher: {e}");
@@ -98,10 +103,10 @@ impl TextEmbedder for BatchingEmbedder {
 }
 
 /// Takes the next job, then collects the other waiting callers' jobs for up
-/// to [`BATCH_WINDOW`], and embeds them per kind.
-fn worker(model: &dyn TextEmbedder, rx: &Receiver<Job>, waiting: &AtomicUsize) {
+/// to `window`, and embeds them per kind.
+fn worker(model: &dyn TextEmbedder, rx: &Receiver<Job>, waiting: &AtomicUsize, window: Duration) {
     while let Ok(first) = rx.recv() {
-        let deadline = Instant::now() + BATCH_WINDOW;
+        let deadline = Instant::now() + window;
         let mut jobs = vec![first];
         let mut texts: usize = jobs[0].texts.len();
         while texts < MAX_BATCH_TEXTS {
@@ -227,14 +232,16 @@ mod tests {
         let fake = Arc::new(Fake {
             calls: AtomicUsize::new(0),
         });
-        let batcher = BatchingEmbedder::new(fake.clone());
+        // A window so long that waiting it out even once would dwarf any
+        // scheduling noise: ten lone calls (20 ms each) must not wait for company.
+        let window = Duration::from_secs(30);
+        let batcher = BatchingEmbedder::with_window(fake.clone(), window);
         let started = Instant::now();
         for _ in 0..10 {
             batcher.embed(&["x"], EmbedKind::Query).unwrap();
         }
-        // Ten 20 ms model calls; a 2 ms wait each would add 20 ms more.
-        let overhead = started.elapsed().saturating_sub(Duration::from_millis(200));
-        assert!(overhead < Duration::from_millis(15), "{overhead:?}");
+        let elapsed = started.elapsed();
+        assert!(elapsed < window / 2, "{elapsed:?}");
         assert_eq!(fake.calls.load(Ordering::SeqCst), 10);
     }
 

@@ -19,9 +19,13 @@ use crate::config::{EngineSettings, Limits};
 /// Hashing embedder that sleeps on texts containing `SLOW` (to test timeouts and shedding).
 struct TestEmbedder(triage::hashembed::HashEmbedder);
 
+/// How many `SLOW` embeddings have started (so a test can wait for one to be in flight).
+static SLOW_STARTED: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
 impl TextEmbedder for TestEmbedder {
     fn embed(&self, texts: &[&str], kind: EmbedKind) -> Result<Vec<Vec<f32>>, models::Error> {
         if texts.iter().any(|t| t.contains("SLOW")) {
+            SLOW_STARTED.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
             std::thread::sleep(Duration::from_millis(600));
         }
         self.0.embed(texts, kind)
@@ -441,7 +445,10 @@ async fn slow_requests_time_out_and_excess_load_is_shed() {
         tokio::spawn(
             async move { post(&app, "/v1/triage", json!({"body": "SLOW request"})).await },
         );
-    tokio::time::sleep(Duration::from_millis(50)).await;
+    // Wait until the slow request holds the only slot (not a fixed sleep: CI machines are busy).
+    while SLOW_STARTED.load(std::sync::atomic::Ordering::SeqCst) == 0 && !slow.is_finished() {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
     let (s, b) = post(&h.app, "/v1/triage", json!({"body": "fast"})).await;
     assert_error(s, &b, StatusCode::SERVICE_UNAVAILABLE, "overloaded");
     let (s, b) = slow.await.unwrap();
