@@ -24,10 +24,16 @@ use crate::textsim::{edit_similarity, jaccard, Units};
 /// The verifier shipped with the crate.
 const BUILTIN: &str = include_str!("../verifier.json");
 
-/// Names of the base evidence, in the order [`features`] computes it. Each is
-/// followed in the feature vector by a copy multiplied by [`is_latin`], so one
-/// model keeps separate weights for Chinese and for Latin-script messages
-/// (their cosine scales and lexical units differ).
+/// Names of the base evidence, in the order [`features`] computes it. The
+/// feature vector holds them three times: as they are; multiplied by
+/// [`is_latin`], so one model keeps separate weights for Chinese and for
+/// Latin-script messages (their cosine scales and lexical units differ); and
+/// multiplied by "the candidate's article has several phrasings", so evidence
+/// can weigh differently in a knowledge base of articles with alternative
+/// questions than in a bank of single questions (where a near-duplicate is
+/// often another entry, and an article cannot vouch for its phrasings). That
+/// third block is learned from multi-phrasing fitting data in any language and
+/// applies to all.
 pub const BASE_FEATURES: [&str; 26] = [
     "cos",
     "cos_minus_top",
@@ -58,12 +64,14 @@ pub const BASE_FEATURES: [&str; 26] = [
     "unmatched_units",
 ];
 
-/// Feature names: [`BASE_FEATURES`], then each with a `_latin` suffix.
+/// Feature names: [`BASE_FEATURES`], then each with a `_latin` suffix, then each
+/// with a `_faq` suffix.
 pub fn feature_names() -> Vec<String> {
     BASE_FEATURES
         .iter()
         .map(|s| s.to_string())
         .chain(BASE_FEATURES.iter().map(|s| format!("{s}_latin")))
+        .chain(BASE_FEATURES.iter().map(|s| format!("{s}_faq")))
         .collect()
 }
 
@@ -148,9 +156,14 @@ pub fn features(
             .chain(keys.evidence(query, e))
             .collect()
         })
-        .map(|base: Vec<f32>| {
-            let latin_copy: Vec<f32> = base.iter().map(|v| v * latin).collect();
-            base.into_iter().chain(latin_copy).collect()
+        .zip(cands)
+        .map(|(base, c): (Vec<f32>, &Candidate)| {
+            let multi = f32::from(bank.phrasing_count(c.slot) > 1);
+            let mut all = Vec::with_capacity(base.len() * 3);
+            all.extend_from_slice(&base);
+            all.extend(base.iter().map(|v| v * latin));
+            all.extend(base.iter().map(|v| v * multi));
+            all
         })
         .collect()
 }
@@ -436,16 +449,32 @@ mod tests {
                 f[at("article_second_cos")],
                 f[at("article_other_phrasings_share")],
             );
+            let n = BASE_FEATURES.len();
+            let (base, faq_block) = (&f[..n], &f[2 * n..]);
             if article == "a" {
                 assert!(second > 0.0 && share > 0.0, "{second} {share}");
+                assert_eq!(
+                    faq_block, base,
+                    "a multi-phrasing article's FAQ block is its evidence"
+                );
             } else {
                 assert_eq!(
                     (second, share),
                     (0.0, 0.0),
                     "a one-phrasing article has no support"
                 );
+                assert!(faq_block.iter().all(|v| *v == 0.0), "{faq_block:?}");
             }
         }
+        // Once its alternatives are gone, article a is a one-phrasing article too.
+        let slot_a = cands
+            .iter()
+            .find(|c| bank.article(c.slot).is_some_and(|a| a.id == "a"))
+            .map(|c| c.slot)
+            .unwrap();
+        assert_eq!(bank.phrasing_count(slot_a), 3);
+        bank.remove("", "a");
+        assert_eq!(bank.phrasing_count(slot_a), 0);
     }
 
     #[test]
