@@ -29,7 +29,7 @@ for s in ict_subtype ict_component; do
 done
 run demo classify --train $D/demo/train.jsonl --test $D/demo/test.jsonl --cache $D/.cache-demo.bin
 run demo_passage classify --kind passage --train $D/demo/train.jsonl --test $D/demo/test.jsonl --cache $D/.cache-demo.bin
-run fit fit-verifier --sets $D/lcqmc/faq.jsonl:$D/lcqmc/fit.jsonl,$D/bq/faq.jsonl:$D/bq/fit.jsonl,$D/clinc-faq/faq.jsonl:$D/clinc-faq/fit.jsonl --pairs $D/lcqmc/fit_pairs.jsonl,$D/bq/fit_pairs.jsonl --out $D/verifier.json --name "fit halves of LCQMC dev and BQ dev (50% of paraphrase classes, their labelled pairs for the key-unit table) and CLINC150-as-FAQ (half of val + oos_train); disjoint from the evaluation messages; separate weights for Latin-script messages" --cache $D/.cache-deflect.bin
+run fit fit-verifier --sets $D/lcqmc/faq.jsonl:$D/lcqmc/fit.jsonl,$D/bq/faq.jsonl:$D/bq/fit.jsonl,$D/clinc-faq/faq.jsonl:$D/clinc-faq/fit.jsonl --pairs $D/lcqmc/fit_pairs.jsonl,$D/bq/fit_pairs.jsonl --out $D/verifier.json --name "fit halves of LCQMC dev and BQ dev (50% of paraphrase classes, their labelled pairs for the key-unit table) and CLINC150-as-FAQ (half of val + oos_train); disjoint from the evaluation messages; separate weights for Latin-script messages and for articles with several phrasings" --cache $D/.cache-deflect.bin
 for s in lcqmc bq clinc-faq; do
   run $s deflect --faq $D/$s/faq.jsonl --test $D/$s/test.jsonl --verifier $D/verifier.json --cache $D/.cache-deflect.bin --work $D/work-$s
 done
