@@ -114,7 +114,7 @@ pub fn features(
             let e = bank.entry(c.entry).map(|e| &e.units).unwrap_or(&empty);
             let bigram_j = jaccard(&query.bigrams, &e.bigrams);
             let (lq, le) = (query.units.len() as f32, e.units.len() as f32);
-            vec![
+            let base: Vec<f32> = vec![
                 c.cos,
                 c.cos - top_cos,
                 c.cos - other,
@@ -154,10 +154,7 @@ pub fn features(
             ]
             .into_iter()
             .chain(keys.evidence(query, e))
-            .collect()
-        })
-        .zip(cands)
-        .map(|(base, c): (Vec<f32>, &Candidate)| {
+            .collect();
             let multi = f32::from(bank.phrasing_count(c.slot) > 1);
             let mut all = Vec::with_capacity(base.len() * 3);
             all.extend_from_slice(&base);
