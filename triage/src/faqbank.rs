@@ -46,8 +46,6 @@ pub struct FaqBank {
     articles: Vec<Option<Article>>,
     slot_of: HashMap<(String, String), usize>,
     entries: Vec<Entry>,
-    /// Entry indices of each article slot (live or not).
-    by_slot: Vec<Vec<usize>>,
     vectors: VectorSet,
     idf: Idf,
     postings: HashMap<String, Vec<usize>>,
@@ -60,7 +58,6 @@ impl FaqBank {
             articles: Vec::new(),
             slot_of: HashMap::new(),
             entries: Vec::new(),
-            by_slot: Vec::new(),
             vectors: VectorSet::new(dim),
             idf: Idf::default(),
             postings: HashMap::new(),
@@ -115,7 +112,6 @@ impl FaqBank {
         self.slot_of
             .insert((article.tenant.clone(), article.id.clone()), slot);
         self.articles.push(Some(article));
-        self.by_slot.push(Vec::with_capacity(texts.len()));
         for (text, v) in texts.into_iter().zip(vectors) {
             let units = Units::new(&text);
             self.idf.add(&units);
@@ -123,7 +119,6 @@ impl FaqBank {
             for u in &units.set {
                 self.postings.entry(u.clone()).or_default().push(idx);
             }
-            self.by_slot[slot].push(self.entries.len());
             self.entries.push(Entry {
                 slot,
                 text,
@@ -179,11 +174,7 @@ impl FaqBank {
 
     /// How many live phrasings the article in `slot` has.
     pub fn phrasing_count(&self, slot: usize) -> usize {
-        self.by_slot.get(slot).map_or(0, |ids| {
-            ids.iter()
-                .filter(|&&i| self.entries.get(i).is_some_and(|e| e.alive))
-                .count()
-        })
+        self.article(slot).map_or(0, |a| Self::phrasings(a).len())
     }
 
     /// The unit statistics of the live phrasings.
