@@ -5,6 +5,8 @@
 use std::collections::HashMap;
 
 use indexer::Ticket;
+use time::format_description::well_known::Rfc3339;
+use time::OffsetDateTime;
 
 use crate::error::Result;
 use crate::knn::VectorSet;
@@ -16,7 +18,16 @@ pub struct Example {
     pub ticket: Ticket,
     /// Whether an agent corrected or confirmed its labels (such examples can overrule the model).
     pub corrected: bool,
+    /// `created_at` in Unix seconds (`None` when empty or not RFC 3339).
+    pub created: Option<i64>,
     alive: bool,
+}
+
+/// `created_at` of a ticket in Unix seconds.
+fn created_seconds(t: &Ticket) -> Option<i64> {
+    OffsetDateTime::parse(&t.created_at, &Rfc3339)
+        .ok()
+        .map(OffsetDateTime::unix_timestamp)
 }
 
 /// All tickets of all tenants with their vectors.
@@ -49,6 +60,7 @@ impl TicketMemory {
             Some(&slot) => {
                 self.vectors.set(slot, vector)?;
                 let item = &mut self.items[slot];
+                item.created = created_seconds(&ticket);
                 item.ticket = ticket;
                 if let Some(c) = corrected {
                     item.corrected = c;
@@ -57,6 +69,7 @@ impl TicketMemory {
             None => {
                 let slot = self.vectors.push(vector)?;
                 self.items.push(Example {
+                    created: created_seconds(&ticket),
                     ticket,
                     corrected: corrected.unwrap_or(false),
                     alive: true,
@@ -122,7 +135,18 @@ impl TicketMemory {
         k: usize,
         keep: impl Fn(&Example) -> bool,
     ) -> Result<Vec<(usize, f32)>> {
-        self.vectors.top_k(v, k, |i| {
+        self.nearest_at_least(v, k, f32::NEG_INFINITY, keep)
+    }
+
+    /// [`TicketMemory::nearest`] among examples at least `min` similar to `v`.
+    pub fn nearest_at_least(
+        &self,
+        v: &[f32],
+        k: usize,
+        min: f32,
+        keep: impl Fn(&Example) -> bool,
+    ) -> Result<Vec<(usize, f32)>> {
+        self.vectors.top_k_at_least(v, k, min, |i| {
             let e = &self.items[i];
             e.alive && keep(e)
         })

@@ -5,7 +5,6 @@
 use std::collections::BTreeMap;
 
 use indexer::{DocKind, Document, Explanation, Hit, Ticket};
-use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 
 use crate::api::{Duplicate, FieldValue, PredictedResolution};
@@ -59,16 +58,17 @@ pub fn duplicates(
     let since = now
         .checked_sub(time::Duration::days(i64::from(window_days)))
         .unwrap_or(time::PrimitiveDateTime::MIN.assume_utc());
-    let recent = |t: &Ticket| {
-        OffsetDateTime::parse(&t.created_at, &Rfc3339)
-            .is_ok_and(|c| c >= since && c <= now + time::Duration::days(1))
-    };
-    let near = memory.nearest(v, 50, |e| {
-        e.ticket.tenant == tenant && e.ticket.id != exclude_id && recent(&e.ticket)
+    let (since, until) = (
+        since.unix_timestamp(),
+        (now + time::Duration::days(1)).unix_timestamp(),
+    );
+    let near = memory.nearest_at_least(v, 50, threshold, |e| {
+        e.created.is_some_and(|c| c >= since && c <= until)
+            && e.ticket.tenant == tenant
+            && e.ticket.id != exclude_id
     })?;
     let mut out: Vec<Duplicate> = near
         .into_iter()
-        .filter(|(_, s)| *s >= threshold)
         .map(|(i, s)| {
             let t = &memory.item(i).ticket;
             Duplicate {
@@ -193,6 +193,7 @@ pub fn infer_fields(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use time::format_description::well_known::Rfc3339;
 
     fn add(m: &mut TicketMemory, id: &str, v: [f32; 2], resolution: &str, product: &str) {
         let mut t = Ticket {
