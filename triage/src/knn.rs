@@ -301,7 +301,7 @@ mod tests {
                 .unwrap();
         }
         let q = unit(&(0..13).map(|_| next()).collect::<Vec<_>>());
-        let keep = |i: usize| i % 3 != 0;
+        let keep = |i: usize| !i.is_multiple_of(3);
         let mut all: Vec<(usize, f32)> = (0..set.len())
             .filter(|&i| keep(i))
             .map(|i| {
