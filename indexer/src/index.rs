@@ -118,6 +118,18 @@ fn lock_err(path: &Path, e: TantivyError) -> Error {
     }
 }
 
+/// Whether tantivy's directory holds anything besides its lock and
+/// bookkeeping files (i.e. documents that an empty index would delete).
+fn has_segment_files(tdir: &Path) -> bool {
+    fs::read_dir(tdir).is_ok_and(|entries| {
+        entries.filter_map(|e| e.ok()).any(|e| {
+            let name = e.file_name();
+            let name = name.to_string_lossy();
+            !name.starts_with('.') && name != "meta.json"
+        })
+    })
+}
+
 impl Index {
     /// Opens the index in `dir`, creating it if absent. Refuses an index built
     /// with another model ([`Error::ModelMismatch`]); damaged files give
@@ -134,6 +146,13 @@ impl Index {
         fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
         let tdir = dir.join(TANTIVY_DIR);
         let has_tantivy = tdir.join("meta.json").exists();
+        if !has_tantivy && has_segment_files(&tdir) {
+            // Creating a fresh index here would garbage-collect the old segments.
+            return Err(Error::corrupt(
+                tdir.join("meta.json"),
+                "missing, but segment files are present; restore it from a backup (refusing to start an empty index over them)",
+            ));
+        }
         if has_tantivy && !dir.join(manifest::FILE).exists() {
             return Err(Error::corrupt(
                 dir.join(manifest::FILE),

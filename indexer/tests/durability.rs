@@ -120,6 +120,23 @@ fn damaged_tantivy_meta_is_a_clear_error() {
 }
 
 #[test]
+fn missing_tantivy_meta_with_segments_is_refused_not_wiped() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let index = open(dir.path());
+        index.upsert_tickets(vec![ticket("1", "a", "b")]).unwrap();
+    }
+    let tdir = dir.path().join("tantivy");
+    let files = || std::fs::read_dir(&tdir).unwrap().count();
+    std::fs::remove_file(tdir.join("meta.json")).unwrap();
+    let before = files();
+    let err = open_err(dir.path());
+    assert!(matches!(err, Error::Corrupt { .. }), "{err}");
+    assert!(err.to_string().contains("meta.json"), "{err}");
+    assert_eq!(files(), before, "segment files were touched");
+}
+
+#[test]
 fn writes_during_a_background_rebuild_reach_the_new_graph() {
     let dir = tempfile::tempdir().unwrap();
     let emb = RandomEmbedder { dim: 32 };

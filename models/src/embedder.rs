@@ -3,8 +3,10 @@
 //! Long texts are windowed like the reference e5 engine: content tokens are
 //! split into windows of `max_positions − 2`, each window is encoded with its
 //! own begin/end tokens, and the windows' mean-pooled vectors are averaged
-//! weighted by their content-token counts, then L2-normalised. Nothing is
-//! truncated. Windows are packed (concatenated, no padding) into forward
+//! weighted by their content-token counts, then L2-normalised. Only text past
+//! [`EmbedderOptions::max_windows`] windows (2,040 tokens by default) is left
+//! out: the start of a ticket carries its meaning, and a pasted log of 16,000
+//! characters would otherwise hold a request for ten seconds. Windows are packed (concatenated, no padding) into forward
 //! passes bounded by [`EmbedderOptions::max_batch`] windows and
 //! [`EmbedderOptions::max_batch_tokens`] tokens.
 
@@ -27,6 +29,8 @@ pub struct EmbedderOptions {
     /// Most tokens in one forward pass (default 8192); bounds activation
     /// memory (~20 KB per token for e5-small). A single window always fits.
     pub max_batch_tokens: usize,
+    /// Most windows encoded per text (default 4); later tokens are ignored.
+    pub max_windows: usize,
 }
 
 impl Default for EmbedderOptions {
@@ -34,6 +38,7 @@ impl Default for EmbedderOptions {
         EmbedderOptions {
             max_batch: 32,
             max_batch_tokens: 8192,
+            max_windows: 4,
         }
     }
 }
@@ -141,7 +146,10 @@ impl Embedder {
             let chunks: Vec<&[u32]> = if content.is_empty() {
                 vec![&[]]
             } else {
-                content.chunks(per_window).collect()
+                content
+                    .chunks(per_window)
+                    .take(self.opts.max_windows.max(1))
+                    .collect()
             };
             for chunk in chunks {
                 let mut ids = Vec::with_capacity(chunk.len() + frame);

@@ -136,6 +136,7 @@ fn a_batch_equals_one_by_one_in_any_batch_shape() {
         EmbedderOptions {
             max_batch: 2,
             max_batch_tokens: 20,
+            ..Default::default()
         },
     )
     .unwrap()
@@ -149,7 +150,7 @@ fn a_batch_equals_one_by_one_in_any_batch_shape() {
 }
 
 #[test]
-fn long_texts_are_windowed_not_truncated() {
+fn long_texts_are_windowed_up_to_the_window_limit() {
     let m = load(&fixture()).unwrap();
     assert_eq!(m.max_positions(), 16);
     // 14 content tokens fill the first window exactly; the rest spill into a second.
@@ -161,6 +162,17 @@ fn long_texts_are_windowed_not_truncated() {
         max_diff(&v[0], &v[1]) > 1e-3,
         "tokens past the first window must count"
     );
+    // With a limit of one window, the spill is left out.
+    let one = Embedder::load(
+        &fixture(),
+        EmbedderOptions {
+            max_windows: 1,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let v = one.embed(&[&first, &longer], EmbedKind::Query).unwrap();
+    assert!(max_diff(&v[0], &v[1]) < 1e-6);
 }
 
 #[test]
