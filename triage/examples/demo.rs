@@ -176,6 +176,36 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
             "in_scope": in_scope.len(), "in_scope_decided": decided, "in_scope_decided_right": right})
     );
 
+    // The same held-out requests typed into the self-service chat, plus questions
+    // that look like an article's but are not this service's.
+    let look_alikes = [
+        "How do I cancel my gym membership?",
+        "Can I get a refund for my concert ticket?",
+        "手机话费套餐怎么退订",
+        "信用卡账单可以分期吗",
+        "医院的体检报告怎么打印",
+    ];
+    let chat_count = |texts: &mut dyn Iterator<Item = &str>| -> Result<[usize; 3], triage::Error> {
+        let mut n = [0; 3];
+        for text in texts {
+            let d = engine.deflect(&chat(text))?;
+            n[match d.action {
+                triage::api::DeflectAction::Answer => 0,
+                triage::api::DeflectAction::Clarify => 1,
+                triage::api::DeflectAction::Handoff => 2,
+            }] += 1;
+        }
+        Ok(n)
+    };
+    let [_, _, unrelated_handoff] = chat_count(&mut unrelated.iter().chain(&look_alikes).copied())?;
+    let [answer, clarify, handoff] = chat_count(&mut in_scope.iter().map(|(t, _)| *t))?;
+    println!(
+        "{}",
+        serde_json::json!({"case": "held_out_chat", "unrelated": unrelated.len() + look_alikes.len(),
+            "unrelated_handed_off": unrelated_handoff, "in_scope": in_scope.len(),
+            "in_scope_answer": answer, "in_scope_clarify": clarify, "in_scope_handoff": handoff})
+    );
+
     let before = engine.triage(&request(prefill))?.category.label;
     engine.feedback(Feedback {
         ticket_id: "DEMO-FB-1".into(),

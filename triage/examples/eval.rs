@@ -74,7 +74,7 @@ fn run() -> Result<(), String> {
             let threshold: f32 = opts
                 .get("threshold")
                 .and_then(|t| t.parse().ok())
-                .unwrap_or(0.55);
+                .unwrap_or(triage::pack::DEFAULT_CLASSIFY_ABSTAIN);
             let kind = match opts.get("kind").map(String::as_str) {
                 Some("passage") => EmbedKind::Passage,
                 _ => EmbedKind::Query,

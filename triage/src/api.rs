@@ -139,7 +139,8 @@ pub struct DeflectResult {
     pub action: DeflectAction,
     /// Confidence of the best candidate.
     pub confidence: f32,
-    /// The answering article (`answer`) or the candidates (`clarify`), best first.
+    /// The answering article (`answer`) or the plausible candidates (`clarify`,
+    /// one to three), most probable first.
     pub candidates: Vec<ArticleMatch>,
     /// On handoff: the prefilled ticket draft the chat can submit.
     pub ticket_draft: Option<TicketDraft>,
@@ -176,7 +177,8 @@ pub struct Suggestions {
 pub struct PredictedResolution {
     /// The resolution text (from the most similar supporting ticket).
     pub text: String,
-    /// Share of similarity-weighted neighbours that support it.
+    /// Share of the similarity-weighted resolved neighbours whose resolution
+    /// says the same (in other words, possibly).
     pub probability: f32,
     /// Ids of the supporting tickets.
     pub supporting_ticket_ids: Vec<String>,

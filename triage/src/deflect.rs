@@ -40,7 +40,7 @@ pub struct Decision {
     pub action: DeflectAction,
     /// Probability of the best article (0 when there is none).
     pub confidence: f32,
-    /// The answer (one) or the candidates (2–3), best first; empty on handoff.
+    /// The answer (one) or the plausible candidates (1–3), best first; empty on handoff.
     pub chosen: Vec<ScoredArticle>,
     /// Human-readable reasons.
     pub reasons: Vec<String>,
@@ -116,7 +116,9 @@ pub struct Ranked {
 }
 
 /// Groups candidates by article (best phrasing wins) and calibrates each article,
-/// best first.
+/// in the candidate scorer's order (best first). The answer stage sees more than
+/// the candidate score, so a runner-up can be more probable than the first:
+/// [`decide`] then asks the customer instead of answering.
 pub fn rank(
     verifier: &Verifier,
     cands: &[Candidate],
@@ -183,16 +185,16 @@ pub fn decide(scored: &[ScoredArticle], answer_at: f32, clarify_at: f32) -> Deci
         };
     }
     if p >= clarify_at {
+        // Only plausible articles are offered, most probable first: a lone one
+        // becomes "did you mean …?".
         let floor = clarify_at / 2.0;
         let mut chosen: Vec<ScoredArticle> = scored
             .iter()
-            .take(CLARIFY_MAX)
             .filter(|s| s.probability >= floor)
             .cloned()
             .collect();
-        if chosen.len() < 2 {
-            chosen = scored.iter().take(2).cloned().collect();
-        }
+        chosen.sort_by(|a, b| b.probability.total_cmp(&a.probability));
+        chosen.truncate(CLARIFY_MAX);
         return Decision {
             action: DeflectAction::Clarify,
             confidence: p,
@@ -242,7 +244,15 @@ mod tests {
         assert_eq!(d.action, DeflectAction::Clarify);
         assert_eq!(d.chosen.len(), 3);
         let d = decide(&scored(&[0.6, 0.01]), 0.8, 0.45);
-        assert_eq!(d.chosen.len(), 2, "clarify always offers a choice");
+        assert_eq!(d.action, DeflectAction::Clarify);
+        assert_eq!(d.chosen.len(), 1, "an implausible article is not offered");
+        // The answer stage prefers the runner-up: ask, most probable first.
+        let d = decide(&scored(&[0.6, 0.9, 0.5]), 0.8, 0.45);
+        assert_eq!(d.action, DeflectAction::Clarify);
+        assert_eq!(
+            d.chosen.iter().map(|c| c.slot).collect::<Vec<_>>(),
+            vec![1, 0, 2]
+        );
         let d = decide(&scored(&[0.2]), 0.8, 0.45);
         assert_eq!(d.action, DeflectAction::Handoff);
         assert!(d.chosen.is_empty());

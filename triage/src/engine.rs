@@ -5,10 +5,16 @@
 //! FAQ bank for deflection, and the trained classifiers. Reads take a shared
 //! lock; upserts and feedback take it briefly for writing, after the slow
 //! embedding work is done, so a change is visible to the very next call.
+//!
+//! Document writes (upserts, deletes, feedback) are also serialised by one
+//! write mutex, taken before the state lock and held across the index write and
+//! the memory/bank update (and across feedback's read-modify-write), so the
+//! index, the ticket memory and the FAQ bank always agree and no concurrent
+//! update is lost. Reads never take it.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use indexer::{Article, DocKind, Document, Filters, Hit, Index, SearchMode, SearchRequest, Ticket};
 use models::{EmbedKind, TextEmbedder};
@@ -30,6 +36,7 @@ use crate::memory::{Example, TicketMemory};
 use crate::pack::{priority_rank, Pack};
 use crate::priority::PriorityRules;
 use crate::recommend::{duplicates, infer_fields, is_resolved, predict_resolution, ticket_hit};
+use crate::textsim::Units;
 use crate::verifier::Verifier;
 
 /// Neighbours that vote on labels and are shown as evidence.
@@ -37,7 +44,12 @@ const K_NEIGHBOURS: usize = 10;
 /// The category classifier's label for the pack's out-of-scope examples (not a
 /// valid category id, so it never clashes with one and is never returned).
 const OUT_OF_SCOPE: &str = "(out of scope)";
-/// A corrected example at least this similar to a request decides its labels.
+/// An agent-corrected example decides a request's labels outright only when it
+/// is the same ticket or the same text (the same words, ignoring case, spacing
+/// and punctuation), and at least this similar (a cheap first check). Similar
+/// but different requests learn from it through the neighbour vote at once and
+/// through the linear head after the next retrain: one correction must not
+/// relabel every request that shares a product name.
 pub const OVERRIDE_SIMILARITY: f32 = 0.95;
 /// Alternatives listed with a decision.
 const MAX_ALTERNATIVES: usize = 3;
@@ -69,6 +81,8 @@ struct Evidence {
     over: Option<(usize, f32)>,
     /// Why the probabilities were scaled down, if they were.
     note: Option<String>,
+    /// The out-of-scope probability, when that class ranks first.
+    out_of_scope: Option<f32>,
 }
 
 /// Everything that changes while the engine runs.
@@ -120,9 +134,19 @@ pub struct Engine {
     /// Short labelled examples from the pack besides its tickets, embedded like tickets.
     examples: PackExamples,
     state: RwLock<State>,
+    /// Serialises document writes (see the module docs): held across the index
+    /// write and the memory/bank update of every upsert and delete, and across
+    /// the whole read-modify-write of feedback. Lock order: this mutex first,
+    /// then `state`; reads take only `state`.
+    writes: Mutex<()>,
     pub(crate) log: FeedbackLog,
     sessions: Mutex<Sessions>,
 }
+
+/// Proof that the caller holds the engine's document write mutex
+/// ([`Engine::lock_writes`]); functions that write documents take it so they
+/// cannot be called without the lock.
+pub(crate) type WriteLock<'a> = MutexGuard<'a, ()>;
 
 /// The text a ticket or request is embedded as (the indexer's ticket text:
 /// title and body, trimmed, joined by a newline).
@@ -163,14 +187,8 @@ impl Engine {
             source,
         })?;
         let index = Index::open(&cfg.data_dir.join("index"), embedder.clone())?;
-        let marker = cfg.data_dir.join("pack-ingested");
-        if !marker.exists() {
-            ingest_pack(&index, &pack)?;
-            std::fs::write(&marker, format!("{}\n", pack.name)).map_err(|source| Error::Io {
-                path: marker.clone(),
-                source,
-            })?;
-        }
+        // Refuses another pack's data dir; re-ingests the pack when its documents changed.
+        crate::packsync::sync_pack(&cfg.data_dir, &pack, &index, |p| ingest_pack(&index, p))?;
         let verifier_path = cfg.pack_dir.join("verifier.json");
         let verifier = if verifier_path.exists() {
             Verifier::load(&verifier_path)?
@@ -230,6 +248,7 @@ impl Engine {
                 priority,
                 corrections: records.len(),
             }),
+            writes: Mutex::new(()),
             log,
             sessions: Mutex::new(Sessions::default()),
         })
@@ -246,6 +265,13 @@ impl Engine {
 
     fn write(&self) -> RwLockWriteGuard<'_, State> {
         self.state.write().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Takes the document write mutex (see the module docs); take it before
+    /// [`Engine::read`]/[`Engine::write`], never while holding those. A writer
+    /// that panicked leaves nothing half-locked, so a poisoned mutex is reused.
+    pub(crate) fn lock_writes(&self) -> WriteLock<'_> {
+        self.writes.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     fn embed_one(&self, text: &str, kind: EmbedKind) -> Result<Vec<f32>> {
@@ -266,6 +292,7 @@ impl Engine {
         result.duplicates = duplicates(
             &state.memory,
             &v,
+            &text,
             &req.tenant,
             &req.customer_id,
             "",
@@ -319,6 +346,13 @@ impl Engine {
         };
         let cat_nb = labelled(|t| t.category.as_str());
         let pri_nb = labelled(|t| t.priority.as_str());
+        let units = Units::new(text).units;
+        let decides = |i: usize| {
+            let e = state.memory.item(i);
+            e.corrected
+                && (self_id == Some(e.ticket.id.as_str())
+                    || Units::new(&ticket_text(&e.ticket.title, &e.ticket.body)).units == units)
+        };
 
         let cat = self.label_probs(
             state,
@@ -326,13 +360,20 @@ impl Engine {
             Some(&self.examples),
             v,
             &cat_nb,
+            &decides,
             |t| &t.category,
         )?;
         let category = self.decision(&state.memory, &cat, &cat_nb, threshold, |t| &t.category);
         let queue = self.queue_decision(&state.memory, &cat.probs, cat.over, threshold);
-        let pri = self.label_probs(state, state.priority.as_ref(), None, v, &pri_nb, |t| {
-            &t.priority
-        })?;
+        let pri = self.label_probs(
+            state,
+            state.priority.as_ref(),
+            None,
+            v,
+            &pri_nb,
+            &decides,
+            |t| &t.priority,
+        )?;
         let mut priority = self.decision(&state.memory, &pri, &pri_nb, threshold, |t| &t.priority);
         if priority.label.is_none() {
             // No priority model: fall back to the category's default priority, if any.
@@ -373,8 +414,10 @@ impl Engine {
 
     /// Label probabilities (best first) from the classifier and neighbours (the
     /// pack's `examples` among them, when the classifier learned them), the
-    /// corrected neighbour that overrides them (if any), and a note when the
-    /// out-of-scope guard scaled them down or the request looks out of scope.
+    /// corrected neighbour that overrides them (the first one `decides` accepts,
+    /// see [`OVERRIDE_SIMILARITY`]), and a note when the out-of-scope guard
+    /// scaled them down or the request looks out of scope.
+    #[allow(clippy::too_many_arguments)]
     fn label_probs(
         &self,
         state: &State,
@@ -382,13 +425,15 @@ impl Engine {
         examples: Option<&PackExamples>,
         v: &[f32],
         neighbours: &[(usize, f32)],
+        decides: &dyn Fn(usize) -> bool,
         label: fn(&Ticket) -> &String,
     ) -> Result<Evidence> {
         let over = neighbours
             .iter()
             .copied()
-            .find(|(i, s)| *s >= OVERRIDE_SIMILARITY && state.memory.item(*i).corrected);
+            .find(|&(i, s)| s >= OVERRIDE_SIMILARITY && decides(i));
         let mut note = None;
+        let mut out_of_scope = None;
         let mut probs: LabelProbs = match clf {
             Some(clf) => {
                 let mut classed: Vec<(usize, f32)> = neighbours
@@ -444,9 +489,15 @@ impl Engine {
                 note = Some(format!(
                     "looks like a request this service does not handle (probability {p:.2})"
                 ));
+                out_of_scope = Some(p);
             }
         }
-        Ok(Evidence { probs, over, note })
+        Ok(Evidence {
+            probs,
+            over,
+            note,
+            out_of_scope,
+        })
     }
 
     /// Turns probabilities (or an override) into a [`LabelDecision`] with reasons.
@@ -487,19 +538,15 @@ impl Engine {
             }
         }
         reasons.extend(evidence.note.clone());
-        if let Some((i, s)) = over {
+        if let Some((i, _)) = over {
             let t = &memory.item(i).ticket;
             let l = label(t).clone();
-            let p = probs
-                .iter()
-                .find(|(x, _)| *x == l)
-                .map(|x| x.1)
-                .unwrap_or(0.0);
-            let confidence = p.max(s);
+            // An agent labelled this very request: certain, whatever the model says.
+            let confidence = 1.0;
             reasons.insert(
                 0,
                 format!(
-                    "agent correction on {} (similarity {s:.2}) decides: {l}",
+                    "agent correction of this same request ({}) decides: {l}",
                     t.id
                 ),
             );
@@ -555,7 +602,7 @@ impl Engine {
         over: Option<(usize, f32)>,
         threshold: f32,
     ) -> LabelDecision {
-        if let Some((i, s)) = over {
+        if let Some((i, _)) = over {
             let t = &memory.item(i).ticket;
             let q = if t.queue.is_empty() {
                 self.pack
@@ -568,13 +615,16 @@ impl Engine {
             if !q.is_empty() {
                 return LabelDecision {
                     label: Some(q.clone()),
-                    confidence: s,
+                    confidence: 1.0,
                     abstain: false,
                     alternatives: vec![ScoredLabel {
                         label: q,
-                        probability: s,
+                        probability: 1.0,
                     }],
-                    reasons: vec![format!("agent correction on {} (similarity {s:.2})", t.id)],
+                    reasons: vec![format!(
+                        "agent correction of this same request ({}) decides",
+                        t.id
+                    )],
                 };
             }
         }
@@ -640,6 +690,7 @@ impl Engine {
             self.deflector.score(&state.bank, text, &q, &msg.tenant)?
         };
         let mut reasons = Vec::new();
+        let mut matched_text = text.to_string();
         let top = |s: &[ScoredArticle]| s.first().map(|a| a.probability).unwrap_or(0.0);
         if let Some(prev) = history.last() {
             if top(&scored) < th.deflect_answer {
@@ -653,11 +704,24 @@ impl Engine {
                 };
                 if top(&with_context) > top(&scored) {
                     scored = with_context;
+                    matched_text = joined;
                     reasons.push("matched together with the previous message".to_string());
                 }
             }
         }
-        let d = decide(&scored, th.deflect_answer, th.deflect_clarify);
+        let mut d = decide(&scored, th.deflect_answer, th.deflect_clarify);
+        if d.action != DeflectAction::Handoff {
+            // An article can look like a request it does not serve ("cancel my gym
+            // membership" vs "cancel an order"): the category model, which learned
+            // the pack's out-of-scope examples, has the last word.
+            if let Some(p) = self.out_of_scope(&matched_text, &msg.tenant)? {
+                d.action = DeflectAction::Handoff;
+                d.chosen.clear();
+                d.reasons.push(format!(
+                    "looks like a request this service does not handle (probability {p:.2}): handing off to a human"
+                ));
+            }
+        }
         reasons.extend(d.reasons);
         if let Some(k) = session_key {
             if let Ok(mut s) = self.sessions.lock() {
@@ -720,6 +784,29 @@ impl Engine {
         })
     }
 
+    /// The out-of-scope probability of `text`, when the category model ranks
+    /// that class first (`None` otherwise, or without a model).
+    fn out_of_scope(&self, text: &str, tenant: &str) -> Result<Option<f32>> {
+        if self.read().category.is_none() {
+            return Ok(None);
+        }
+        let v = self.embed_one(text, EmbedKind::Passage)?;
+        let state = self.read();
+        let neighbours = state.memory.nearest(&v, K_NEIGHBOURS, |e| {
+            e.ticket.tenant == tenant && !e.ticket.category.is_empty()
+        })?;
+        let evidence = self.label_probs(
+            &state,
+            state.category.as_ref(),
+            Some(&self.examples),
+            &v,
+            &neighbours,
+            &|_| false,
+            |t| &t.category,
+        )?;
+        Ok(evidence.out_of_scope)
+    }
+
     /// Similar resolved tickets, articles, duplicates and a predicted resolution.
     pub fn suggest(&self, req: &TicketRequest) -> Result<Suggestions> {
         let text = request_text(&req.title, &req.body)?;
@@ -751,6 +838,7 @@ impl Engine {
             duplicates: duplicates(
                 &state.memory,
                 &v,
+                &text,
                 &req.tenant,
                 &req.customer_id,
                 "",
@@ -804,8 +892,14 @@ impl Engine {
     }
 
     /// Stores a ticket in the index and memory; `corrected` marks an agent-verified
-    /// example (`None` keeps the current flag).
-    pub(crate) fn store_ticket(&self, mut t: Ticket, corrected: Option<bool>) -> Result<()> {
+    /// example (`None` keeps the current flag). The caller holds the write mutex
+    /// (`_held`), so no other write lands between the index and the memory update.
+    pub(crate) fn store_ticket(
+        &self,
+        _held: &WriteLock<'_>,
+        mut t: Ticket,
+        corrected: Option<bool>,
+    ) -> Result<()> {
         self.check_ticket(&t)?;
         if t.created_at.is_empty() {
             t.created_at = now_rfc3339();
@@ -820,18 +914,31 @@ impl Engine {
 
     /// Adds or replaces a ticket; searchable and used as evidence when this returns.
     pub fn upsert_ticket(&self, t: Ticket) -> Result<()> {
-        self.store_ticket(t, None)
+        let held = self.lock_writes();
+        self.store_ticket(&held, t, None)
     }
 
-    /// Deletes a ticket; `true` if it existed.
+    /// Deletes a ticket; `true` if it existed. Serialised with other writes, so
+    /// the index and the ticket memory agree afterwards.
     pub fn delete_ticket(&self, tenant: &str, id: &str) -> Result<bool> {
+        let _held = self.lock_writes();
         let existed = self.index.delete(DocKind::Ticket, tenant, id)?;
         let in_memory = self.write().memory.remove(tenant, id);
         Ok(existed || in_memory)
     }
 
-    /// Adds or replaces an article; used for deflection when this returns.
+    /// Adds or replaces an article; used for deflection when this returns. The
+    /// phrasings are embedded first, without the write mutex; the index write
+    /// and the FAQ bank update then happen under it, together.
     pub fn upsert_article(&self, a: Article) -> Result<()> {
+        self.check_article(&a)?;
+        let vectors = self.embed_phrasings(&a)?;
+        let held = self.lock_writes();
+        self.store_article(&held, a, &vectors)
+    }
+
+    /// Validates an article against the pack.
+    fn check_article(&self, a: &Article) -> Result<()> {
         if a.id.trim().is_empty() {
             return Err(Error::InvalidInput("an article needs an id".into()));
         }
@@ -846,8 +953,14 @@ impl Engine {
                 a.category
             )));
         }
-        self.index.upsert_articles(vec![a.clone()])?;
-        let texts = FaqBank::phrasings(&a);
+        Ok(())
+    }
+
+    /// The query vectors of an article's phrasings ([`FaqBank::phrasings`]
+    /// order), reusing those the bank already holds for the same text: a vector
+    /// depends only on its text, so this needs no write mutex.
+    pub(crate) fn embed_phrasings(&self, a: &Article) -> Result<Vec<Vec<f32>>> {
+        let texts = FaqBank::phrasings(a);
         let known: Vec<Option<Vec<f32>>> = {
             let state = self.read();
             texts
@@ -862,15 +975,35 @@ impl Engine {
             .map(|(t, _)| *t)
             .collect();
         let mut fresh = self.embedder.embed(&missing, EmbedKind::Query)?.into_iter();
-        let vectors: Vec<Vec<f32>> = known
+        // Fail here, before anything is written, rather than in the bank
+        // after the index write.
+        known
             .into_iter()
-            .map(|k| k.or_else(|| fresh.next()).unwrap_or_default())
-            .collect();
-        self.write().bank.upsert(a, &vectors)
+            .map(|k| {
+                k.or_else(|| fresh.next()).ok_or_else(|| {
+                    Error::Numeric("the embedder returned fewer vectors than phrasings".into())
+                })
+            })
+            .collect()
     }
 
-    /// Deletes an article; `true` if it existed.
+    /// Writes a checked article to the index and the FAQ bank (`vectors` from
+    /// [`Engine::embed_phrasings`]). The caller holds the write mutex (`_held`),
+    /// so a concurrent delete cannot land between the two.
+    pub(crate) fn store_article(
+        &self,
+        _held: &WriteLock<'_>,
+        a: Article,
+        vectors: &[Vec<f32>],
+    ) -> Result<()> {
+        self.index.upsert_articles(vec![a.clone()])?;
+        self.write().bank.upsert(a, vectors)
+    }
+
+    /// Deletes an article; `true` if it existed. Serialised with other writes,
+    /// so the index and the FAQ bank agree afterwards.
     pub fn delete_article(&self, tenant: &str, id: &str) -> Result<bool> {
+        let _held = self.lock_writes();
         let existed = self.index.delete(DocKind::Article, tenant, id)?;
         let in_bank = self.write().bank.remove(tenant, id);
         Ok(existed || in_bank)
@@ -933,12 +1066,16 @@ impl Engine {
     }
 }
 
-/// Upserts the pack's tickets and articles into a fresh index.
+/// Upserts the pack's tickets and articles into the index: all of them on first
+/// start, the new or changed ones when [`crate::packsync::sync_pack`] finds the
+/// pack edited. Runs inside [`Engine::open`], before any request can write.
 fn ingest_pack(index: &Index, pack: &Pack) -> Result<()> {
     tracing::info!(
         tickets = pack.tickets.len(),
         articles = pack.articles.len(),
-        "first start: ingesting pack {}",
+        "ingesting {} tickets and {} articles of pack {}",
+        pack.tickets.len(),
+        pack.articles.len(),
         pack.name
     );
     for (n, chunk) in pack.tickets.chunks(INGEST_BATCH).enumerate() {

@@ -8,17 +8,17 @@
 //! article, so the same question is answered next time.
 
 use std::fs::{File, OpenOptions};
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 use serde::{Deserialize, Serialize};
 
 use crate::api::{Feedback, FeedbackOutcome};
-use crate::engine::{now_rfc3339, ticket_text, Engine};
+use crate::engine::{now_rfc3339, ticket_text, Engine, WriteLock};
 use crate::error::{Error, Result};
 use crate::faqbank::FaqBank;
-use indexer::Ticket;
+use indexer::{Article, Ticket};
 
 /// One stored correction.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -44,36 +44,31 @@ pub struct FeedbackLog {
 
 impl FeedbackLog {
     /// Opens (creating) the log and returns the records already in it. A torn
-    /// last line (a crash mid-append) is skipped with a warning.
+    /// last line (a crash mid-append, even one that cut a multi-byte character)
+    /// is skipped with a warning and cut off the file, so the next append does
+    /// not bury it mid-file; an undecodable line elsewhere is an error (see
+    /// [`FeedbackLog::read`]).
     pub fn open(path: &Path) -> Result<(FeedbackLog, Vec<FeedbackRecord>)> {
         let io = |source| Error::Io {
             path: path.to_path_buf(),
             source,
         };
-        let mut records = Vec::new();
-        if path.exists() {
-            let reader = BufReader::new(File::open(path).map_err(io)?);
-            for (n, line) in reader.lines().enumerate() {
-                let line = line.map_err(io)?;
-                if line.trim().is_empty() {
-                    continue;
-                }
-                match serde_json::from_str::<FeedbackRecord>(&line) {
-                    Ok(r) => records.push(r),
-                    Err(e) => tracing::warn!(
-                        line = n + 1,
-                        error = %e,
-                        "skipping unreadable feedback record in {}",
-                        path.display()
-                    ),
-                }
-            }
-        }
+        let scan = scan(path)?;
         let file = OpenOptions::new()
             .create(true)
             .append(true)
             .open(path)
             .map_err(io)?;
+        if let Some(torn_at) = scan.torn_at {
+            tracing::warn!(
+                offset = torn_at,
+                "cutting the torn last line off {}",
+                path.display()
+            );
+            file.set_len(torn_at).map_err(io)?;
+            file.sync_data().map_err(io)?;
+        }
+        let records = scan.records;
         Ok((
             FeedbackLog {
                 path: path.to_path_buf(),
@@ -81,6 +76,19 @@ impl FeedbackLog {
             },
             records,
         ))
+    }
+
+    /// The records in the log at `path` (none if it does not exist), without
+    /// opening it for appending: pack re-ingestion reads which tickets and
+    /// articles agents corrected, so it does not overwrite them.
+    ///
+    /// A last line that is not valid UTF-8 or not a record (a torn append) is
+    /// skipped with a warning. Elsewhere, a line that is not valid UTF-8 is
+    /// corruption and an error naming the file and line; a valid UTF-8 line
+    /// that is not a record is skipped with a warning, since logs written
+    /// before torn tails were cut off may hold an old torn append mid-file.
+    pub fn read(path: &Path) -> Result<Vec<FeedbackRecord>> {
+        Ok(scan(path)?.records)
     }
 
     /// Appends one record durably.
@@ -94,15 +102,166 @@ impl FeedbackLog {
             .file
             .lock()
             .map_err(|_| Error::Numeric("feedback log lock poisoned".into()))?;
+        let before = f.metadata().map_err(io)?.len();
         // Start on a fresh line even if a previous append was torn.
-        f.write_all(format!("\n{line}\n").as_bytes()).map_err(io)?;
-        f.sync_data().map_err(io)
+        let written = f
+            .write_all(format!("\n{line}\n").as_bytes())
+            .and_then(|()| f.sync_data());
+        if let Err(e) = written {
+            // Take a partial record back off the file: the caller is told it
+            // failed, and a later append must not bury it mid-file.
+            if let Err(cut) = f.set_len(before) {
+                tracing::warn!(
+                    error = %cut,
+                    "could not cut a failed append off {}",
+                    self.path.display()
+                );
+            }
+            return Err(io(e));
+        }
+        Ok(())
     }
+}
+
+/// What [`scan`] found in a feedback log.
+#[derive(Default)]
+struct Scan {
+    /// The records, in file order.
+    records: Vec<FeedbackRecord>,
+    /// Byte offset of a skipped (torn) last line, where the file can be cut.
+    torn_at: Option<u64>,
+}
+
+/// Reads the log at `path` as bytes and parses it line by line (see
+/// [`FeedbackLog::read`] for what is skipped and what is an error).
+fn scan(path: &Path) -> Result<Scan> {
+    let bytes = match std::fs::read(path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Scan::default()),
+        Err(source) => {
+            return Err(Error::Io {
+                path: path.to_path_buf(),
+                source,
+            })
+        }
+    };
+    // `(byte offset, line)` for every line, the last one with or without a newline.
+    let mut lines: Vec<(usize, &[u8])> = Vec::new();
+    let mut start = 0;
+    for piece in bytes.split_inclusive(|&b| b == b'\n') {
+        lines.push((start, piece.strip_suffix(b"\n").unwrap_or(piece)));
+        start += piece.len();
+    }
+    let blank = |l: &[u8]| l.iter().all(u8::is_ascii_whitespace);
+    let last = lines.iter().rposition(|(_, l)| !blank(l));
+    let mut scan = Scan::default();
+    for (n, &(offset, raw)) in lines.iter().enumerate() {
+        if blank(raw) {
+            continue;
+        }
+        let is_last = Some(n) == last;
+        let parsed = match std::str::from_utf8(raw) {
+            Ok(text) => serde_json::from_str::<FeedbackRecord>(text).map_err(|e| e.to_string()),
+            Err(e) if is_last => Err(format!("not valid UTF-8: {e}")),
+            Err(e) => {
+                return Err(Error::Io {
+                    path: path.to_path_buf(),
+                    source: std::io::Error::new(
+                        std::io::ErrorKind::InvalidData,
+                        format!(
+                            "line {}: not valid UTF-8 ({e}); the feedback log is corrupt \
+                             (only a torn last line is skipped)",
+                            n + 1
+                        ),
+                    ),
+                })
+            }
+        };
+        match parsed {
+            Ok(r) => scan.records.push(r),
+            Err(error) if is_last => {
+                tracing::warn!(
+                    line = n + 1,
+                    %error,
+                    text = %String::from_utf8_lossy(&raw[..raw.len().min(200)]),
+                    "skipping a torn last feedback record in {}",
+                    path.display()
+                );
+                scan.torn_at = u64::try_from(offset).ok();
+            }
+            Err(error) => tracing::warn!(
+                line = n + 1,
+                %error,
+                "skipping an unreadable feedback record in {}",
+                path.display()
+            ),
+        }
+    }
+    Ok(scan)
+}
+
+/// A validated piece of feedback: everything it will change, computed before
+/// anything is written, so a refused request changes nothing.
+struct FeedbackPlan {
+    /// The relabelled ticket to store as an agent-verified example.
+    ticket: Option<Ticket>,
+    /// The article with the message added as a phrasing (`None` when unchanged).
+    article: Option<Article>,
+    /// What the caller is told.
+    outcome: FeedbackOutcome,
 }
 
 impl Engine {
     /// Applies an agent's correction or confirmation; it takes effect on the very next call.
+    ///
+    /// All or nothing: every part is validated first (the ticket or its text, the
+    /// labels, the article and the message), then the record is appended durably to
+    /// the feedback log, then the ticket and article are updated. A refused request
+    /// (unknown article, unknown category, ...) leaves the index, the ticket memory
+    /// and the log as they were.
+    ///
+    /// The whole read-modify-write runs under the engine's write mutex: parallel
+    /// corrections of one ticket or article each start from the previous one's
+    /// result, so none is lost, and the log lists them in the order applied.
     pub fn feedback(&self, fb: Feedback) -> Result<FeedbackOutcome> {
+        let held = self.lock_writes();
+        let plan = self.plan_feedback(&held, &fb)?;
+        self.log.append(&FeedbackRecord {
+            at: now_rfc3339(),
+            tenant: fb.tenant.clone(),
+            ticket_id: plan.outcome.ticket_id.clone(),
+            changes: plan.outcome.changes.clone(),
+            article: plan.outcome.article_updated.clone(),
+        })?;
+        let applied = plan
+            .ticket
+            .map_or(Ok(()), |t| self.store_ticket(&held, t, Some(true)))
+            .and_then(|()| {
+                plan.article.map_or(Ok(()), |a| {
+                    let vectors = self.embed_phrasings(&a)?;
+                    self.store_article(&held, a, &vectors)
+                })
+            });
+        if let Err(e) = applied {
+            // Validation passed, so this is a storage or model failure after the
+            // record was logged; the caller sees the error and may resend.
+            tracing::error!(
+                ticket = %plan.outcome.ticket_id,
+                error = %e,
+                "feedback logged but not fully applied"
+            );
+            return Err(e);
+        }
+        self.count_correction();
+        drop(held);
+        let outcome = plan.outcome;
+        tracing::info!(ticket = %outcome.ticket_id, changes = ?outcome.changes, "feedback stored");
+        Ok(outcome)
+    }
+
+    /// Validates `fb` and computes what it changes, without changing anything;
+    /// called with the write mutex held, so the plan starts from the stored state.
+    fn plan_feedback(&self, _held: &WriteLock<'_>, fb: &Feedback) -> Result<FeedbackPlan> {
         let relabels = fb.category.is_some()
             || fb.priority.is_some()
             || fb.queue.is_some()
@@ -111,6 +270,11 @@ impl Engine {
             return Err(Error::InvalidInput(
                 "feedback needs a correction (category, priority, queue, fields) or solved_by_article"
                     .into(),
+            ));
+        }
+        if fb.fields.keys().any(|k| k.trim().is_empty()) {
+            return Err(Error::InvalidInput(
+                "feedback fields need non-empty names".into(),
             ));
         }
         let mut outcome = FeedbackOutcome::default();
@@ -172,10 +336,12 @@ impl Engine {
                     t.queue = q.to_string();
                 }
             }
-            self.store_ticket(t.clone(), Some(true))?;
+            // The labels are checked here, not when the ticket is stored.
+            self.check_ticket(&t)?;
             outcome.ticket_id = t.id.clone();
             ticket = Some(t);
         }
+        let mut article = None;
         if let Some(article_id) = &fb.solved_by_article {
             let mut a = self
                 .get_article(&fb.tenant, article_id)
@@ -198,23 +364,18 @@ impl Engine {
                     .push(format!("article {article_id}: phrasing already known"));
             } else {
                 a.alt_questions.push(message);
-                self.upsert_article(a)?;
+                article = Some(a);
                 outcome.changes.push(format!(
                     "article {article_id}: added the message as a phrasing"
                 ));
             }
             outcome.article_updated = Some(article_id.clone());
         }
-        self.log.append(&FeedbackRecord {
-            at: now_rfc3339(),
-            tenant: fb.tenant.clone(),
-            ticket_id: outcome.ticket_id.clone(),
-            changes: outcome.changes.clone(),
-            article: outcome.article_updated.clone(),
-        })?;
-        self.count_correction();
-        tracing::info!(ticket = %outcome.ticket_id, changes = ?outcome.changes, "feedback stored");
-        Ok(outcome)
+        Ok(FeedbackPlan {
+            ticket,
+            article,
+            outcome,
+        })
     }
 }
 

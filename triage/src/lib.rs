@@ -26,6 +26,7 @@ pub mod knn;
 pub mod logreg;
 pub mod memory;
 pub mod pack;
+pub mod packsync;
 pub mod priority;
 pub mod recommend;
 pub mod textsim;

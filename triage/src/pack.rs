@@ -4,7 +4,7 @@
 //! A pack is edited by hand by a support team, so every validation error names
 //! the file, the 1-based line and the key that is wrong ([`Error::Pack`]).
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 
@@ -14,6 +14,11 @@ use serde::{Deserialize, Serialize};
 use toml::Spanned;
 
 use crate::error::{Error, Result};
+
+/// Default of `[thresholds] classify_abstain`: below this calibrated probability a
+/// label decision abstains. Also the default of `triage eval classify --threshold`,
+/// so an evaluation measures what a pack without the key would do.
+pub const DEFAULT_CLASSIFY_ABSTAIN: f32 = 0.55;
 
 /// The four priority levels, most urgent first. A pack must define exactly these.
 pub const PRIORITY_LEVELS: [&str; 4] = ["P0", "P1", "P2", "P3"];
@@ -58,6 +63,11 @@ pub struct Pack {
     /// empty if absent): the category classifier learns them as "none of these", so
     /// an unrelated request is sent to a human instead of into a queue.
     pub out_of_scope: Vec<String>,
+    /// Fingerprint of the documents the pack puts in the index (`tickets.jsonl` and
+    /// `articles.jsonl` as loaded; see [`crate::packsync::fingerprint`]): a data
+    /// directory re-ingests the pack when it changes.
+    #[serde(skip)]
+    pub fingerprint: String,
 }
 
 /// Decision thresholds; each has a default used when the key is absent.
@@ -78,7 +88,7 @@ pub struct Thresholds {
 impl Default for Thresholds {
     fn default() -> Self {
         Thresholds {
-            classify_abstain: 0.55,
+            classify_abstain: DEFAULT_CLASSIFY_ABSTAIN,
             deflect_answer: 0.80,
             deflect_clarify: 0.45,
             duplicate_similarity: 0.92,
@@ -150,21 +160,29 @@ impl Pack {
         pack.dir = dir.to_path_buf();
 
         let articles_path = dir.join("articles.jsonl");
+        let mut articles_source = None;
         if articles_path.exists() {
             let source = read_file(&articles_path)?;
             let articles = parse_jsonl(&articles_path, &source, |line, article| {
                 pack.check_article(&articles_path, line, article)
             })?;
             pack.articles = articles;
+            articles_source = Some(source);
         }
         let tickets_path = dir.join("tickets.jsonl");
+        let mut tickets_source = None;
         if tickets_path.exists() {
             let source = read_file(&tickets_path)?;
             let tickets = parse_jsonl(&tickets_path, &source, |line, ticket| {
                 pack.check_ticket(&tickets_path, line, ticket)
             })?;
             pack.tickets = tickets;
+            tickets_source = Some(source);
         }
+        pack.fingerprint = crate::packsync::fingerprint(&[
+            ("tickets.jsonl", tickets_source.as_deref()),
+            ("articles.jsonl", articles_source.as_deref()),
+        ]);
         let oos_path = dir.join("out_of_scope.jsonl");
         if oos_path.exists() {
             pack.out_of_scope = parse_texts(&oos_path, &read_file(&oos_path)?)?;
@@ -330,20 +348,21 @@ fn parse_texts(file: &Path, source: &str) -> Result<Vec<String>> {
     struct Line {
         text: String,
     }
+    let known: BTreeSet<String> = BTreeSet::from(["text".to_string()]);
     let mut texts = Vec::new();
     for (index, line) in source
         .lines()
         .enumerate()
         .filter(|(_, l)| !l.trim().is_empty())
     {
-        let record: Line = serde_json::from_str(line).map_err(|e| {
-            pack_error(
-                file,
-                index + 1,
-                "text",
-                format!("expected {{\"text\": \"...\"}}: {e}"),
-            )
-        })?;
+        let expected = |e: &dyn std::fmt::Display| format!("expected {{\"text\": \"...\"}}: {e}");
+        let value: serde_json::Value = serde_json::from_str(line)
+            .map_err(|e| pack_error(file, index + 1, "text", expected(&e)))?;
+        if let serde_json::Value::Object(object) = &value {
+            check_keys(file, index + 1, object, &known)?;
+        }
+        let record: Line = serde_json::from_value(value)
+            .map_err(|e| pack_error(file, index + 1, "text", expected(&e)))?;
         if record.text.trim().is_empty() {
             return Err(pack_error(file, index + 1, "text", "empty `text`"));
         }
@@ -500,6 +519,7 @@ fn parse_config(file: &Path, source: &str) -> Result<Pack> {
         articles: Vec::new(),
         tickets: Vec::new(),
         out_of_scope: Vec::new(),
+        fingerprint: String::new(),
     })
 }
 
@@ -941,13 +961,72 @@ impl HasId for Ticket {
     }
 }
 
+/// The keys a JSONL record type accepts: the keys of its default value serialised
+/// (every field of `Ticket` and `Article` is serialised, and both default every
+/// field). Derived rather than listed so a field added to the indexer's types is
+/// accepted here without a second edit.
+fn known_keys<T: Serialize + Default>() -> BTreeSet<String> {
+    match serde_json::to_value(T::default()) {
+        Ok(serde_json::Value::Object(object)) => object.keys().cloned().collect(),
+        _ => BTreeSet::new(),
+    }
+}
+
+/// Rejects a key of a JSONL object that the record type does not have: serde
+/// would ignore it, so a typo such as `catgory` would load an unlabelled ticket.
+fn check_keys(
+    file: &Path,
+    line: usize,
+    object: &serde_json::Map<String, serde_json::Value>,
+    known: &BTreeSet<String>,
+) -> Result<()> {
+    let Some(unknown) = object.keys().find(|k| !known.contains(*k)) else {
+        return Ok(());
+    };
+    let hint = known
+        .iter()
+        .map(|k| (edit_distance(k, unknown), k))
+        .filter(|(d, _)| *d <= 2)
+        .min()
+        .map(|(_, k)| format!("did you mean `{k}`? "))
+        .unwrap_or_default();
+    let expected: Vec<&str> = known.iter().map(String::as_str).collect();
+    Err(pack_error(
+        file,
+        line,
+        unknown,
+        format!(
+            "unknown key `{unknown}` ({hint}expected one of: {})",
+            expected.join(", ")
+        ),
+    ))
+}
+
+/// Levenshtein distance in characters, for "did you mean" hints on short keys.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut diagonal = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let substitution = diagonal + usize::from(ca != *cb);
+            diagonal = row[j + 1];
+            row[j + 1] = substitution.min(row[j] + 1).min(row[j + 1] + 1);
+        }
+    }
+    row[b.len()]
+}
+
 /// Parses a JSONL file of records: blank lines are skipped, every other line
-/// must be a JSON object with a unique non-empty `id` and pass `check`.
+/// must be a JSON object with only the record's keys, a unique non-empty `id`,
+/// and pass `check`.
 fn parse_jsonl<T, F>(file: &Path, source: &str, mut check: F) -> Result<Vec<T>>
 where
-    T: DeserializeOwned + HasId,
+    T: DeserializeOwned + Serialize + Default + HasId,
     F: FnMut(usize, &T) -> Result<()>,
 {
+    let known = known_keys::<T>();
     let mut records = Vec::new();
     let mut first_line: HashMap<String, usize> = HashMap::new();
     for (index, text) in source.lines().enumerate() {
@@ -966,6 +1045,7 @@ where
         let serde_json::Value::Object(object) = &value else {
             return Err(pack_error(file, line, "json", "expected a JSON object"));
         };
+        check_keys(file, line, object, &known)?;
         let record: T = serde_json::from_value(value.clone())
             .map_err(|e| json_field_error::<T>(file, line, object, &e))?;
         let id = record.id().trim();
@@ -1016,6 +1096,27 @@ mod tests {
         assert_eq!(line_of(text, 2), 2);
         assert_eq!(line_of(text, 5), 3);
         assert_eq!(line_of(text, 100), 3);
+    }
+
+    #[test]
+    fn known_keys_are_every_record_field() {
+        let ticket = known_keys::<Ticket>();
+        for key in [
+            "id", "title", "body", "category", "priority", "queue", "fields",
+        ] {
+            assert!(ticket.contains(key), "{key} missing from {ticket:?}");
+        }
+        assert_eq!(ticket.len(), 13, "{ticket:?}");
+        let article = known_keys::<Article>();
+        assert!(article.contains("alt_questions") && !article.contains("body"));
+    }
+
+    #[test]
+    fn edit_distance_counts_single_edits() {
+        assert_eq!(edit_distance("category", "catgory"), 1);
+        assert_eq!(edit_distance("body", "body"), 0);
+        assert_eq!(edit_distance("", "abc"), 3);
+        assert_eq!(edit_distance("queue", "qeueu"), 2);
     }
 
     #[test]

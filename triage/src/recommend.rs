@@ -8,9 +8,11 @@ use indexer::{DocKind, Document, Explanation, Hit, Ticket};
 use time::OffsetDateTime;
 
 use crate::api::{Duplicate, FieldValue, PredictedResolution};
+use crate::engine::ticket_text;
 use crate::error::Result;
 use crate::memory::TicketMemory;
 use crate::pack::FieldSpec;
+use crate::textsim::{containment, Units};
 
 /// Most duplicates reported.
 const MAX_DUPLICATES: usize = 5;
@@ -42,11 +44,18 @@ pub fn is_resolved(t: &Ticket) -> bool {
     !t.resolution.trim().is_empty()
 }
 
-/// Recent near-identical tickets of the same tenant, same customer first.
+/// A duplicate must also repeat at least this share of the shorter text's
+/// words (see [`containment`]): embeddings put different faults of one
+/// appliance (不脱水 / 不制冷 / 漏水) close to each other.
+pub const DUPLICATE_MIN_OVERLAP: f32 = 0.5;
+
+/// Recent near-identical tickets of the same tenant, same customer first: at
+/// least `threshold` similar in meaning and [`DUPLICATE_MIN_OVERLAP`] in wording.
 #[allow(clippy::too_many_arguments)]
 pub fn duplicates(
     memory: &TicketMemory,
     v: &[f32],
+    text: &str,
     tenant: &str,
     customer_id: &str,
     exclude_id: &str,
@@ -62,10 +71,15 @@ pub fn duplicates(
         since.unix_timestamp(),
         (now + time::Duration::days(1)).unix_timestamp(),
     );
+    let units = Units::new(text);
     let near = memory.nearest_at_least(v, 50, threshold, |e| {
         e.created.is_some_and(|c| c >= since && c <= until)
             && e.ticket.tenant == tenant
             && e.ticket.id != exclude_id
+            && containment(
+                &units,
+                &Units::new(&ticket_text(&e.ticket.title, &e.ticket.body)),
+            ) >= DUPLICATE_MIN_OVERLAP
     })?;
     let mut out: Vec<Duplicate> = near
         .into_iter()
@@ -96,10 +110,17 @@ fn weights(neighbours: &[(usize, f32)]) -> Vec<f32> {
         .collect()
 }
 
-/// The resolution the resolved neighbours agree on: a similarity-weighted vote
-/// over their exact resolution texts, else over their categories (the text is
-/// then the most similar supporting ticket's). `None` when no group reaches
-/// half the weight with at least two tickets.
+/// Two resolutions count as the same fix when the shorter one's words are at
+/// least this much in the other (see [`containment`]): "更换进水阀" and
+/// "更换了进水阀，测试正常" agree, "更换进水阀" and "更换排水泵" do not.
+const RESOLUTION_MIN_OVERLAP: f32 = 0.6;
+
+/// The resolution the resolved neighbours agree on: each neighbour's
+/// resolution is supported by the similarity-weighted neighbours whose
+/// resolution says the same (see [`RESOLUTION_MIN_OVERLAP`]); the best
+/// supported one is predicted, with its share of the weight as probability.
+/// `None` when no resolution has at least two supporters and half the weight:
+/// neighbours of the same category with different fixes predict nothing.
 pub fn predict_resolution(
     memory: &TicketMemory,
     resolved: &[(usize, f32)],
@@ -109,39 +130,32 @@ pub fn predict_resolution(
     }
     let w = weights(resolved);
     let total: f32 = w.iter().sum();
-    let keyed = |key: &dyn Fn(&Ticket) -> String| {
-        let mut groups: BTreeMap<String, (f32, Vec<usize>)> = BTreeMap::new();
-        for ((i, _), wi) in resolved.iter().zip(&w) {
-            let k = key(&memory.item(*i).ticket);
-            if k.is_empty() {
-                continue;
-            }
-            let g = groups.entry(k).or_default();
-            g.0 += wi;
-            g.1.push(*i);
+    let units: Vec<Units> = resolved
+        .iter()
+        .map(|(i, _)| Units::new(&memory.item(*i).ticket.resolution))
+        .collect();
+    let mut best: Option<(f32, usize, Vec<usize>)> = None;
+    for (a, ua) in units.iter().enumerate() {
+        if ua.set.is_empty() {
+            continue;
         }
-        groups
-            .into_values()
-            .max_by(|a, b| a.0.total_cmp(&b.0))
-            .filter(|(weight, members)| {
-                members.len() >= 2 && weight / total >= RESOLUTION_MIN_SHARE
-            })
-    };
-    let by_text = keyed(&|t| {
-        t.resolution
-            .split_whitespace()
-            .collect::<Vec<_>>()
-            .join(" ")
-    });
-    let best = by_text.or_else(|| keyed(&|t| t.category.clone()))?;
-    let first = memory.item(best.1[0]).ticket.clone();
+        let members: Vec<usize> = (0..units.len())
+            .filter(|&b| containment(ua, &units[b]) >= RESOLUTION_MIN_OVERLAP)
+            .collect();
+        let support: f32 = members.iter().map(|&b| w[b]).sum();
+        // Ties go to the more similar neighbour (the earlier one).
+        if best.as_ref().is_none_or(|(s, _, _)| support > *s) {
+            best = Some((support, a, members));
+        }
+    }
+    let (support, a, members) =
+        best.filter(|(s, _, m)| m.len() >= 2 && s / total >= RESOLUTION_MIN_SHARE)?;
     Some(PredictedResolution {
-        text: first.resolution,
-        probability: best.0 / total,
-        supporting_ticket_ids: best
-            .1
+        text: memory.item(resolved[a].0).ticket.resolution.clone(),
+        probability: support / total,
+        supporting_ticket_ids: members
             .iter()
-            .map(|i| memory.item(*i).ticket.id.clone())
+            .map(|&b| memory.item(resolved[b].0).ticket.id.clone())
             .collect(),
     })
 }
@@ -198,6 +212,7 @@ mod tests {
     fn add(m: &mut TicketMemory, id: &str, v: [f32; 2], resolution: &str, product: &str) {
         let mut t = Ticket {
             id: id.into(),
+            body: "电视开不了机，指示灯不亮".into(),
             resolution: resolution.into(),
             category: "c".into(),
             created_at: "2026-03-01T00:00:00Z".into(),
@@ -234,20 +249,50 @@ mod tests {
     }
 
     #[test]
+    fn the_same_fix_in_other_words_agrees_and_different_fixes_do_not() {
+        let mut m = TicketMemory::new(2);
+        add(&mut m, "a", [1.0, 0.0], "更换进水阀", "");
+        add(&mut m, "b", [1.0, 0.01], "更换了进水阀，测试正常", "");
+        add(&mut m, "c", [1.0, 0.02], "清理排水泵滤网", "");
+        let near = m.nearest(&[1.0, 0.0], 3, |_| true).unwrap();
+        let p = predict_resolution(&m, &near).unwrap();
+        assert_eq!(p.text, "更换进水阀");
+        assert_eq!(p.supporting_ticket_ids, vec!["a", "b"]);
+        assert!(p.probability > 0.5 && p.probability < 1.0);
+        // Same category, three different fixes: nothing to predict.
+        let mut m = TicketMemory::new(2);
+        add(&mut m, "a", [1.0, 0.0], "更换进水阀", "");
+        add(&mut m, "b", [1.0, 0.01], "更换排水泵", "");
+        add(&mut m, "c", [1.0, 0.02], "重置主板程序", "");
+        let near = m.nearest(&[1.0, 0.0], 3, |_| true).unwrap();
+        assert!(predict_resolution(&m, &near).is_none());
+    }
+
+    #[test]
     fn duplicates_are_recent_similar_and_same_customer_first() {
         let m = memory();
         let now = OffsetDateTime::parse("2026-03-05T00:00:00Z", &Rfc3339).unwrap();
-        let d = duplicates(&m, &[1.0, 0.0], "", "C1", "", 0.99, 14, now).unwrap();
+        let text = "电视又开不了机了";
+        let d = duplicates(&m, &[1.0, 0.0], text, "", "C1", "", 0.99, 14, now).unwrap();
         assert_eq!(
             d.iter().map(|x| x.ticket.id.as_str()).collect::<Vec<_>>(),
             vec!["b", "a"]
         );
         assert!(d[0].same_customer);
         let later = OffsetDateTime::parse("2026-06-01T00:00:00Z", &Rfc3339).unwrap();
-        assert!(duplicates(&m, &[1.0, 0.0], "", "C1", "", 0.99, 14, later)
-            .unwrap()
-            .is_empty());
-        let forever = duplicates(&m, &[1.0, 0.0], "", "C1", "", 0.99, u32::MAX, later).unwrap();
+        // As close in meaning, but other words: not a duplicate.
+        assert!(
+            duplicates(&m, &[1.0, 0.0], "冰箱漏水", "", "C1", "", 0.99, 14, now)
+                .unwrap()
+                .is_empty()
+        );
+        assert!(
+            duplicates(&m, &[1.0, 0.0], text, "", "C1", "", 0.99, 14, later)
+                .unwrap()
+                .is_empty()
+        );
+        let forever =
+            duplicates(&m, &[1.0, 0.0], text, "", "C1", "", 0.99, u32::MAX, later).unwrap();
         assert_eq!(forever.len(), 2);
     }
 

@@ -97,6 +97,19 @@ impl Units {
     }
 }
 
+/// Share of the shorter text's units and unit bigrams that the other text has
+/// too: 1 when one text repeats the other (whatever else it adds), low when
+/// two texts only share a few common characters.
+pub fn containment(a: &Units, b: &Units) -> f32 {
+    let shared = a.set.intersection(&b.set).count() + a.bigrams.intersection(&b.bigrams).count();
+    let size = (a.set.len() + a.bigrams.len()).min(b.set.len() + b.bigrams.len());
+    if size == 0 {
+        0.0
+    } else {
+        shared as f32 / size as f32
+    }
+}
+
 /// Jaccard similarity of two sets (0 when both are empty).
 pub fn jaccard(a: &HashSet<String>, b: &HashSet<String>) -> f32 {
     let inter = a.intersection(b).count();
@@ -187,6 +200,21 @@ pub fn edit_similarity(a: &[String], b: &[String]) -> f32 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn containment_is_high_for_repeats_only() {
+        let c = |a: &str, b: &str| containment(&Units::new(a), &Units::new(b));
+        assert_eq!(c("洗衣机不脱水", "洗衣机不脱水了，怎么回事？"), 1.0);
+        assert!(c("洗衣机不脱水", "空调不制冷了") < 0.2);
+        assert!(c("洗碗机漏水", "洗衣机不脱水") < 0.5);
+        assert!(
+            c(
+                "Washer trips the breaker",
+                "the washer trips the breaker again"
+            ) > 0.8
+        );
+        assert_eq!(c("", "anything"), 0.0);
+    }
 
     #[test]
     fn units_split_cjk_words_and_numbers() {

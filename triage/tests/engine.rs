@@ -437,3 +437,626 @@ fn the_engine_can_be_shared_between_threads() {
     }
     assert_eq!(engine.stats().tickets, 47);
 }
+
+/// Opens an engine that is expected to fail.
+fn open_err(pack: &Path, data: &Path) -> Error {
+    match Engine::open(
+        EngineConfig {
+            pack_dir: pack.to_path_buf(),
+            data_dir: data.to_path_buf(),
+        },
+        Arc::new(HashEmbedder::new(256)),
+    ) {
+        Ok(_) => panic!("the engine should not open"),
+        Err(e) => e,
+    }
+}
+
+/// Non-blank lines of the feedback log.
+fn feedback_records(data: &Path) -> usize {
+    std::fs::read_to_string(data.join("feedback.jsonl"))
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .count()
+}
+
+#[test]
+fn refused_feedback_changes_nothing() {
+    let pack = tempfile::tempdir().unwrap();
+    let data = tempfile::tempdir().unwrap();
+    common::write_pack(pack.path());
+    let e = open(pack.path(), data.path());
+    let text = "空调不制冷，吹出来的是热风";
+    let before = e.triage(&request(text)).unwrap();
+    assert_eq!(before.category.label.as_deref(), Some("repair.not_cooling"));
+
+    // A relabel of a new ticket with an unknown article: 404, and no part applied.
+    let err = e
+        .feedback(Feedback {
+            ticket_id: "NEW-9".into(),
+            body: text.into(),
+            category: Some("repair.leak".into()),
+            priority: Some("P1".into()),
+            solved_by_article: Some("kb-none".into()),
+            ..Feedback::default()
+        })
+        .unwrap_err();
+    assert!(matches!(err, Error::NotFound(_)), "{err}");
+    assert!(err.to_string().contains("kb-none"), "{err}");
+    // Same for a relabel of a stored pack ticket.
+    assert!(matches!(
+        e.feedback(Feedback {
+            ticket_id: "T-0100".into(),
+            category: Some("billing.invoice".into()),
+            solved_by_article: Some("kb-none".into()),
+            ..Feedback::default()
+        }),
+        Err(Error::NotFound(_))
+    ));
+    // A valid article with an invalid category does not teach the article.
+    let chat = ChatMessage {
+        text: "制冷坏掉了该咋整".into(),
+        ..ChatMessage::default()
+    };
+    let deflect_before = e.deflect(&chat).unwrap();
+    assert!(matches!(
+        e.feedback(Feedback {
+            ticket_id: "NEW-10".into(),
+            body: chat.text.clone(),
+            category: Some("no.such.category".into()),
+            solved_by_article: Some("kb-cool".into()),
+            ..Feedback::default()
+        }),
+        Err(Error::InvalidInput(_))
+    ));
+
+    let after = e.triage(&request(text)).unwrap();
+    assert_eq!(after.category.label, before.category.label);
+    assert_eq!(after.category.confidence, before.category.confidence);
+    assert_eq!(after.priority.label, before.priority.label);
+    assert_eq!(after.queue.label, before.queue.label);
+    assert!(after.neighbours.iter().all(|h| !h.id.starts_with("NEW-")));
+    assert_eq!(
+        e.deflect(&chat).unwrap().action,
+        deflect_before.action,
+        "the article learned nothing"
+    );
+    assert!(e.get_ticket("", "NEW-9").unwrap().is_none());
+    assert!(e.get_ticket("", "NEW-10").unwrap().is_none());
+    let pack_ticket = e.get_ticket("", "T-0100").unwrap().unwrap();
+    assert_eq!(pack_ticket.category, "repair.not_cooling");
+    assert_eq!(e.stats().corrections, 0);
+    assert_eq!(e.stats().tickets, 45);
+    assert_eq!(feedback_records(data.path()), 0, "nothing logged");
+
+    // Accepted feedback is logged and applied.
+    e.feedback(Feedback {
+        ticket_id: "NEW-9".into(),
+        body: text.into(),
+        category: Some("repair.leak".into()),
+        ..Feedback::default()
+    })
+    .unwrap();
+    assert_eq!(feedback_records(data.path()), 1);
+    assert_eq!(
+        e.triage(&request(text)).unwrap().category.label.as_deref(),
+        Some("repair.leak")
+    );
+}
+
+#[test]
+fn an_edited_pack_is_reingested_on_the_next_open() {
+    let pack = tempfile::tempdir().unwrap();
+    let data = tempfile::tempdir().unwrap();
+    common::write_pack(pack.path());
+    let refund = ChatMessage {
+        text: "如何申请退款？".into(),
+        ..ChatMessage::default()
+    };
+    let taught = ChatMessage {
+        text: "洗衣机往外冒水咋办".into(),
+        ..ChatMessage::default()
+    };
+    {
+        let e = open(pack.path(), data.path());
+        let a = e.deflect(&refund).unwrap();
+        assert_eq!(a.candidates[0].article.answer, "在订单页点击申请退款。");
+        // An article added through the API, a correction of a pack ticket and a
+        // phrasing taught by feedback: none may be lost when the pack changes.
+        e.upsert_article(indexer::Article {
+            id: "kb-api".into(),
+            question: "门店几点关门？".into(),
+            answer: "晚上九点。".into(),
+            ..indexer::Article::default()
+        })
+        .unwrap();
+        e.feedback(Feedback {
+            ticket_id: "T-0000".into(),
+            category: Some("billing.invoice".into()),
+            ..Feedback::default()
+        })
+        .unwrap();
+        e.feedback(Feedback {
+            solved_by_article: Some("kb-leak".into()),
+            message: Some(taught.text.clone()),
+            ..Feedback::default()
+        })
+        .unwrap();
+    }
+    let marker = std::fs::read_to_string(data.path().join("pack-ingested")).unwrap();
+    assert!(
+        marker.starts_with("test-appliances\nfingerprint=sha256:"),
+        "{marker}"
+    );
+
+    // Edit the pack: a new answer for kb-refund and a new article.
+    let path = pack.path().join("articles.jsonl");
+    let articles = std::fs::read_to_string(&path).unwrap().replace(
+        "在订单页点击申请退款。",
+        "请在“我的订单”中点击“退款”，3个工作日内到账。",
+    ) + &serde_json::json!({"id": "kb-new", "question": "怎么预约上门安装？", "answer": "在服务页预约安装。"})
+        .to_string()
+        + "\n";
+    std::fs::write(&path, articles).unwrap();
+
+    let e = open(pack.path(), data.path());
+    let a = e.deflect(&refund).unwrap();
+    assert_eq!(a.action, DeflectAction::Answer, "{a:?}");
+    assert_eq!(a.candidates[0].article.id, "kb-refund");
+    assert_eq!(
+        a.candidates[0].article.answer,
+        "请在“我的订单”中点击“退款”，3个工作日内到账。"
+    );
+    let stats = e.stats();
+    assert_eq!(stats.articles, 6, "4 pack + 1 new pack + 1 API article");
+    assert_eq!(stats.tickets, 45, "pack tickets are not duplicated");
+    let api = e
+        .search(&indexer::SearchRequest {
+            text: "门店几点关门？".into(),
+            k: 3,
+            ..indexer::SearchRequest::default()
+        })
+        .unwrap();
+    assert_eq!(
+        api.first().map(|h| h.id.as_str()),
+        Some("kb-api"),
+        "{api:?}"
+    );
+    let new = e
+        .deflect(&ChatMessage {
+            text: "怎么预约上门安装？".into(),
+            ..ChatMessage::default()
+        })
+        .unwrap();
+    assert_eq!(new.candidates[0].article.id, "kb-new");
+    assert_eq!(
+        e.get_ticket("", "T-0000").unwrap().unwrap().category,
+        "billing.invoice",
+        "the agent's correction survives re-ingestion"
+    );
+    let t = e.deflect(&taught).unwrap();
+    assert_eq!(t.candidates[0].article.id, "kb-leak", "{t:?}");
+    assert!(t.candidates[0].article.alt_questions.contains(&taught.text));
+    let updated = std::fs::read_to_string(data.path().join("pack-ingested")).unwrap();
+    assert_ne!(updated, marker, "the marker records the new fingerprint");
+}
+
+#[test]
+fn an_old_marker_without_fingerprint_still_opens_and_upserts() {
+    let pack = tempfile::tempdir().unwrap();
+    let data = tempfile::tempdir().unwrap();
+    common::write_pack(pack.path());
+    drop(open(pack.path(), data.path()));
+    let marker = data.path().join("pack-ingested");
+    std::fs::write(&marker, "test-appliances\n").unwrap();
+    let path = pack.path().join("articles.jsonl");
+    let edited = std::fs::read_to_string(&path)
+        .unwrap()
+        .replace("检查排水管是否松动。", "关闭水阀并检查排水管。");
+    std::fs::write(&path, edited).unwrap();
+    let e = open(pack.path(), data.path());
+    let r = e
+        .deflect(&ChatMessage {
+            text: "洗衣机漏水怎么办？".into(),
+            ..ChatMessage::default()
+        })
+        .unwrap();
+    assert_eq!(r.candidates[0].article.answer, "关闭水阀并检查排水管。");
+    assert_eq!(e.stats().tickets, 45);
+    assert!(std::fs::read_to_string(&marker)
+        .unwrap()
+        .contains("fingerprint="));
+}
+
+#[test]
+fn unchanged_packs_are_not_rewritten_and_changes_are_counted() {
+    let pack = tempfile::tempdir().unwrap();
+    let data = tempfile::tempdir().unwrap();
+    common::write_pack(pack.path());
+    drop(open(pack.path(), data.path()));
+    let embedder = Arc::new(HashEmbedder::new(256));
+    let sync = |p: &triage::pack::Pack| {
+        let index = indexer::Index::open(&data.path().join("index"), embedder.clone()).unwrap();
+        let mut ingested = (0, 0);
+        let report = triage::packsync::sync_pack(data.path(), p, &index, |changed| {
+            ingested = (changed.tickets.len(), changed.articles.len());
+            index.upsert_tickets(changed.tickets.clone())?;
+            index.upsert_articles(changed.articles.clone())?;
+            Ok(())
+        })
+        .unwrap();
+        (report, ingested)
+    };
+    let loaded = triage::pack::Pack::load(pack.path()).unwrap();
+    let (report, ingested) = sync(&loaded);
+    assert!(!report.checked, "same fingerprint: nothing compared");
+    assert_eq!(ingested, (0, 0));
+
+    // An old marker on an unchanged pack: compared, nothing rewritten.
+    std::fs::write(data.path().join("pack-ingested"), "test-appliances\n").unwrap();
+    let (report, ingested) = sync(&loaded);
+    assert!(report.checked);
+    assert_eq!((report.tickets_upserted, report.articles_upserted), (0, 0));
+    assert_eq!(ingested, (0, 0));
+
+    // One ticket edited: only it is written.
+    let path = pack.path().join("tickets.jsonl");
+    let edited = std::fs::read_to_string(&path).unwrap().replacen(
+        "\"priority\":\"P2\"",
+        "\"priority\":\"P1\"",
+        1,
+    );
+    std::fs::write(&path, edited).unwrap();
+    let (report, ingested) = sync(&triage::pack::Pack::load(pack.path()).unwrap());
+    assert_eq!((report.tickets_upserted, report.articles_upserted), (1, 0));
+    assert_eq!(ingested, (1, 0));
+}
+
+#[test]
+fn a_data_dir_of_another_pack_is_refused() {
+    let pack = tempfile::tempdir().unwrap();
+    let data = tempfile::tempdir().unwrap();
+    common::write_pack(pack.path());
+    drop(open(pack.path(), data.path()));
+    let toml = pack.path().join("pack.toml");
+    let renamed = std::fs::read_to_string(&toml)
+        .unwrap()
+        .replace("name = \"test-appliances\"", "name = \"other-pack\"");
+    std::fs::write(&toml, renamed).unwrap();
+    let err = open_err(pack.path(), data.path());
+    let msg = err.to_string();
+    assert!(matches!(err, Error::Pack { .. }), "{msg}");
+    assert!(msg.contains("`test-appliances`"), "{msg}");
+    assert!(msg.contains("`other-pack`"), "{msg}");
+    assert!(msg.contains(&data.path().display().to_string()), "{msg}");
+    // Nothing was ingested or rewritten.
+    let marker = std::fs::read_to_string(data.path().join("pack-ingested")).unwrap();
+    assert!(marker.starts_with("test-appliances\n"), "{marker}");
+}
+
+/// A ticket corrected by many agents at once keeps every correction.
+#[test]
+fn parallel_corrections_of_one_ticket_are_all_kept() {
+    const FIELD_WRITERS: usize = 30;
+    const ROUNDS: usize = 8;
+    let f = fixture();
+    for round in 0..ROUNDS {
+        let id = format!("RACE-{round}");
+        f.engine
+            .upsert_ticket(Ticket {
+                id: id.clone(),
+                body: format!("空调不制冷，吹出来的是热风 第{round}轮"),
+                category: "repair.not_cooling".into(),
+                priority: "P3".into(),
+                ..Ticket::default()
+            })
+            .unwrap();
+        let correction = |fb: Feedback| Feedback {
+            ticket_id: id.clone(),
+            ..fb
+        };
+        let mut jobs = vec![
+            correction(Feedback {
+                category: Some("repair.leak".into()),
+                ..Feedback::default()
+            }),
+            correction(Feedback {
+                priority: Some("P0".into()),
+                ..Feedback::default()
+            }),
+        ];
+        for i in 0..FIELD_WRITERS {
+            jobs.push(correction(Feedback {
+                fields: BTreeMap::from([(format!("f{i}"), format!("v{i}"))]),
+                ..Feedback::default()
+            }));
+        }
+        let barrier = std::sync::Barrier::new(jobs.len());
+        std::thread::scope(|s| {
+            for fb in jobs {
+                let (engine, barrier) = (&f.engine, &barrier);
+                s.spawn(move || {
+                    barrier.wait();
+                    engine.feedback(fb).unwrap();
+                });
+            }
+        });
+        let t = f.engine.get_ticket("", &id).unwrap().unwrap();
+        assert_eq!(t.category, "repair.leak", "round {round}: {t:?}");
+        assert_eq!(t.queue, "repair", "round {round}: {t:?}");
+        assert_eq!(t.priority, "P0", "round {round}: {t:?}");
+        for i in 0..FIELD_WRITERS {
+            assert_eq!(
+                t.fields.get(&format!("f{i}")).map(String::as_str),
+                Some(format!("v{i}").as_str()),
+                "round {round}: field f{i} lost: {:?}",
+                t.fields
+            );
+        }
+        // The index holds the same copy as the memory.
+        let hits = f
+            .engine
+            .search(&indexer::SearchRequest {
+                text: t.body.clone(),
+                k: 50,
+                filters: indexer::Filters {
+                    kind: Some(indexer::DocKind::Ticket),
+                    ..indexer::Filters::default()
+                },
+                ..indexer::SearchRequest::default()
+            })
+            .unwrap();
+        let indexed = hits
+            .iter()
+            .find_map(|h| match &h.doc {
+                indexer::Document::Ticket(x) if x.id == id => Some(x.clone()),
+                _ => None,
+            })
+            .expect("the corrected ticket is in the index");
+        assert_eq!(indexed, t, "round {round}: index and memory disagree");
+    }
+    assert_eq!(f.engine.stats().corrections, ROUNDS * (FIELD_WRITERS + 2));
+}
+
+/// Many "this article solved it" calls at once each add their phrasing.
+#[test]
+fn parallel_solved_by_article_keeps_every_phrasing() {
+    const WRITERS: usize = 20;
+    let f = fixture();
+    let messages: Vec<String> = (0..WRITERS)
+        .map(|i| format!("空调第{i}号机不出冷风了该怎么处理"))
+        .collect();
+    let barrier = std::sync::Barrier::new(WRITERS);
+    std::thread::scope(|s| {
+        for m in &messages {
+            let (engine, barrier) = (&f.engine, &barrier);
+            s.spawn(move || {
+                barrier.wait();
+                engine
+                    .feedback(Feedback {
+                        solved_by_article: Some("kb-cool".into()),
+                        message: Some(m.clone()),
+                        ..Feedback::default()
+                    })
+                    .unwrap();
+            });
+        }
+    });
+    let stored = article_in_index(&f.engine, "kb-cool", "空调不制冷怎么办？")
+        .expect("kb-cool is in the index");
+    for m in &messages {
+        assert!(
+            stored.alt_questions.contains(m),
+            "phrasing `{m}` lost: {:?}",
+            stored.alt_questions
+        );
+    }
+    // The FAQ bank learned them too: each message is now answered by kb-cool.
+    for m in &messages {
+        let d = f
+            .engine
+            .deflect(&ChatMessage {
+                text: m.clone(),
+                ..ChatMessage::default()
+            })
+            .unwrap();
+        assert_eq!(
+            d.candidates.first().map(|c| c.article.id.as_str()),
+            Some("kb-cool"),
+            "{m}: {d:?}"
+        );
+    }
+}
+
+/// The stored copy of article `id`, found in the index by searching `question`.
+fn article_in_index(engine: &Engine, id: &str, question: &str) -> Option<indexer::Article> {
+    engine
+        .search(&indexer::SearchRequest {
+            text: question.into(),
+            k: 50,
+            filters: indexer::Filters {
+                kind: Some(indexer::DocKind::Article),
+                ..indexer::Filters::default()
+            },
+            ..indexer::SearchRequest::default()
+        })
+        .unwrap()
+        .into_iter()
+        .find_map(|h| match h.doc {
+            indexer::Document::Article(a) if a.id == id => Some(a),
+            _ => None,
+        })
+}
+
+/// The hashing embedder, slowed down for big query batches (an article's
+/// phrasings), so that a write racing an article upsert lands while the
+/// phrasings are being embedded.
+struct SlowPhrasings(HashEmbedder);
+
+impl models::TextEmbedder for SlowPhrasings {
+    fn embed(
+        &self,
+        texts: &[&str],
+        kind: models::EmbedKind,
+    ) -> std::result::Result<Vec<Vec<f32>>, models::Error> {
+        if kind == models::EmbedKind::Query && texts.len() >= 50 {
+            std::thread::sleep(std::time::Duration::from_millis(30));
+        }
+        self.0.embed(texts, kind)
+    }
+
+    fn dim(&self) -> usize {
+        self.0.dim()
+    }
+
+    fn name(&self) -> &str {
+        self.0.name()
+    }
+}
+
+/// An article upserted and deleted at the same time ends up either in both the
+/// index and the FAQ bank or in neither: deleted when the delete came last (it
+/// found the article), stored when the upsert came last.
+#[test]
+fn parallel_article_upsert_and_delete_keep_index_and_bank_in_step() {
+    const ROUNDS: usize = 20;
+    let pack = tempfile::tempdir().unwrap();
+    let data = tempfile::tempdir().unwrap();
+    common::write_pack(pack.path());
+    let engine = Engine::open(
+        EngineConfig {
+            pack_dir: pack.path().to_path_buf(),
+            data_dir: data.path().to_path_buf(),
+        },
+        Arc::new(SlowPhrasings(HashEmbedder::new(256))),
+    )
+    .unwrap();
+    let baseline = engine.stats().articles;
+    let question = "冰箱门关不严总是自动弹开怎么调整？";
+    let article = indexer::Article {
+        id: "kb-race".into(),
+        question: question.into(),
+        answer: "调整冰箱底脚，使机身略向后倾。".into(),
+        alt_questions: (0..120).map(|i| format!("冰箱门关不上 情况{i}")).collect(),
+        category: "repair.leak".into(),
+        ..indexer::Article::default()
+    };
+    let (mut deleted, mut stored) = (0, 0);
+    for round in 0..ROUNDS {
+        let barrier = std::sync::Barrier::new(2);
+        // Start the delete 0 to 50 ms after the upsert, across its phrasing
+        // embedding (30 ms), so that rounds end both ways; the assertions hold
+        // whichever write comes last.
+        let head_start = std::time::Duration::from_millis(10 * (round as u64 % 6));
+        let existed = std::thread::scope(|s| {
+            let up = s.spawn(|| {
+                barrier.wait();
+                engine.upsert_article(article.clone()).unwrap();
+            });
+            let del = s.spawn(|| {
+                barrier.wait();
+                std::thread::sleep(head_start);
+                engine.delete_article("", "kb-race").unwrap()
+            });
+            up.join().unwrap();
+            del.join().unwrap()
+        });
+        let in_index = article_in_index(&engine, "kb-race", question).is_some();
+        let in_bank = engine.stats().articles == baseline + 1;
+        let answered = engine
+            .deflect(&ChatMessage {
+                text: question.into(),
+                ..ChatMessage::default()
+            })
+            .unwrap()
+            .candidates
+            .iter()
+            .any(|c| c.article.id == "kb-race");
+        if existed {
+            // The delete came last.
+            deleted += 1;
+            assert!(
+                !in_index && !in_bank && !answered,
+                "round {round}: deleted, yet index {in_index}, bank {in_bank}, deflect {answered}"
+            );
+        } else {
+            // The upsert came last.
+            stored += 1;
+            assert!(
+                in_index && in_bank && answered,
+                "round {round}: stored, yet index {in_index}, bank {in_bank}, deflect {answered}"
+            );
+            assert!(engine.delete_article("", "kb-race").unwrap());
+        }
+        assert!(article_in_index(&engine, "kb-race", question).is_none());
+        assert_eq!(engine.stats().articles, baseline);
+    }
+    assert_eq!(deleted + stored, ROUNDS);
+    eprintln!("article race: {deleted} rounds ended deleted, {stored} stored");
+}
+
+/// One feedback record as `feedback.jsonl` stores it.
+fn feedback_line(ticket_id: &str) -> String {
+    serde_json::json!({
+        "at": "2026-03-01T00:00:00Z",
+        "tenant": "",
+        "ticket_id": ticket_id,
+        "changes": ["category: a → b"],
+        "article": null,
+    })
+    .to_string()
+}
+
+#[test]
+fn a_feedback_log_torn_inside_a_multibyte_character_still_opens() {
+    let pack = tempfile::tempdir().unwrap();
+    let data = tempfile::tempdir().unwrap();
+    common::write_pack(pack.path());
+    let torn = feedback_line("工单-3");
+    let cut = torn.find('工').unwrap() + 1; // inside the 3-byte character
+    let mut bytes = format!("{}\n{}\n", feedback_line("T1"), feedback_line("T2")).into_bytes();
+    bytes.extend_from_slice(&torn.as_bytes()[..cut]);
+    assert!(std::str::from_utf8(&bytes).is_err());
+    let log = data.path().join("feedback.jsonl");
+    std::fs::write(&log, &bytes).unwrap();
+
+    let engine = open(pack.path(), data.path());
+    assert_eq!(engine.stats().corrections, 2);
+    // Later appends do not bury the torn line mid-file: the log reopens.
+    engine
+        .feedback(Feedback {
+            ticket_id: "T4".into(),
+            body: "空调不制冷".into(),
+            category: Some("repair.leak".into()),
+            ..Feedback::default()
+        })
+        .unwrap();
+    drop(engine);
+    assert!(std::str::from_utf8(&std::fs::read(&log).unwrap()).is_ok());
+    let (_, records) = triage::feedback::FeedbackLog::open(&log).unwrap();
+    let ids: Vec<&str> = records.iter().map(|r| r.ticket_id.as_str()).collect();
+    assert_eq!(ids, ["T1", "T2", "T4"]);
+    assert_eq!(open(pack.path(), data.path()).stats().corrections, 3);
+}
+
+#[test]
+fn an_undecodable_middle_line_in_the_feedback_log_is_an_error() {
+    let pack = tempfile::tempdir().unwrap();
+    let data = tempfile::tempdir().unwrap();
+    common::write_pack(pack.path());
+    let mut bytes = format!("{}\n", feedback_line("T1")).into_bytes();
+    bytes.extend_from_slice(b"{\"at\":\"\xff\xfe\"}\n");
+    bytes.extend_from_slice(format!("{}\n", feedback_line("T3")).as_bytes());
+    let log = data.path().join("feedback.jsonl");
+    std::fs::write(&log, &bytes).unwrap();
+
+    let err = open_err(pack.path(), data.path());
+    let msg = err.to_string();
+    assert!(matches!(err, Error::Io { .. }), "{msg}");
+    assert!(msg.contains(&log.display().to_string()), "{msg}");
+    assert!(msg.contains("line 2"), "{msg}");
+    assert!(msg.contains("UTF-8"), "{msg}");
+    // Nothing was cut off the corrupt log.
+    assert_eq!(std::fs::read(&log).unwrap(), bytes);
+}

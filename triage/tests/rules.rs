@@ -1159,3 +1159,130 @@ fn lexicon_exceptions_neutralise_only_the_words_inside_them() {
     let out = rules.apply("热水器点不着火", decision(Some("P2"), 0.8, false));
     assert_eq!(out.label.as_deref(), Some("P2"));
 }
+
+#[test]
+fn unknown_jsonl_keys_are_reported_with_file_line_and_key() {
+    // A typo in a ticket's key would otherwise load an unlabelled ticket.
+    let tickets = replace(
+        TICKETS,
+        "\"category\": \"billing.refund\"",
+        "\"catgory\": \"billing.refund\"",
+    );
+    let (file, line, key, message) = load_err(PACK_TOML, ARTICLES, &tickets);
+    assert_eq!(
+        (file.as_str(), line, key.as_str()),
+        ("tickets.jsonl", 3, "catgory")
+    );
+    assert!(message.contains("did you mean `category`"), "{message}");
+
+    let articles = replace(
+        ARTICLES,
+        "\"answer\": \"检查电源。\"",
+        "\"answer\": \"检查电源。\", \"alt_question\": [\"没电\"]",
+    );
+    let (file, line, key, message) = load_err(PACK_TOML, &articles, TICKETS);
+    assert_eq!(
+        (file.as_str(), line, key.as_str()),
+        ("articles.jsonl", 1, "alt_question")
+    );
+    assert!(message.contains("alt_questions"), "{message}");
+
+    // A key of the other record type is unknown too (articles have no `body`).
+    let articles = replace(
+        ARTICLES,
+        "\"question\": \"How",
+        "\"body\": \"x\", \"question\": \"How",
+    );
+    let (_, line, key, _) = load_err(PACK_TOML, &articles, TICKETS);
+    assert_eq!((line, key.as_str()), (2, "body"));
+
+    // The displayed error names the file, the line and the key, like pack.toml errors.
+    let dir = write_pack(PACK_TOML, ARTICLES, &tickets);
+    let text = Pack::load(dir.path()).unwrap_err().to_string();
+    assert!(
+        text.contains("tickets.jsonl:3: catgory: unknown key"),
+        "{text}"
+    );
+
+    // Keys of nested maps (`fields`) are free-form.
+    let tickets = replace(TICKETS, "\"order_no\"", "\"anything_goes\"");
+    let dir = write_pack(PACK_TOML, ARTICLES, &tickets);
+    let pack = Pack::load(dir.path()).unwrap();
+    assert_eq!(pack.tickets[1].category, "billing.refund");
+    assert!(pack.tickets[1].fields.contains_key("anything_goes"));
+}
+
+#[test]
+fn unknown_out_of_scope_keys_are_reported() {
+    let dir = write_pack(PACK_TOML, ARTICLES, TICKETS);
+    fs::write(
+        dir.path().join("out_of_scope.jsonl"),
+        "{\"text\": \"推荐一部电影\"}\n\n{\"txt\": \"天气怎么样\"}\n",
+    )
+    .unwrap();
+    match Pack::load(dir.path()) {
+        Err(Error::Pack {
+            file,
+            line,
+            key,
+            message,
+        }) => {
+            assert!(file.ends_with("out_of_scope.jsonl"), "{file:?}");
+            assert_eq!((line, key.as_str()), (3, "txt"));
+            assert!(message.contains("did you mean `text`"), "{message}");
+        }
+        other => panic!("expected a pack error, got {other:?}"),
+    }
+    fs::write(
+        dir.path().join("out_of_scope.jsonl"),
+        "{\"text\": \"推荐一部电影\"}\n",
+    )
+    .unwrap();
+    assert_eq!(
+        Pack::load(dir.path()).unwrap().out_of_scope,
+        ["推荐一部电影"]
+    );
+}
+
+#[test]
+fn the_pack_fingerprint_follows_the_documents_only() {
+    let a = write_pack(PACK_TOML, ARTICLES, TICKETS);
+    let b = write_pack(
+        &replace(PACK_TOML, "A pack for tests", "Edited"),
+        ARTICLES,
+        TICKETS,
+    );
+    let c = write_pack(
+        PACK_TOML,
+        &replace(ARTICLES, "检查电源。", "检查插座。"),
+        TICKETS,
+    );
+    let load = |d: &tempfile::TempDir| Pack::load(d.path()).unwrap().fingerprint;
+    assert!(load(&a).starts_with("sha256:"));
+    assert_eq!(
+        load(&a),
+        load(&b),
+        "pack.toml is not ingested into the index"
+    );
+    assert_ne!(load(&a), load(&c));
+    fs::remove_file(a.path().join("articles.jsonl")).unwrap();
+    assert_ne!(load(&a), load(&b));
+}
+
+#[test]
+fn demo_pack_lexicon_has_emergency_room_at_p0() {
+    let pack = Pack::load(&demo_pack_dir()).unwrap();
+    assert!(pack.lexicon["P0"].iter().any(|w| w == "急诊"));
+    let rules = PriorityRules::new(&pack);
+    let out = rules.apply(
+        "孩子碰了热水器插座被电了一下，已经送急诊",
+        decision(Some("P2"), 0.9, false),
+    );
+    assert_eq!(out.label.as_deref(), Some("P0"), "{out:?}");
+    let hits = rules.lexicon_hits("医院急诊的空调坏了");
+    assert_eq!(hits.len(), 1, "{hits:?}");
+    assert_eq!(
+        (hits[0].word.as_str(), hits[0].level.as_str()),
+        ("急诊", "P0")
+    );
+}

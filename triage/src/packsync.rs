@@ -1,0 +1,358 @@
+//! Keeping a data directory in step with the pack it serves.
+//!
+//! The data directory remembers, in its `pack-ingested` marker, which pack it
+//! belongs to and a fingerprint of the pack documents it ingested
+//! (`tickets.jsonl` and `articles.jsonl`). On every start:
+//!
+//! - a marker naming another pack is refused: a data directory belongs to one
+//!   pack, and mixing two packs' tickets would train on the wrong taxonomy;
+//! - a missing marker (first start), a marker without a fingerprint (written by
+//!   an older version) or a different fingerprint (the pack was edited) makes
+//!   the pack's tickets and articles be upserted again, then the marker is
+//!   rewritten. Documents added through the API under other ids are kept, and
+//!   so are agents' corrections: a pack ticket an agent relabelled keeps the
+//!   agent's labels, and an article keeps the phrasings feedback taught it.
+
+use std::collections::HashSet;
+use std::path::Path;
+
+use indexer::{Article, DocKind, Document, Index};
+use sha2::{Digest, Sha256};
+
+use crate::error::{Error, Result};
+use crate::feedback::FeedbackLog;
+use crate::pack::Pack;
+
+/// Name of the marker file in the data directory.
+pub const MARKER_FILE: &str = "pack-ingested";
+
+/// Prefix of the marker line that holds the fingerprint.
+const FINGERPRINT_KEY: &str = "fingerprint=";
+
+/// A stable fingerprint of named file contents (`None` = the file is absent),
+/// `sha256:` and 64 hex digits. The names and lengths are hashed too, so
+/// moving text from one file to another, or deleting a file, changes it.
+pub fn fingerprint(parts: &[(&str, Option<&str>)]) -> String {
+    let mut h = Sha256::new();
+    for (name, content) in parts {
+        h.update((name.len() as u64).to_le_bytes());
+        h.update(name.as_bytes());
+        match content {
+            None => h.update(b"\x00absent"),
+            Some(text) => {
+                h.update((text.len() as u64).to_le_bytes());
+                h.update(text.as_bytes());
+            }
+        }
+    }
+    let digest = h.finalize();
+    let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+    format!("sha256:{hex}")
+}
+
+/// What the `pack-ingested` marker records.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PackMarker {
+    /// The pack the data directory belongs to (`[pack] name`).
+    pub name: String,
+    /// The [`fingerprint`] of the pack documents last ingested; `None` in
+    /// markers written before fingerprints existed (treated as changed).
+    pub fingerprint: Option<String>,
+}
+
+impl PackMarker {
+    /// Parses a marker: the pack name on the first line, then an optional
+    /// `fingerprint=…` line. `None` when there is no name.
+    pub fn parse(text: &str) -> Option<PackMarker> {
+        let mut lines = text.lines().map(str::trim).filter(|l| !l.is_empty());
+        let name = lines.next()?.to_string();
+        let fingerprint = lines
+            .find_map(|l| l.strip_prefix(FINGERPRINT_KEY))
+            .map(|f| f.trim().to_string())
+            .filter(|f| !f.is_empty());
+        Some(PackMarker { name, fingerprint })
+    }
+
+    /// The marker as written to disk (readable by [`PackMarker::parse`]; the
+    /// first line alone is what older versions wrote and read).
+    pub fn render(&self) -> String {
+        match &self.fingerprint {
+            Some(f) => format!("{}\n{FINGERPRINT_KEY}{f}\n", self.name),
+            None => format!("{}\n", self.name),
+        }
+    }
+
+    /// Reads the marker at `path`; `None` if it does not exist or is empty.
+    pub fn read(path: &Path) -> Result<Option<PackMarker>> {
+        match std::fs::read_to_string(path) {
+            Ok(text) => Ok(PackMarker::parse(&text)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(source) => Err(Error::Io {
+                path: path.to_path_buf(),
+                source,
+            }),
+        }
+    }
+
+    /// Writes the marker atomically (a temporary file renamed over it), so a
+    /// crash leaves the old marker or the new one, never half of one.
+    pub fn write(&self, path: &Path) -> Result<()> {
+        let tmp = path.with_extension("tmp");
+        let io = |p: &Path| {
+            let p = p.to_path_buf();
+            move |source| Error::Io { path: p, source }
+        };
+        std::fs::write(&tmp, self.render()).map_err(io(&tmp))?;
+        std::fs::rename(&tmp, path).map_err(io(path))
+    }
+}
+
+/// What [`sync_pack`] did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SyncReport {
+    /// Whether the pack's documents were compared with the index (marker
+    /// missing, without fingerprint, or with another fingerprint).
+    pub checked: bool,
+    /// Pack tickets written (new or changed).
+    pub tickets_upserted: usize,
+    /// Pack articles written (new or changed).
+    pub articles_upserted: usize,
+    /// Changed pack tickets not written because an agent corrected the stored copy.
+    pub corrections_kept: usize,
+}
+
+/// Brings the index in `data_dir` in step with `pack` (see the module docs):
+/// refuses a data directory that belongs to another pack, and when the pack's
+/// documents changed since the marker was written, passes the new or changed
+/// tickets and articles (as a copy of `pack` holding only those) to `ingest`,
+/// then rewrites the marker.
+pub fn sync_pack(
+    data_dir: &Path,
+    pack: &Pack,
+    index: &Index,
+    ingest: impl FnOnce(&Pack) -> Result<()>,
+) -> Result<SyncReport> {
+    let marker_path = data_dir.join(MARKER_FILE);
+    let marker = PackMarker::read(&marker_path)?;
+    if let Some(m) = &marker {
+        if m.name != pack.name {
+            return Err(Error::Pack {
+                file: pack.dir.join("pack.toml"),
+                line: 0,
+                key: "pack.name".into(),
+                message: format!(
+                    "data directory {} belongs to pack `{}`, but this pack is `{}`; a data \
+                     directory serves one pack: use another data directory for `{}` (or \
+                     restore the name `{}`)",
+                    data_dir.display(),
+                    m.name,
+                    pack.name,
+                    pack.name,
+                    m.name
+                ),
+            });
+        }
+        if m.fingerprint.as_deref() == Some(pack.fingerprint.as_str()) {
+            return Ok(SyncReport::default());
+        }
+    }
+    let log = FeedbackLog::read(&data_dir.join("feedback.jsonl"))?;
+    let corrected: HashSet<(&str, &str)> = log
+        .iter()
+        .map(|r| (r.tenant.as_str(), r.ticket_id.as_str()))
+        .collect();
+    let taught: HashSet<(&str, &str)> = log
+        .iter()
+        .filter_map(|r| r.article.as_deref().map(|a| (r.tenant.as_str(), a)))
+        .collect();
+
+    let mut report = SyncReport {
+        checked: true,
+        ..SyncReport::default()
+    };
+    let mut tickets = Vec::new();
+    for t in &pack.tickets {
+        let stored = match index.get(DocKind::Ticket, &t.tenant, &t.id)? {
+            Some(Document::Ticket(s)) => s,
+            _ => {
+                tickets.push(t.clone());
+                continue;
+            }
+        };
+        let mut t = t.clone();
+        if t.created_at.is_empty() {
+            // Keep the time it was first ingested at.
+            t.created_at = stored.created_at.clone();
+        }
+        if t == stored {
+            continue;
+        }
+        if corrected.contains(&(t.tenant.as_str(), t.id.as_str())) {
+            tracing::debug!(
+                ticket = %t.id,
+                "pack ticket differs from its agent-corrected copy: kept the correction"
+            );
+            report.corrections_kept += 1;
+            continue;
+        }
+        tickets.push(t);
+    }
+    let mut articles = Vec::new();
+    for a in &pack.articles {
+        let mut a = a.clone();
+        if let Some(Document::Article(stored)) = index.get(DocKind::Article, &a.tenant, &a.id)? {
+            if taught.contains(&(a.tenant.as_str(), a.id.as_str())) {
+                keep_taught_phrasings(&mut a, &stored);
+            }
+            if a == stored {
+                continue;
+            }
+        }
+        articles.push(a);
+    }
+    report.tickets_upserted = tickets.len();
+    report.articles_upserted = articles.len();
+    let reason = match &marker {
+        None => "first start".to_string(),
+        Some(m) => match &m.fingerprint {
+            None => "marker without fingerprint".to_string(),
+            Some(old) => format!("pack documents changed ({old} → {})", pack.fingerprint),
+        },
+    };
+    tracing::info!(
+        pack = %pack.name,
+        tickets = report.tickets_upserted,
+        articles = report.articles_upserted,
+        corrections_kept = report.corrections_kept,
+        "{reason}: upserting {} tickets and {} articles of the pack into {} (documents with other ids are kept)",
+        report.tickets_upserted,
+        report.articles_upserted,
+        data_dir.display()
+    );
+    if !tickets.is_empty() || !articles.is_empty() {
+        let changed = Pack {
+            tickets,
+            articles,
+            ..pack_without_documents(pack)
+        };
+        ingest(&changed)?;
+    }
+    PackMarker {
+        name: pack.name.clone(),
+        fingerprint: Some(pack.fingerprint.clone()),
+    }
+    .write(&marker_path)?;
+    Ok(report)
+}
+
+/// Adds to `article` the phrasings of the stored copy it lacks: those were
+/// taught by agents' "this article solved it" feedback.
+fn keep_taught_phrasings(article: &mut Article, stored: &Article) {
+    for p in &stored.alt_questions {
+        let known = article.question.trim() == p.trim()
+            || article.alt_questions.iter().any(|q| q.trim() == p.trim());
+        if !known {
+            article.alt_questions.push(p.clone());
+        }
+    }
+}
+
+/// A copy of `pack` without its tickets and articles (cheap to fill with a subset).
+fn pack_without_documents(pack: &Pack) -> Pack {
+    Pack {
+        dir: pack.dir.clone(),
+        name: pack.name.clone(),
+        description: pack.description.clone(),
+        default_language: pack.default_language.clone(),
+        thresholds: pack.thresholds,
+        queues: pack.queues.clone(),
+        categories: pack.categories.clone(),
+        priorities: pack.priorities.clone(),
+        lexicon: pack.lexicon.clone(),
+        lexicon_exceptions: pack.lexicon_exceptions.clone(),
+        fields: pack.fields.clone(),
+        articles: Vec::new(),
+        tickets: Vec::new(),
+        out_of_scope: pack.out_of_scope.clone(),
+        fingerprint: pack.fingerprint.clone(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fingerprint_is_stable_and_sees_every_change() {
+        let base = fingerprint(&[("t", Some("a\n")), ("a", Some("b\n"))]);
+        assert_eq!(base, fingerprint(&[("t", Some("a\n")), ("a", Some("b\n"))]));
+        assert!(
+            base.starts_with("sha256:") && base.len() == 7 + 64,
+            "{base}"
+        );
+        for other in [
+            fingerprint(&[("t", Some("a\n")), ("a", Some("c\n"))]),
+            fingerprint(&[("t", Some("a\nb\n")), ("a", Some(""))]),
+            fingerprint(&[("t", Some("a\n")), ("a", None)]),
+            fingerprint(&[("t", Some("a\n"))]),
+        ] {
+            assert_ne!(base, other);
+        }
+        // Pinned: the marker on disk must mean the same thing in every version.
+        assert_eq!(
+            fingerprint(&[]),
+            "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+        );
+    }
+
+    #[test]
+    fn markers_round_trip_and_old_ones_have_no_fingerprint() {
+        let m = PackMarker {
+            name: "demo".into(),
+            fingerprint: Some("sha256:00ff".into()),
+        };
+        assert_eq!(PackMarker::parse(&m.render()), Some(m));
+        assert_eq!(
+            PackMarker::parse("demo-appliances\n"),
+            Some(PackMarker {
+                name: "demo-appliances".into(),
+                fingerprint: None
+            })
+        );
+        assert_eq!(PackMarker::parse(" \n"), None);
+    }
+
+    #[test]
+    fn marker_write_replaces_and_read_of_missing_is_none() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(MARKER_FILE);
+        assert_eq!(PackMarker::read(&path).unwrap(), None);
+        std::fs::write(&path, "old\n").unwrap();
+        let m = PackMarker {
+            name: "new".into(),
+            fingerprint: Some("sha256:1".into()),
+        };
+        m.write(&path).unwrap();
+        assert_eq!(PackMarker::read(&path).unwrap(), Some(m));
+        assert!(!path.with_extension("tmp").exists());
+    }
+
+    #[test]
+    fn taught_phrasings_are_kept_once() {
+        let stored = Article {
+            id: "kb".into(),
+            question: "Q".into(),
+            alt_questions: vec!["old".into(), "taught".into()],
+            ..Article::default()
+        };
+        let mut edited = Article {
+            id: "kb".into(),
+            question: "Q2".into(),
+            alt_questions: vec!["old".into()],
+            ..Article::default()
+        };
+        keep_taught_phrasings(&mut edited, &stored);
+        assert_eq!(edited.alt_questions, vec!["old", "taught"]);
+        assert_eq!(edited.question, "Q2");
+    }
+}
