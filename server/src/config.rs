@@ -2,9 +2,17 @@
 //! load, API keys and request limits.
 //!
 //! Values come from, in order of precedence: command-line flags, environment
-//! variables (clap reads both), an optional TOML file (`--config`), then the
+//! variables (clap reads both; the model's `TRIAGE_MODEL`, `TRIAGE_MODEL_DIR`
+//! and `TRIAGE_MODEL_CACHE` too), an optional TOML file (`--config`), then the
 //! defaults below. [`ServeArgs`] and [`EngineArgs`] are `clap::Args` structs the
 //! CLI flattens into its `serve` and `reclassify` subcommands.
+//!
+//! TOML keys (all optional; same names as the flags): `addr`, `data_dir`,
+//! `pack`, `model`, `model_dir`, `model_cache`, `[api_keys]` (token = "tenant"),
+//! `max_body_bytes`, `max_text_chars`, `request_timeout_ms`, `max_concurrency`,
+//! `retrain_after_changes` (background retrain after this many labelled
+//! changes, default 50, 0 = never) and `retrain_min_interval_secs` (at least
+//! this long between trainings, default 300).
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -23,6 +31,19 @@ pub const DEFAULT_ADDR: &str = "127.0.0.1:8080";
 pub const DEFAULT_DATA_DIR: &str = "data";
 /// Default pack, relative to the working directory (falls back to the source tree's copy).
 pub const DEFAULT_PACK_DIR: &str = "fixtures/demo-pack";
+/// Default number of labelled changes (ticket writes, corrections) after which
+/// the server retrains its classifiers in the background.
+pub const DEFAULT_RETRAIN_AFTER_CHANGES: u64 = 50;
+/// Default shortest time between two trainings, in seconds: a retrain costs
+/// seconds of CPU at tens of thousands of tickets, so a busy desk must not
+/// retrain after every burst of edits.
+pub const DEFAULT_RETRAIN_MIN_INTERVAL_SECS: u64 = 300;
+
+/// Environment variables of the model choice (read by the `models` crate too;
+/// here so that they rank above the TOML file, like every other variable).
+const ENV_MODEL: &str = "TRIAGE_MODEL";
+const ENV_MODEL_DIR: &str = "TRIAGE_MODEL_DIR";
+const ENV_MODEL_CACHE: &str = "TRIAGE_MODEL_CACHE";
 
 /// Flags that choose the engine's data, pack and model (shared by `serve` and `reclassify`).
 #[derive(Debug, Clone, Default, clap::Args)]
@@ -36,8 +57,9 @@ pub struct EngineArgs {
 }
 
 /// The model flags of the CLI (its global `--model`, `--model-dir`,
-/// `--model-cache`); unset ones fall back to the TOML file, then to the
-/// `TRIAGE_MODEL_DIR` / `TRIAGE_MODEL` environment, then the default model.
+/// `--model-cache`). Unset ones fall back, like every setting, to the
+/// environment (`TRIAGE_MODEL_DIR` / `TRIAGE_MODEL`, `TRIAGE_MODEL_CACHE`),
+/// then to the TOML file, then to the default model and cache directory.
 #[derive(Debug, Clone, Default)]
 pub struct ModelFlags {
     /// A known model name.
@@ -76,6 +98,13 @@ pub struct ServeArgs {
     /// Requests in flight before new ones are shed with 503 (default 64).
     #[arg(long, env = "TRIAGE_MAX_CONCURRENCY")]
     pub max_concurrency: Option<usize>,
+    /// Retrain the classifiers in the background once this many labelled
+    /// changes (ticket writes, corrections) are pending (default 50; 0 = never).
+    #[arg(long, env = "TRIAGE_RETRAIN_AFTER_CHANGES")]
+    pub retrain_after_changes: Option<u64>,
+    /// Shortest time between two trainings, in seconds (default 300).
+    #[arg(long, env = "TRIAGE_RETRAIN_MIN_INTERVAL_SECS")]
+    pub retrain_min_interval_secs: Option<u64>,
 }
 
 /// Request limits that protect the service.
@@ -98,6 +127,27 @@ impl Default for Limits {
             max_text_chars: 20_000,
             request_timeout: Duration::from_secs(30),
             max_concurrency: 64,
+        }
+    }
+}
+
+/// When the server retrains its classifier heads in the background. Ticket
+/// writes and corrections reach the neighbour vote at once, but the linear
+/// heads only learn them when retrained; `POST /v1/admin/retrain` retrains on
+/// demand whatever this says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RetrainPolicy {
+    /// Labelled changes that must be pending before a background retrain; 0 = never.
+    pub after_changes: u64,
+    /// Time that must have passed since the last training (or attempt).
+    pub min_interval: Duration,
+}
+
+impl Default for RetrainPolicy {
+    fn default() -> Self {
+        RetrainPolicy {
+            after_changes: DEFAULT_RETRAIN_AFTER_CHANGES,
+            min_interval: Duration::from_secs(DEFAULT_RETRAIN_MIN_INTERVAL_SECS),
         }
     }
 }
@@ -126,6 +176,8 @@ pub struct Config {
     pub api_keys: BTreeMap<String, String>,
     /// Request limits.
     pub limits: Limits,
+    /// Background retraining of the classifiers.
+    pub retrain: RetrainPolicy,
 }
 
 /// The optional TOML file: every key optional, same names as the flags.
@@ -144,19 +196,39 @@ struct FileConfig {
     max_text_chars: Option<usize>,
     request_timeout_ms: Option<u64>,
     max_concurrency: Option<usize>,
+    retrain_after_changes: Option<u64>,
+    retrain_min_interval_secs: Option<u64>,
+}
+
+/// Reads one environment variable; `None` when unset or blank.
+type EnvLookup<'a> = &'a dyn Fn(&str) -> Option<String>;
+
+/// The process environment, blank values counting as unset.
+fn process_env(key: &str) -> Option<String> {
+    std::env::var(key).ok().filter(|v| !v.trim().is_empty())
 }
 
 impl EngineArgs {
     /// Resolves the engine settings from these flags and the model flags
     /// (defaults for the rest); for commands without a config file.
     pub fn settings(&self, model: &ModelFlags) -> EngineSettings {
-        resolve_engine(self, model, &FileConfig::default())
+        resolve_engine(self, model, &FileConfig::default(), &process_env)
     }
 }
 
 impl Config {
     /// Builds the configuration from flags/env, the optional TOML file and defaults.
     pub fn from_args(args: &ServeArgs, model: &ModelFlags) -> anyhow::Result<Config> {
+        Config::from_args_with_env(args, model, &process_env)
+    }
+
+    /// [`Config::from_args`] with the model's environment variables read
+    /// through `env` (tests pass a fixed map instead of the process's).
+    fn from_args_with_env(
+        args: &ServeArgs,
+        model: &ModelFlags,
+        env: EnvLookup<'_>,
+    ) -> anyhow::Result<Config> {
         let file = match &args.config_file {
             Some(path) => {
                 let text = std::fs::read_to_string(path)
@@ -204,11 +276,24 @@ impl Config {
         if limits.request_timeout.is_zero() {
             anyhow::bail!("request_timeout_ms must be positive");
         }
+        let defaults = RetrainPolicy::default();
+        let retrain = RetrainPolicy {
+            after_changes: args
+                .retrain_after_changes
+                .or(file.retrain_after_changes)
+                .unwrap_or(defaults.after_changes),
+            min_interval: args
+                .retrain_min_interval_secs
+                .or(file.retrain_min_interval_secs)
+                .map(Duration::from_secs)
+                .unwrap_or(defaults.min_interval),
+        };
         Ok(Config {
             addr,
-            engine: resolve_engine(&args.engine, model, &file),
+            engine: resolve_engine(&args.engine, model, &file, env),
             api_keys,
             limits,
+            retrain,
         })
     }
 }
@@ -225,7 +310,15 @@ fn parse_key(spec: &str) -> anyhow::Result<(String, String)> {
     Ok((token.to_string(), tenant.to_string()))
 }
 
-fn resolve_engine(args: &EngineArgs, model: &ModelFlags, file: &FileConfig) -> EngineSettings {
+/// Data and pack: flag, else file, else default (clap already put the
+/// environment into the flags). Model and cache: flag, else environment, else
+/// file, else default.
+fn resolve_engine(
+    args: &EngineArgs,
+    model: &ModelFlags,
+    file: &FileConfig,
+    env: EnvLookup<'_>,
+) -> EngineSettings {
     let data_dir = args
         .data_dir
         .clone()
@@ -236,15 +329,23 @@ fn resolve_engine(args: &EngineArgs, model: &ModelFlags, file: &FileConfig) -> E
         .clone()
         .or_else(|| file.pack.clone())
         .unwrap_or_else(default_pack_dir);
-    let from_flags = model.name.is_some() || model.dir.is_some();
-    let source = if from_flags {
-        models::ModelSource::from_env_or(model.name.clone(), model.dir.clone())
-    } else {
-        models::ModelSource::from_env_or(file.model.clone(), file.model_dir.clone())
-    };
+    let named = |n: &Option<String>| n.clone().filter(|n| !n.trim().is_empty());
+    let source = [
+        (model.dir.clone(), named(&model.name)),
+        (env(ENV_MODEL_DIR).map(PathBuf::from), env(ENV_MODEL)),
+        (file.model_dir.clone(), named(&file.model)),
+    ]
+    .into_iter()
+    .find_map(|(dir, name)| match (dir, name) {
+        (Some(dir), _) => Some(models::ModelSource::Dir(dir)),
+        (None, Some(name)) => Some(models::ModelSource::Named(name)),
+        (None, None) => None,
+    })
+    .unwrap_or_else(|| models::ModelSource::Named(models::DEFAULT_MODEL.to_string()));
     let model_cache = model
         .cache
         .clone()
+        .or_else(|| env(ENV_MODEL_CACHE).map(PathBuf::from))
         .or_else(|| file.model_cache.clone())
         .unwrap_or_else(models::default_cache_dir);
     EngineSettings {
@@ -434,13 +535,25 @@ mod tests {
         assert!(err.contains("no_such_key"), "{err}");
     }
 
+    /// An environment of fixed variables (tests must not depend on, or change,
+    /// the process environment: tests run in parallel).
+    fn fixed_env(vars: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
+        let vars: BTreeMap<String, String> = vars
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        move |k: &str| vars.get(k).cloned().filter(|v| !v.trim().is_empty())
+    }
+
     #[test]
     fn model_flags_win_over_the_file() {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("triage.toml");
         std::fs::write(&file, "model_dir = \"/from-file\"\n").unwrap();
         let cli = Cli::parse_from(["triage", "--config", file.to_str().unwrap()]);
-        let from_file = Config::from_args(&cli.serve, &ModelFlags::default()).unwrap();
+        let no_env = fixed_env(&[]);
+        let from_file =
+            Config::from_args_with_env(&cli.serve, &ModelFlags::default(), &no_env).unwrap();
         assert_eq!(
             from_file.engine.model,
             models::ModelSource::Dir(PathBuf::from("/from-file"))
@@ -449,10 +562,96 @@ mod tests {
             dir: Some(PathBuf::from("/m")),
             ..ModelFlags::default()
         };
-        let cfg = Config::from_args(&cli.serve, &flags).unwrap();
+        let cfg = Config::from_args_with_env(&cli.serve, &flags, &no_env).unwrap();
         assert_eq!(
             cfg.engine.model,
             models::ModelSource::Dir(PathBuf::from("/m"))
         );
+    }
+
+    #[test]
+    fn model_environment_beats_the_file_and_flags_beat_both() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("triage.toml");
+        std::fs::write(
+            &file,
+            "model_dir = \"/file-model\"\nmodel_cache = \"/file-cache\"\n",
+        )
+        .unwrap();
+        let cli = Cli::parse_from(["triage", "--config", file.to_str().unwrap()]);
+        let none = ModelFlags::default();
+
+        let cfg = Config::from_args_with_env(&cli.serve, &none, &fixed_env(&[])).unwrap();
+        assert_eq!(
+            cfg.engine.model,
+            models::ModelSource::Dir(PathBuf::from("/file-model"))
+        );
+        assert_eq!(cfg.engine.model_cache, PathBuf::from("/file-cache"));
+
+        // A model named in the environment replaces the file's model directory.
+        let env = fixed_env(&[
+            ("TRIAGE_MODEL", "all-MiniLM-L6-v2"),
+            ("TRIAGE_MODEL_CACHE", "/env-cache"),
+        ]);
+        let cfg = Config::from_args_with_env(&cli.serve, &none, &env).unwrap();
+        assert_eq!(
+            cfg.engine.model,
+            models::ModelSource::Named("all-MiniLM-L6-v2".into())
+        );
+        assert_eq!(cfg.engine.model_cache, PathBuf::from("/env-cache"));
+        let env = fixed_env(&[("TRIAGE_MODEL_DIR", "/env-model"), ("TRIAGE_MODEL", " ")]);
+        let cfg = Config::from_args_with_env(&cli.serve, &none, &env).unwrap();
+        assert_eq!(
+            cfg.engine.model,
+            models::ModelSource::Dir(PathBuf::from("/env-model"))
+        );
+
+        // Flags beat the environment.
+        let flags = ModelFlags {
+            name: Some("multilingual-e5-small".into()),
+            dir: None,
+            cache: Some(PathBuf::from("/flag-cache")),
+        };
+        let env = fixed_env(&[
+            ("TRIAGE_MODEL_DIR", "/env-model"),
+            ("TRIAGE_MODEL_CACHE", "/env-cache"),
+        ]);
+        let cfg = Config::from_args_with_env(&cli.serve, &flags, &env).unwrap();
+        assert_eq!(
+            cfg.engine.model,
+            models::ModelSource::Named("multilingual-e5-small".into())
+        );
+        assert_eq!(cfg.engine.model_cache, PathBuf::from("/flag-cache"));
+    }
+
+    #[test]
+    fn retrain_policy_comes_from_flags_file_or_defaults() {
+        let cli = Cli::parse_from(["triage"]);
+        let cfg = Config::from_args(&cli.serve, &ModelFlags::default()).unwrap();
+        assert_eq!(cfg.retrain, RetrainPolicy::default());
+        assert_eq!(cfg.retrain.after_changes, DEFAULT_RETRAIN_AFTER_CHANGES);
+
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("triage.toml");
+        std::fs::write(
+            &file,
+            "retrain_after_changes = 0\nretrain_min_interval_secs = 7\n",
+        )
+        .unwrap();
+        let cli = Cli::parse_from(["triage", "--config", file.to_str().unwrap()]);
+        let cfg = Config::from_args(&cli.serve, &ModelFlags::default()).unwrap();
+        assert_eq!(cfg.retrain.after_changes, 0);
+        assert_eq!(cfg.retrain.min_interval, Duration::from_secs(7));
+
+        let cli = Cli::parse_from([
+            "triage",
+            "--config",
+            file.to_str().unwrap(),
+            "--retrain-after-changes",
+            "3",
+        ]);
+        let cfg = Config::from_args(&cli.serve, &ModelFlags::default()).unwrap();
+        assert_eq!(cfg.retrain.after_changes, 3);
+        assert_eq!(cfg.retrain.min_interval, Duration::from_secs(7));
     }
 }

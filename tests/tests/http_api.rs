@@ -119,6 +119,61 @@ fn every_route_and_the_decisions_that_need_the_real_model() {
         "{d}"
     );
 
+    // A question worded like an article's ("cancel an order") that this service
+    // does not serve is handed off too, not answered.
+    let (_, d) = server.post(
+        "/v1/deflect",
+        &json!({"text": "How do I cancel my gym membership?"}),
+    );
+    assert_eq!(d["action"], "handoff", "{d}");
+    // A close but unsure match asks the customer to choose among plausible
+    // articles only, most probable first.
+    let (_, d) = server.post("/v1/deflect", &json!({"text": "怎么开发票"}));
+    assert_eq!(d["action"], "clarify", "{d}");
+    let probs: Vec<f64> = d["candidates"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["confidence"].as_f64().unwrap())
+        .collect();
+    assert!(!probs.is_empty() && probs.len() <= 3, "{d}");
+    assert!(probs.windows(2).all(|w| w[0] >= w[1]), "{d}");
+    assert!(probs.iter().all(|&p| p >= 0.2), "{d}");
+
+    // Duplicates: a recent repeat in other words is one, another fault of the
+    // same appliance is not (their embeddings are close too).
+    let (s, _) = server.put(
+        "/v1/tickets/E2E-DUP",
+        &json!({"title": "洗衣机不脱水", "body": "洗衣机不脱水，滚筒转不起来", "customer_id": "C-E2E"}),
+    );
+    assert_eq!(s, 200);
+    let dups = |body: &str| {
+        let (s, t) = server.post("/v1/triage", &json!({"body": body, "customer_id": "C-E2E"}));
+        assert_eq!(s, 200, "{t}");
+        t["duplicates"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|d| {
+                (
+                    d["ticket"]["id"].as_str().unwrap().to_string(),
+                    d["same_customer"].as_bool().unwrap(),
+                )
+            })
+            .collect::<Vec<_>>()
+    };
+    assert!(dups("洗衣机又不脱水了，滚筒转不起来").contains(&("E2E-DUP".to_string(), true)));
+    for other in ["空调不制冷了", "洗碗机漏水", "维修师傅态度很差"] {
+        assert!(
+            !dups(other).iter().any(|(id, _)| id == "E2E-DUP"),
+            "{other}"
+        );
+    }
+    assert_eq!(
+        server.call("DELETE", "/v1/tickets/E2E-DUP", None, None).0,
+        200
+    );
+
     // Suggest and search.
     let tickets = jsonl("tickets.jsonl");
     let (s, g) = server.post(
@@ -188,6 +243,27 @@ fn every_route_and_the_decisions_that_need_the_real_model() {
     assert_eq!(
         after["category"]["label"], target,
         "before {before}\nafter {after}"
+    );
+    // One correction relabels that request, not every similar one: another
+    // air-conditioner fault keeps its own category after a not-cooling request
+    // is corrected to something else.
+    let leak = json!({"body": "空调漏水了"});
+    let (_, leak_before) = server.post("/v1/triage", &leak);
+    let (s, _) = server.post(
+        "/v1/feedback",
+        &json!({"ticket_id": "E2E-FB2", "body": "空调不制冷了", "category": "complaint.service"}),
+    );
+    assert_eq!(s, 200);
+    let (_, leak_after) = server.post("/v1/triage", &leak);
+    assert_eq!(
+        leak_after["category"]["label"], leak_before["category"]["label"],
+        "{leak_after}"
+    );
+    assert!(
+        !leak_after["category"]["reasons"]
+            .to_string()
+            .contains("agent correction"),
+        "{leak_after}"
     );
 
     // Errors: one shape, the right status, and the server stays up.
@@ -352,4 +428,69 @@ fn reclassify_job_reports_and_graceful_shutdown_exits_cleanly() {
         server.terminate(),
         "SIGTERM should end the server with success"
     );
+}
+
+#[test]
+fn retrain_on_demand_and_in_the_background_after_labelled_changes() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("triage.toml");
+    std::fs::write(
+        &config,
+        "retrain_after_changes = 2\nretrain_min_interval_secs = 0\n",
+    )
+    .unwrap();
+    let data = dir.path().join("data");
+    let server = Server::start(
+        &data,
+        &Opts {
+            args: vec!["--config".into(), config.display().to_string()],
+            ..Opts::default()
+        },
+    );
+    let (s, ready) = server.get("/readyz");
+    assert_eq!(s, 200, "{ready}");
+    assert_eq!(ready["retrain"]["pending_changes"], 0, "{ready}");
+    assert_eq!(ready["retrain"]["after_changes"], 2, "{ready}");
+
+    // On demand: answers when done, with the labelled example count.
+    let (s, r) = server.post("/v1/admin/retrain", &json!({}));
+    assert_eq!(s, 200, "{r}");
+    assert_eq!(r["status"], "retrained", "{r}");
+    assert_eq!(
+        r["labelled_examples"], ready["stats"]["labelled_examples"],
+        "{r}"
+    );
+    assert!(r["seconds"].as_f64().is_some_and(|s| s > 0.0), "{r}");
+
+    // In the background: two labelled writes are enough with this configuration.
+    for i in 0..2 {
+        let (s, w) = server.put(
+            &format!("/v1/tickets/RT-{i}"),
+            &json!({"title": "洗衣机漏水", "body": format!("洗衣机底部漏水，第{i}次报修"), "category": "repair.water_leak"}),
+        );
+        assert_eq!(s, 200, "{w}");
+    }
+    let started = std::time::Instant::now();
+    let ready = loop {
+        let (_, ready) = server.get("/readyz");
+        if ready["retrain"]["completed"].as_u64() >= Some(2) {
+            break ready;
+        }
+        assert_eq!(ready["retrain"]["failed"], 0, "{ready}");
+        assert!(
+            started.elapsed() < Duration::from_secs(300),
+            "no background retrain: {ready}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(ready["retrain"]["pending_changes"], 0, "{ready}");
+    assert_eq!(
+        ready["stats"]["labelled_examples"].as_u64(),
+        r["labelled_examples"].as_u64().map(|n| n + 2),
+        "{ready}"
+    );
+    let (_, m) = server.get("/metrics");
+    let m = m.as_str().unwrap();
+    assert!(m.contains("triage_retrain_pending_changes 0\n"), "{m}");
+    assert!(m.contains("triage_retrain_completed 2\n"), "{m}");
 }

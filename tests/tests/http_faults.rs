@@ -311,3 +311,24 @@ fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
     }
     out
 }
+
+#[test]
+fn cli_search_refuses_an_empty_query_or_zero_hits() {
+    let dir = tempfile::tempdir().unwrap();
+    for args in [vec![""], vec!["  "], vec!["-k", "0", "空调不制冷"]] {
+        let out = Command::new(binary())
+            .arg("search")
+            .arg("--data-dir")
+            .arg(dir.path())
+            .args(&args)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{args:?} succeeded: {stderr}");
+        assert!(out.stdout.is_empty(), "{args:?}");
+        assert!(
+            stderr.contains("the query is empty") || stderr.contains("-k must be at least 1"),
+            "{args:?}: unclear error: {stderr}"
+        );
+    }
+}

@@ -67,8 +67,10 @@ pub struct ClassifyArgs {
     /// The label that marks out-of-scope examples (never in the training taxonomy).
     #[arg(long)]
     oos_label: Option<String>,
-    /// Abstention threshold on the calibrated probability.
-    #[arg(long, default_value_t = 0.5)]
+    /// Abstention threshold on the calibrated probability; defaults to a pack's
+    /// default `[thresholds] classify_abstain`, so the report measures what the
+    /// service does with a pack that does not set it.
+    #[arg(long, default_value_t = triage::pack::DEFAULT_CLASSIFY_ABSTAIN)]
     threshold: f32,
     #[command(flatten)]
     cache: CacheArgs,

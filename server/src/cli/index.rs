@@ -42,7 +42,7 @@ pub struct SearchArgs {
     /// Retrievers to use.
     #[arg(long, value_enum, default_value_t = ModeArg::Hybrid)]
     mode: ModeArg,
-    /// Number of hits.
+    /// Number of hits (at least 1).
     #[arg(short, default_value_t = 10)]
     k: usize,
     /// Tenant (default: the default tenant).
@@ -114,6 +114,11 @@ pub fn ingest(args: IngestArgs) -> anyhow::Result<()> {
 
 /// Runs `triage search`.
 pub fn search(args: SearchArgs) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        !args.query.trim().is_empty(),
+        "the query is empty: pass the text to search for"
+    );
+    anyhow::ensure!(args.k > 0, "-k must be at least 1");
     let dir = index_dir(&args.data_dir);
     anyhow::ensure!(
         dir.exists(),

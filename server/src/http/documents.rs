@@ -1,7 +1,7 @@
 //! Document and job endpoints: upsert/get/delete tickets and articles (the id
 //! in the path wins; searchable when the call returns) and reclassify jobs.
 
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -10,9 +10,12 @@ use serde::{Deserialize, Serialize};
 use triage::engine::Engine;
 
 use super::error::{ApiError, ApiResult};
-use super::extract::{check_id, check_text, ApiJson};
+use super::extract::{
+    check_id, check_short, check_tenant, check_text, is_blank, ApiJson, ApiPath, ApiQuery,
+};
 use super::jobs::JobStatus;
 use super::{AppState, Caller};
+use crate::config::Limits;
 
 /// Most tickets one reclassify job may carry.
 const MAX_JOB_TICKETS: usize = 100_000;
@@ -41,22 +44,12 @@ pub struct Written {
 pub async fn put_ticket(
     State(state): State<AppState>,
     caller: Caller,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
     ApiJson(mut ticket): ApiJson<Ticket>,
 ) -> ApiResult<Json<Written>> {
-    check_id(&id)?;
-    let limits = state.limits();
-    for (name, value) in [
-        ("title", &ticket.title),
-        ("body", &ticket.body),
-        ("resolution", &ticket.resolution),
-    ] {
-        check_text(name, value, false, limits)?;
-    }
-    for (name, value) in &ticket.fields {
-        check_text(name, value, false, limits)?;
-    }
-    if ticket.title.trim().is_empty() && ticket.body.trim().is_empty() {
+    check_id("id", &id)?;
+    check_ticket(&ticket, state.limits())?;
+    if is_blank(&ticket.title) && is_blank(&ticket.body) {
         return Err(ApiError::InvalidInput(
             "a ticket needs a `title` or a `body`".into(),
         ));
@@ -65,6 +58,7 @@ pub async fn put_ticket(
     ticket.tenant = caller.tenant(&ticket.tenant);
     let tenant = ticket.tenant.clone();
     state.run(move |e| Ok(e.upsert_ticket(ticket)?)).await?;
+    state.note_labelled_change();
     Ok(Json(Written {
         id,
         kind: "ticket",
@@ -77,10 +71,11 @@ pub async fn put_ticket(
 pub async fn get_ticket(
     State(state): State<AppState>,
     caller: Caller,
-    Path(id): Path<String>,
-    Query(q): Query<TenantQuery>,
+    ApiPath(id): ApiPath<String>,
+    ApiQuery(q): ApiQuery<TenantQuery>,
 ) -> ApiResult<Json<Ticket>> {
-    check_id(&id)?;
+    check_id("id", &id)?;
+    check_tenant(&q.tenant)?;
     let tenant = caller.tenant(&q.tenant);
     let wanted = id.clone();
     let found = state
@@ -95,8 +90,8 @@ pub async fn get_ticket(
 pub async fn delete_ticket(
     State(state): State<AppState>,
     caller: Caller,
-    Path(id): Path<String>,
-    Query(q): Query<TenantQuery>,
+    ApiPath(id): ApiPath<String>,
+    ApiQuery(q): ApiQuery<TenantQuery>,
 ) -> ApiResult<Json<Written>> {
     delete_document(
         state,
@@ -112,16 +107,21 @@ pub async fn delete_ticket(
 pub async fn put_article(
     State(state): State<AppState>,
     caller: Caller,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
     ApiJson(mut article): ApiJson<Article>,
 ) -> ApiResult<Json<Written>> {
-    check_id(&id)?;
+    check_id("id", &id)?;
     let limits = state.limits();
     check_text("question", &article.question, true, limits)?;
     check_text("answer", &article.answer, false, limits)?;
     for q in &article.alt_questions {
         check_text("alt_questions", q, false, limits)?;
     }
+    for t in &article.tags {
+        check_short("tags", t)?;
+    }
+    check_short("category", &article.category)?;
+    check_tenant(&article.tenant)?;
     article.id = id.clone();
     article.tenant = caller.tenant(&article.tenant);
     let tenant = article.tenant.clone();
@@ -138,8 +138,8 @@ pub async fn put_article(
 pub async fn delete_article(
     State(state): State<AppState>,
     caller: Caller,
-    Path(id): Path<String>,
-    Query(q): Query<TenantQuery>,
+    ApiPath(id): ApiPath<String>,
+    ApiQuery(q): ApiQuery<TenantQuery>,
 ) -> ApiResult<Json<Written>> {
     delete_document(
         state,
@@ -159,11 +159,15 @@ async fn delete_document(
     kind: &'static str,
     delete: fn(&Engine, &str, &str) -> triage::Result<bool>,
 ) -> ApiResult<Json<Written>> {
-    check_id(&id)?;
+    check_id("id", &id)?;
+    check_tenant(&tenant)?;
     let (t, wanted) = (tenant.clone(), id.clone());
     let existed = state.run(move |e| Ok(delete(e, &t, &wanted)?)).await?;
     if !existed {
         return Err(ApiError::NotFound(format!("no {kind} {id:?}")));
+    }
+    if kind == "ticket" {
+        state.note_labelled_change();
     }
     Ok(Json(Written {
         id,
@@ -198,18 +202,14 @@ pub async fn submit_reclassify(
     }
     let limits = state.limits();
     for (i, t) in job.tickets.iter().enumerate() {
-        if t.id.trim().is_empty() {
-            return Err(ApiError::InvalidInput(format!("tickets[{i}] has no `id`")));
-        }
-        check_text("title", &t.title, false, limits)?;
-        check_text("body", &t.body, false, limits)?;
+        check_id(&format!("tickets[{i}].id"), &t.id)?;
+        check_ticket(t, limits)?;
     }
     let tenant = caller.tenant("");
     let jobs_state = state.clone();
-    let status =
-        tokio::task::spawn_blocking(move || jobs_state.jobs().submit(&tenant, &job.tickets))
-            .await
-            .map_err(|_| ApiError::Internal("storing the job failed".into()))??;
+    let status = state
+        .blocking(move || jobs_state.jobs().submit(&tenant, &job.tickets))
+        .await??;
     let location = format!("/v1/jobs/{}", status.id);
     Ok((
         StatusCode::ACCEPTED,
@@ -223,7 +223,7 @@ pub async fn submit_reclassify(
 pub async fn job_status(
     State(state): State<AppState>,
     caller: Caller,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> ApiResult<Json<JobStatus>> {
     Ok(Json(state.jobs().status(&id, caller.scope())?))
 }
@@ -232,7 +232,7 @@ pub async fn job_status(
 pub async fn job_labels(
     State(state): State<AppState>,
     caller: Caller,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> ApiResult<Response> {
     let path = state.jobs().labels_path(&id, caller.scope())?;
     let body = match tokio::fs::read(&path).await {
@@ -245,4 +245,34 @@ pub async fn job_labels(
         body,
     )
         .into_response())
+}
+
+/// Checks every field of a ticket against its limit: long texts against the
+/// text limit, labels, status, time and the like against [`MAX_SHORT_CHARS`].
+///
+/// [`MAX_SHORT_CHARS`]: super::extract::MAX_SHORT_CHARS
+fn check_ticket(ticket: &Ticket, limits: &Limits) -> ApiResult<()> {
+    for (name, value) in [
+        ("title", &ticket.title),
+        ("body", &ticket.body),
+        ("resolution", &ticket.resolution),
+    ] {
+        check_text(name, value, false, limits)?;
+    }
+    for (name, value) in &ticket.fields {
+        check_short("fields (a field name)", name)?;
+        check_text(name, value, false, limits)?;
+    }
+    for (name, value) in [
+        ("category", &ticket.category),
+        ("priority", &ticket.priority),
+        ("queue", &ticket.queue),
+        ("status", &ticket.status),
+        ("customer_id", &ticket.customer_id),
+        ("channel", &ticket.channel),
+        ("created_at", &ticket.created_at),
+    ] {
+        check_short(name, value)?;
+    }
+    check_tenant(&ticket.tenant)
 }

@@ -12,6 +12,10 @@ pub enum ApiError {
     /// The body is not valid JSON (400 `malformed_json`).
     #[error("malformed JSON: {0}")]
     MalformedJson(String),
+    /// The URL's path or query string cannot be read, e.g. invalid
+    /// percent-encoding or a repeated parameter (400 `bad_request`).
+    #[error("{0}")]
+    BadRequest(String),
     /// Valid JSON with wrong types or missing/empty fields (422 `invalid_input`).
     #[error("{0}")]
     InvalidInput(String),
@@ -24,6 +28,10 @@ pub enum ApiError {
     /// The id does not exist for this tenant (404 `not_found`).
     #[error("{0}")]
     NotFound(String),
+    /// The operation is already running and only one may run at a time, e.g.
+    /// a retrain (409 `conflict`); retry when it has finished.
+    #[error("{0}")]
+    Conflict(String),
     /// Too many requests in flight: shed (503 `overloaded`).
     #[error("server is at its concurrency limit, retry later")]
     Overloaded,
@@ -36,6 +44,10 @@ pub enum ApiError {
     /// The data directory cannot be written (507 `storage_unavailable`).
     #[error("{0}")]
     Storage(String),
+    /// A stored file the request needs is unreadable or garbled; the message
+    /// names the file relative to the data directory (500 `corrupt`).
+    #[error("{0}")]
+    Corrupt(String),
     /// Anything else; the message is logged and returned, never a panic (500 `internal`).
     #[error("{0}")]
     Internal(String),
@@ -45,15 +57,16 @@ impl ApiError {
     /// HTTP status of this error.
     pub fn status(&self) -> StatusCode {
         match self {
-            ApiError::MalformedJson(_) => StatusCode::BAD_REQUEST,
+            ApiError::MalformedJson(_) | ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ApiError::InvalidInput(_) => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::Overloaded | ApiError::NotReady(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
             ApiError::Storage(_) => StatusCode::INSUFFICIENT_STORAGE,
-            ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            ApiError::Corrupt(_) | ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 
@@ -61,14 +74,17 @@ impl ApiError {
     pub fn code(&self) -> &'static str {
         match self {
             ApiError::MalformedJson(_) => "malformed_json",
+            ApiError::BadRequest(_) => "bad_request",
             ApiError::InvalidInput(_) => "invalid_input",
             ApiError::TooLarge(_) => "too_large",
             ApiError::Unauthorized(_) => "unauthorized",
             ApiError::NotFound(_) => "not_found",
+            ApiError::Conflict(_) => "conflict",
             ApiError::Overloaded => "overloaded",
             ApiError::NotReady(_) => "not_ready",
             ApiError::Timeout(_) => "timeout",
             ApiError::Storage(_) => "storage_unavailable",
+            ApiError::Corrupt(_) => "corrupt",
             ApiError::Internal(_) => "internal",
         }
     }
@@ -80,7 +96,7 @@ impl IntoResponse for ApiError {
         // Load shedding and readiness polls are routine: they are counted in
         // /metrics, not logged above debug.
         match self {
-            ApiError::Internal(_) | ApiError::Storage(_) => {
+            ApiError::Internal(_) | ApiError::Corrupt(_) | ApiError::Storage(_) => {
                 tracing::error!(code = self.code(), "{self}")
             }
             ApiError::Timeout(_) => tracing::warn!(code = self.code(), "{self}"),
@@ -106,6 +122,12 @@ impl From<triage::Error> for ApiError {
         match err {
             triage::Error::InvalidInput(m) => ApiError::InvalidInput(m),
             triage::Error::NotFound(m) => ApiError::NotFound(m),
+            // The index refuses what the client sent (bad filter date, fusion
+            // parameter, id or tenant): the client's fault, not the server's.
+            triage::Error::Index(indexer::Error::InvalidRequest(m)) => ApiError::InvalidInput(m),
+            triage::Error::Index(e @ indexer::Error::InvalidDocument { .. }) => {
+                ApiError::InvalidInput(e.to_string())
+            }
             triage::Error::Io { path, source } if is_storage(&source) => {
                 ApiError::Storage(format!("cannot write {}: {source}", path.display()))
             }

@@ -1,13 +1,21 @@
-//! Request-body extraction and validation with the service's error shape:
-//! 413 over the body limit, 400 malformed JSON or invalid UTF-8, 422 wrong
-//! types, missing or empty text, 413 text longer than the text limit.
+//! Request extraction and validation with the service's error shape: 413
+//! over the body limit, 400 malformed JSON, invalid UTF-8 or an unreadable
+//! path or query string, 422 a body that is not a JSON object, wrong types,
+//! missing or empty text, 413 text longer than its limit.
 
-use axum::extract::{FromRequest, Request};
-use serde::de::DeserializeOwned;
+use axum::extract::{FromRequest, FromRequestParts, Path, Query, Request};
+use axum::http::request::Parts;
+use serde::de::{DeserializeOwned, IgnoredAny};
 
 use super::error::{ApiError, ApiResult};
 use super::AppState;
 use crate::config::Limits;
+
+/// Longest id (bytes) of a document, session or job.
+pub const MAX_ID_BYTES: usize = 256;
+/// Longest short field (characters): tenant, status, created_at, category,
+/// priority, queue, channel, customer id, tag, field name.
+pub const MAX_SHORT_CHARS: usize = 256;
 
 /// A JSON body, read up to the configured byte limit and deserialised.
 pub struct ApiJson<T>(pub T);
@@ -26,26 +34,108 @@ impl<T: DeserializeOwned> FromRequest<AppState> for ApiJson<T> {
     }
 }
 
-/// Parses a JSON body, telling syntax errors (400) from type errors (422).
-pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> ApiResult<T> {
-    if bytes.iter().all(u8::is_ascii_whitespace) {
-        return Err(ApiError::MalformedJson("the request body is empty".into()));
+/// Path parameters; a path that cannot be read (e.g. percent-encoding that
+/// is not UTF-8) is a 400 with the JSON error body.
+pub struct ApiPath<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned + Send> FromRequestParts<S> for ApiPath<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        match Path::<T>::from_request_parts(parts, state).await {
+            Ok(Path(value)) => Ok(ApiPath(value)),
+            Err(e) if e.status().is_server_error() => Err(ApiError::Internal(e.body_text())),
+            Err(e) => Err(ApiError::BadRequest(e.body_text())),
+        }
     }
-    serde_json::from_slice(bytes).map_err(|e| match e.classify() {
-        serde_json::error::Category::Data => ApiError::InvalidInput(e.to_string()),
-        _ => ApiError::MalformedJson(e.to_string()),
-    })
 }
 
-/// Checks one text field: required fields must hold non-blank text, and no
+/// A query string; one that cannot be read (e.g. a repeated parameter) is a
+/// 400 with the JSON error body.
+pub struct ApiQuery<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for ApiQuery<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        Query::<T>::from_request_parts(parts, state)
+            .await
+            .map(|Query(value)| ApiQuery(value))
+            .map_err(|e| ApiError::BadRequest(e.body_text()))
+    }
+}
+
+/// Parses a JSON body, telling syntax errors (400) from type errors (422).
+/// Every body is a JSON object: an array is not read field by field.
+pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> ApiResult<T> {
+    let Some(first) = bytes.iter().find(|b| !b.is_ascii_whitespace()) else {
+        return Err(ApiError::MalformedJson("the request body is empty".into()));
+    };
+    let classify = |e: serde_json::Error| match e.classify() {
+        serde_json::error::Category::Data => ApiError::InvalidInput(e.to_string()),
+        _ => ApiError::MalformedJson(e.to_string()),
+    };
+    if *first != b'{' {
+        // Valid JSON of the wrong shape is the client's type error (422);
+        // broken JSON stays a syntax error (400).
+        serde_json::from_slice::<IgnoredAny>(bytes).map_err(classify)?;
+        return Err(ApiError::InvalidInput(
+            "the request body must be a JSON object (`{...}`)".into(),
+        ));
+    }
+    serde_json::from_slice(bytes).map_err(classify)
+}
+
+/// True when `value` has no visible character: empty, whitespace, control
+/// characters and invisible format characters (zero-width space and joiners,
+/// word joiner, BOM, soft hyphen, direction marks, variation selectors).
+pub fn is_blank(value: &str) -> bool {
+    value
+        .chars()
+        .all(|c| c.is_whitespace() || c.is_control() || is_invisible(c))
+}
+
+/// Default-ignorable and other zero-width characters that render as nothing.
+fn is_invisible(c: char) -> bool {
+    matches!(
+        c,
+        '\u{00AD}'
+            | '\u{034F}'
+            | '\u{061C}'
+            | '\u{115F}'
+            | '\u{1160}'
+            | '\u{17B4}'
+            | '\u{17B5}'
+            | '\u{180B}'..='\u{180F}'
+            | '\u{200B}'..='\u{200F}'
+            | '\u{202A}'..='\u{202E}'
+            | '\u{2060}'..='\u{206F}'
+            | '\u{3164}'
+            | '\u{FE00}'..='\u{FE0F}'
+            | '\u{FEFF}'
+            | '\u{FFA0}'
+            | '\u{E0000}'..='\u{E0FFF}'
+    )
+}
+
+/// Checks one text field: required fields must hold visible text, and no
 /// field may be longer than the text limit.
 pub fn check_text(field: &str, value: &str, required: bool, limits: &Limits) -> ApiResult<()> {
-    if required && value.trim().is_empty() {
+    if required && is_blank(value) {
         return Err(ApiError::InvalidInput(format!(
             "`{field}` must not be empty"
         )));
     }
-    let max = limits.max_text_chars;
+    check_len(field, value, limits.max_text_chars)
+}
+
+/// Checks a short field (tenant, status, created_at, labels, ...): at most
+/// [`MAX_SHORT_CHARS`] characters.
+pub fn check_short(field: &str, value: &str) -> ApiResult<()> {
+    check_len(field, value, MAX_SHORT_CHARS)
+}
+
+fn check_len(field: &str, value: &str, max: usize) -> ApiResult<()> {
     // Cheap upper bound first: a UTF-8 string has at most as many chars as bytes.
     if value.len() > max && value.chars().count() > max {
         return Err(ApiError::TooLarge(format!(
@@ -55,13 +145,35 @@ pub fn check_text(field: &str, value: &str, required: bool, limits: &Limits) -> 
     Ok(())
 }
 
-/// Checks an id taken from a path or a body.
-pub fn check_id(id: &str) -> ApiResult<()> {
-    if id.trim().is_empty() {
-        return Err(ApiError::InvalidInput("the id must not be empty".into()));
+/// Checks an id taken from a path or a body (`field` names it in errors):
+/// visible text, at most [`MAX_ID_BYTES`] bytes, no control characters.
+pub fn check_id(field: &str, id: &str) -> ApiResult<()> {
+    if is_blank(id) {
+        return Err(ApiError::InvalidInput(format!(
+            "`{field}` must not be empty"
+        )));
     }
-    if id.len() > 256 {
-        return Err(ApiError::TooLarge("the id is longer than 256 bytes".into()));
+    if id.len() > MAX_ID_BYTES {
+        return Err(ApiError::TooLarge(format!(
+            "`{field}` is longer than {MAX_ID_BYTES} bytes"
+        )));
+    }
+    if id.chars().any(char::is_control) {
+        return Err(ApiError::InvalidInput(format!(
+            "`{field}` must not contain control characters"
+        )));
+    }
+    Ok(())
+}
+
+/// Checks a requested tenant (empty = the default tenant): short, and no
+/// control characters.
+pub fn check_tenant(tenant: &str) -> ApiResult<()> {
+    check_short("tenant", tenant)?;
+    if tenant.chars().any(char::is_control) {
+        return Err(ApiError::InvalidInput(
+            "`tenant` must not contain control characters".into(),
+        ));
     }
     Ok(())
 }

@@ -8,7 +8,7 @@ use serde::Serialize;
 use triage::api::{ChatMessage, DeflectAction, DeflectResult, Feedback, TicketRequest};
 
 use super::error::{ApiError, ApiResult};
-use super::extract::{check_id, check_text, ApiJson};
+use super::extract::{check_id, check_short, check_tenant, check_text, is_blank, ApiJson};
 use super::{AppState, Caller};
 
 /// Most hits a search may ask for.
@@ -60,11 +60,12 @@ pub async fn deflect(
 ) -> ApiResult<Json<DeflectResponse>> {
     let limits = state.limits();
     check_text("text", &msg.text, true, limits)?;
-    check_text("customer_id", &msg.customer_id, false, limits)?;
+    check_short("customer_id", &msg.customer_id)?;
+    check_tenant(&msg.tenant)?;
     msg.tenant = caller.tenant(&msg.tenant);
     msg.session_id = msg.session_id.filter(|s| !s.trim().is_empty());
     if let Some(s) = &msg.session_id {
-        check_id(s)?;
+        check_id("session_id", s)?;
     }
     let session_id = msg.session_id.clone();
     let result = state.run(move |e| Ok(e.deflect(&msg)?)).await?;
@@ -95,6 +96,22 @@ pub async fn search(
     ApiJson(mut req): ApiJson<SearchRequest>,
 ) -> ApiResult<Json<Vec<indexer::Hit>>> {
     check_text("text", &req.text, true, state.limits())?;
+    let f = &req.filters;
+    check_tenant(f.tenant.as_deref().unwrap_or_default())?;
+    for c in &f.categories {
+        check_short("filters.categories", c)?;
+    }
+    for s in &f.statuses {
+        check_short("filters.statuses", s)?;
+    }
+    check_short(
+        "filters.created_after",
+        f.created_after.as_deref().unwrap_or_default(),
+    )?;
+    check_short(
+        "filters.created_before",
+        f.created_before.as_deref().unwrap_or_default(),
+    )?;
     if req.k == 0 {
         req.k = DEFAULT_K;
     }
@@ -109,7 +126,8 @@ pub async fn search(
     Ok(Json(state.run(move |e| Ok(e.search(&req)?)).await?))
 }
 
-/// `POST /v1/feedback`: an agent's correction or confirmation, learned at once.
+/// `POST /v1/feedback`: an agent's correction or confirmation, learned at once
+/// by the neighbour vote (and counted for the next retrain of the classifiers).
 pub async fn feedback(
     State(state): State<AppState>,
     caller: Caller,
@@ -122,15 +140,36 @@ pub async fn feedback(
         check_text("message", m, false, limits)?;
     }
     for (name, value) in &fb.fields {
+        check_short("fields (a field name)", name)?;
         check_text(name, value, false, limits)?;
     }
+    for (name, value) in [
+        ("category", &fb.category),
+        ("priority", &fb.priority),
+        ("queue", &fb.queue),
+    ] {
+        check_short(name, value.as_deref().unwrap_or_default())?;
+    }
+    check_tenant(&fb.tenant)?;
     if fb.ticket_id.is_empty() && fb.solved_by_article.is_none() {
         return Err(ApiError::InvalidInput(
             "feedback needs a `ticket_id` or a `solved_by_article`".into(),
         ));
     }
+    // The same ids the document routes accept, so the ticket it creates can
+    // be read and deleted there.
+    if !fb.ticket_id.is_empty() {
+        check_id("ticket_id", &fb.ticket_id)?;
+    }
+    if let Some(article) = &fb.solved_by_article {
+        check_id("solved_by_article", article)?;
+    }
     fb.tenant = caller.tenant(&fb.tenant);
+    let relabels = fb.category.is_some() || fb.priority.is_some();
     let outcome = state.run(move |e| Ok(e.feedback(fb)?)).await?;
+    if relabels {
+        state.note_labelled_change();
+    }
     state.metrics().observe_decision("feedback", "accepted");
     Ok(Json(outcome))
 }
@@ -162,14 +201,15 @@ pub async fn pack(State(state): State<AppState>) -> ApiResult<Json<PackSummary>>
     }))
 }
 
-/// A ticket request needs some text, and no field may be over the limit.
+/// A ticket request needs some visible text, and no field may be over its limit.
 fn check_request(state: &AppState, req: &TicketRequest) -> ApiResult<()> {
     let limits = state.limits();
     check_text("title", &req.title, false, limits)?;
     check_text("body", &req.body, false, limits)?;
-    check_text("channel", &req.channel, false, limits)?;
-    check_text("customer_id", &req.customer_id, false, limits)?;
-    if req.title.trim().is_empty() && req.body.trim().is_empty() {
+    check_short("channel", &req.channel)?;
+    check_short("customer_id", &req.customer_id)?;
+    check_tenant(&req.tenant)?;
+    if is_blank(&req.title) && is_blank(&req.body) {
         return Err(ApiError::InvalidInput(
             "`title` or `body` must hold the request text".into(),
         ));

@@ -80,6 +80,8 @@ struct Live {
 pub struct Jobs {
     dir: PathBuf,
     live: Arc<Mutex<BTreeMap<String, Live>>>,
+    /// Jobs whose `meta.json` could not be read at start: id → why.
+    corrupt: Mutex<BTreeMap<String, String>>,
     queue: Mutex<Option<Sender<String>>>,
     cancel: Arc<AtomicBool>,
     worker: Mutex<Option<std::thread::JoinHandle<()>>>,
@@ -91,6 +93,7 @@ impl Jobs {
         Jobs {
             dir: data_dir.join("jobs"),
             live: Arc::new(Mutex::new(BTreeMap::new())),
+            corrupt: Mutex::new(BTreeMap::new()),
             queue: Mutex::new(None),
             cancel: Arc::new(AtomicBool::new(false)),
             worker: Mutex::new(None),
@@ -182,9 +185,15 @@ impl Jobs {
         Ok(status)
     }
 
-    /// The status of a job visible to `tenant` (`None` = any tenant).
+    /// The status of a job visible to `tenant` (`None` = any tenant); 500
+    /// `corrupt` for a job whose metadata on disk is unreadable (its tenant
+    /// is unknown, so it is reported to whoever asks for its unguessable id).
+    /// Paths in the report are relative to the data directory.
     pub fn status(&self, id: &str, tenant: Option<&str>) -> ApiResult<JobStatus> {
         let not_found = || ApiError::NotFound(format!("no job {id:?}"));
+        if let Some(why) = self.corrupt.lock().ok().and_then(|c| c.get(id).cloned()) {
+            return Err(ApiError::Corrupt(why));
+        }
         let live = self
             .live
             .lock()
@@ -194,6 +203,16 @@ impl Jobs {
             return Err(not_found());
         }
         let mut status = job.status.clone();
+        if let Some(report) = &mut status.report {
+            report.input = self.relative(&report.input);
+            report.output = self.relative(&report.output);
+        }
+        if let Some(error) = &mut status.error {
+            if let Some(data_dir) = self.dir.parent() {
+                let prefix = format!("{}/", data_dir.display());
+                *error = error.replace(&prefix, "");
+            }
+        }
         if let Some(started) = job.started {
             let secs = started.elapsed().as_secs_f64();
             let done_now = status.done.saturating_sub(job.started_done);
@@ -206,6 +225,16 @@ impl Jobs {
             }
         }
         Ok(status)
+    }
+
+    /// `path` relative to the data directory (just the file name when it is
+    /// elsewhere): responses do not reveal the server's directory layout.
+    fn relative(&self, path: &Path) -> PathBuf {
+        let data_dir = self.dir.parent().unwrap_or(&self.dir);
+        match path.strip_prefix(data_dir) {
+            Ok(rel) => rel.to_path_buf(),
+            Err(_) => path.file_name().map(PathBuf::from).unwrap_or_default(),
+        }
     }
 
     /// Path of a job's output file, for jobs visible to `tenant`.
@@ -261,11 +290,37 @@ impl Jobs {
         let mut unfinished = Vec::new();
         for entry in entries.flatten() {
             let dir = entry.path();
-            let Some(meta) = std::fs::read(dir.join("meta.json"))
-                .ok()
-                .and_then(|b| serde_json::from_slice::<Meta>(&b).ok())
-            else {
-                continue;
+            let meta_path = dir.join("meta.json");
+            let meta = match std::fs::read(&meta_path) {
+                Ok(bytes) => serde_json::from_slice::<Meta>(&bytes).map_err(|e| e.to_string()),
+                // Written last before the job is acknowledged: without it the
+                // job was never accepted, and there is nothing to resume.
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    if dir.is_dir() {
+                        tracing::debug!(dir = %dir.display(), "skipping unacknowledged job directory");
+                    }
+                    continue;
+                }
+                Err(e) => Err(e.to_string()),
+            };
+            let meta = match meta {
+                Ok(meta) => meta,
+                Err(e) => {
+                    tracing::warn!(
+                        file = %meta_path.display(),
+                        "job metadata is unreadable; the job cannot run and GET /v1/jobs/<id> reports it as corrupt: {e}"
+                    );
+                    let id = entry.file_name().to_string_lossy().into_owned();
+                    if let Ok(mut corrupt) = self.corrupt.lock() {
+                        corrupt.insert(
+                            id.clone(),
+                            format!(
+                                "job {id:?} cannot be read: jobs/{id}/meta.json is corrupt: {e}"
+                            ),
+                        );
+                    }
+                    continue;
+                }
             };
             let report = std::fs::read(dir.join("report.json"))
                 .ok()

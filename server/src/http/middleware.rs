@@ -1,6 +1,7 @@
 //! Request middleware: metrics for every request, and for /v1 load shedding,
 //! a timeout and bearer-token authentication that pins the caller's tenant.
 
+use std::sync::Arc;
 use std::time::Instant;
 
 use axum::extract::{FromRequestParts, MatchedPath, Request, State};
@@ -8,6 +9,7 @@ use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use tokio::sync::OwnedSemaphorePermit;
 
 use super::error::ApiError;
 use super::AppState;
@@ -65,14 +67,25 @@ pub async fn track(State(state): State<AppState>, req: Request, next: Next) -> R
     response
 }
 
+tokio::task_local! {
+    /// The concurrency slot of the request being handled, set by [`shed`].
+    static SLOT: Arc<OwnedSemaphorePermit>;
+}
+
+/// The current request's concurrency slot, for work that must keep holding
+/// it after the request itself is gone (see `AppState::blocking`).
+pub(super) fn current_slot() -> Option<Arc<OwnedSemaphorePermit>> {
+    SLOT.try_with(Arc::clone).ok()
+}
+
 /// Refuses requests beyond the concurrency limit with 503 instead of queueing them.
+///
+/// A slot is free again only when the request is answered *and* the blocking
+/// work it started has finished: a request that timed out keeps its slot
+/// until its engine call really ends, so timed-out work cannot pile up.
 pub async fn shed(State(state): State<AppState>, req: Request, next: Next) -> Response {
     match state.permits().try_acquire_owned() {
-        Ok(permit) => {
-            let response = next.run(req).await;
-            drop(permit);
-            response
-        }
+        Ok(permit) => SLOT.scope(Arc::new(permit), next.run(req)).await,
         Err(_) => {
             state.metrics().observe_shed();
             ApiError::Overloaded.into_response()
@@ -81,6 +94,10 @@ pub async fn shed(State(state): State<AppState>, req: Request, next: Next) -> Re
 }
 
 /// Answers 504 when a request takes longer than the configured timeout.
+///
+/// The answer does not wait for the work: engine calls cannot be cancelled,
+/// so a timed-out write may still be applied (and keeps its concurrency slot
+/// until it ends).
 pub async fn timeout(State(state): State<AppState>, req: Request, next: Next) -> Response {
     let limit = state.limits().request_timeout;
     match tokio::time::timeout(limit, next.run(req)).await {

@@ -6,7 +6,10 @@
 //! jobs at a resumable point. [`router`] builds the same service in-process
 //! for tests. Engine calls run on tokio's blocking pool, never on the async
 //! workers; embedding calls are micro-batched by [`batch::BatchingEmbedder`].
+//! Labelled changes are counted, and the classifiers retrained in the
+//! background or on `POST /v1/admin/retrain` ([`retrain`]).
 
+mod admin;
 pub mod batch;
 mod documents;
 pub mod error;
@@ -17,6 +20,7 @@ pub mod metrics;
 mod middleware;
 mod openapi;
 mod ops;
+pub mod retrain;
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, OnceLock};
@@ -31,6 +35,7 @@ use crate::config::{Config, Limits};
 use error::{ApiError, ApiResult};
 use jobs::Jobs;
 use metrics::Metrics;
+use retrain::Retrainer;
 
 pub use middleware::Caller;
 
@@ -48,6 +53,7 @@ struct Shared {
     permits: Arc<Semaphore>,
     metrics: Metrics,
     jobs: Jobs,
+    retrainer: Arc<Retrainer>,
     data_dir: std::path::PathBuf,
 }
 
@@ -63,16 +69,32 @@ impl AppState {
                 permits: Arc::new(Semaphore::new(cfg.limits.max_concurrency)),
                 metrics: Metrics::default(),
                 jobs: Jobs::new(&cfg.engine.data_dir),
+                retrainer: Arc::new(Retrainer::new(cfg.retrain.clone())),
                 data_dir: cfg.engine.data_dir.clone(),
             }),
         }
     }
 
-    /// Installs the loaded engine and starts the background job worker.
+    /// Installs the loaded engine (which trained its classifiers while
+    /// opening) and starts the background job worker.
     pub fn set_engine(&self, engine: Arc<Engine>) {
         if self.inner.engine.set(Arc::clone(&engine)).is_ok() {
+            self.inner.retrainer.engine_loaded();
             self.inner.jobs.start(engine);
         }
+    }
+
+    /// Starts the background retrain task ([`retrain::background`]) on the
+    /// current tokio runtime; it waits for the engine, and runs until aborted.
+    pub fn start_background_retrain(&self) -> tokio::task::JoinHandle<()> {
+        tokio::spawn(retrain::background(self.clone()))
+    }
+
+    /// Counts one write that changes labelled data (a ticket upsert, import or
+    /// delete, a category or priority correction): the classifiers learn it at
+    /// the next retrain.
+    pub fn note_labelled_change(&self) {
+        self.inner.retrainer.note_changes(1);
     }
 
     /// Records why the engine could not be loaded (shown by `/readyz`).
@@ -106,15 +128,29 @@ impl AppState {
         F: FnOnce(&Engine) -> ApiResult<T> + Send + 'static,
     {
         let engine = self.engine()?;
-        tokio::task::spawn_blocking(move || f(&engine))
-            .await
-            .map_err(|e| {
-                if e.is_panic() {
-                    ApiError::Internal("the engine panicked while handling this request".into())
-                } else {
-                    ApiError::Internal("the request was cancelled".into())
-                }
-            })?
+        self.blocking(move || f(&engine)).await?
+    }
+
+    /// Runs `f` on the blocking pool, holding the request's concurrency slot
+    /// (if any) until `f` returns, even when the request times out first.
+    async fn blocking<T, F>(&self, f: F) -> ApiResult<T>
+    where
+        T: Send + 'static,
+        F: FnOnce() -> T + Send + 'static,
+    {
+        let slot = middleware::current_slot();
+        tokio::task::spawn_blocking(move || {
+            let _slot = slot;
+            f()
+        })
+        .await
+        .map_err(|e| {
+            if e.is_panic() {
+                ApiError::Internal("the engine panicked while handling this request".into())
+            } else {
+                ApiError::Internal("the request was cancelled".into())
+            }
+        })
     }
 
     fn limits(&self) -> &Limits {
@@ -135,6 +171,10 @@ impl AppState {
 
     fn jobs(&self) -> &Jobs {
         &self.inner.jobs
+    }
+
+    fn retrainer(&self) -> Arc<Retrainer> {
+        Arc::clone(&self.inner.retrainer)
     }
 
     fn data_dir(&self) -> &std::path::Path {
@@ -168,6 +208,12 @@ pub fn router(state: AppState) -> Router {
         .route("/jobs/{id}/labels", get(documents::job_labels))
         .route_layer(mw(state.clone(), middleware::auth))
         .route_layer(mw(state.clone(), middleware::timeout))
+        // Authenticated and shed like the rest, but not timed out: a retrain
+        // answers when it is done (seconds to tens of seconds).
+        .route(
+            "/admin/retrain",
+            post(admin::retrain).route_layer(mw(state.clone(), middleware::auth)),
+        )
         .route_layer(mw(state.clone(), middleware::shed));
     Router::new()
         .nest("/v1", v1)
@@ -255,10 +301,16 @@ async fn serve_on(
             () = load_failed => {},
         }
     };
-    axum::serve(listener, router(state.clone()))
+    let retrain_task = state.start_background_retrain();
+    let served = axum::serve(listener, router(state.clone()))
         .with_graceful_shutdown(until)
         .await
-        .context("serving HTTP")?;
+        .context("serving HTTP");
+    retrain_task.abort();
+    served?;
+    if state.retrainer().running() {
+        tracing::info!("waiting for the retrain in progress to finish");
+    }
 
     let jobs_state = state.clone();
     tokio::task::spawn_blocking(move || jobs_state.jobs().shutdown())

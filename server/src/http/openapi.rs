@@ -21,6 +21,7 @@ pub const OPERATIONS: &[(&str, &str)] = &[
     ("/v1/jobs/reclassify", "post"),
     ("/v1/jobs/{id}", "get"),
     ("/v1/jobs/{id}/labels", "get"),
+    ("/v1/admin/retrain", "post"),
     ("/v1/openapi.json", "get"),
     ("/healthz", "get"),
     ("/readyz", "get"),
@@ -43,14 +44,16 @@ fn errors(codes: &[&str]) -> Value {
     let mut map = serde_json::Map::new();
     for code in codes {
         let description = match *code {
-            "400" => "Malformed JSON or invalid UTF-8",
+            "400" => "Malformed JSON, invalid UTF-8, or an unreadable path or query string",
             "401" => "Missing or wrong API key",
             "404" => "Unknown id",
-            "413" => "Body or a text field over its limit",
-            "422" => "Wrong types, missing or empty text",
+            "409" => "A retrain is already running",
+            "413" => "Body, a text field (or a short field such as `status`, 256 characters) or an id (256 bytes) over its limit",
+            "422" => "Not a JSON object, wrong types, missing or empty text (text with no visible characters counts as empty), or a value the index refuses (bad date, fusion parameter, control character in an id or tenant)",
             "503" => "Overloaded (shed) or still loading",
-            "504" => "Timed out",
+            "504" => "Timed out. The work is not cancelled: a write (PUT, DELETE, feedback, job submission) that timed out may still have been applied, so re-read before retrying. Until it ends it keeps its concurrency slot (further requests may get 503)",
             "507" => "The data directory cannot be written",
+            "500" => "Internal error, or stored data that cannot be read (`corrupt`, naming the file)",
             _ => "Internal error",
         };
         map.insert(
@@ -101,13 +104,13 @@ pub fn document() -> Value {
         "info": {
             "title": "triage",
             "version": env!("CARGO_PKG_VERSION"),
-            "description": "Self-hosted AI triage and knowledge retrieval for support tickets (Chinese + English). With API keys configured, every /v1 route needs `Authorization: Bearer <key>` and acts for the key's tenant."
+            "description": "Self-hosted AI triage and knowledge retrieval for support tickets (Chinese + English). With API keys configured, every /v1 route needs `Authorization: Bearer <key>` and acts for the key's tenant. A request that times out (504) is not cancelled: a write may still be applied, so re-read before retrying it."
         },
         "components": {
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
             "schemas": {
                 "Error": {"type": "object", "required": ["error"], "properties": {"error": {"type": "object", "required": ["code", "message"], "properties": {
-                    "code": {"type": "string", "enum": ["malformed_json", "invalid_input", "too_large", "unauthorized", "not_found", "method_not_allowed", "overloaded", "not_ready", "timeout", "storage_unavailable", "internal"]},
+                    "code": {"type": "string", "enum": ["malformed_json", "bad_request", "invalid_input", "too_large", "unauthorized", "not_found", "conflict", "method_not_allowed", "overloaded", "not_ready", "timeout", "storage_unavailable", "corrupt", "internal"]},
                     "message": {"type": "string"}}}}},
                 "TicketRequest": {"type": "object", "properties": {
                     "title": text("Subject line"), "body": text("Request text (title or body required)"),
@@ -172,7 +175,11 @@ pub fn document() -> Value {
                 "JobStatus": {"type": "object", "properties": {
                     "id": {"type": "string"}, "kind": {"type": "string"}, "state": {"type": "string", "enum": ["queued", "running", "done", "failed"]},
                     "done": {"type": "integer"}, "total": {"type": "integer"}, "rate_per_second": {"type": "number"},
-                    "eta_seconds": {"type": ["number", "null"]}, "report": {"type": ["object", "null"]}, "error": {"type": ["string", "null"]}}}
+                    "eta_seconds": {"type": ["number", "null"]}, "report": {"type": ["object", "null"], "description": "Summary once done; `input` and `output` are relative to the data directory"}, "error": {"type": ["string", "null"]}}},
+                "Retrained": {"type": "object", "properties": {
+                    "status": {"type": "string", "enum": ["retrained"]},
+                    "labelled_examples": {"type": "integer", "description": "Tickets with a category the classifier learned from"},
+                    "seconds": {"type": "number", "description": "Time the training took"}}}
             }
         },
         "security": [{"bearer": []}, {}],
@@ -181,26 +188,27 @@ pub fn document() -> Value {
             "/v1/deflect": {"post": op("Answer, clarify or hand off a chat message (handoff carries a ticket draft)", Some("ChatMessage"), ok("The decision", "DeflectResult"), V1_ERRORS)},
             "/v1/suggest": {"post": op("Similar resolved tickets, articles and a predicted resolution", Some("TicketRequest"), ok("Suggestions", "Suggestions"), V1_ERRORS)},
             "/v1/search": {"post": op("Hybrid search with filters and explanations", Some("SearchRequest"), ok("Hits, best first", "HitList"), V1_ERRORS)},
-            "/v1/feedback": {"post": op("An agent's correction or confirmation; changes the next decision", Some("Feedback"), ok("What was learned", "Object"), V1_ERRORS)},
+            "/v1/feedback": {"post": op("An agent's correction or confirmation, stored as a labelled example: it decides the same request at once, and reaches similar ones through the neighbour vote at once and the model at the next retrain", Some("Feedback"), ok("What was learned", "Object"), V1_ERRORS)},
             "/v1/pack": {"get": op("The pack's taxonomy, priorities, queues and thresholds", None, ok("Pack summary", "Object"), &["401", "503"])},
             "/v1/tickets/{id}": {
                 "parameters": id_param,
                 "put": op("Insert or replace a ticket (the path id wins); searchable on return", Some("Ticket"), ok("Stored", "Written"), &["400", "401", "413", "422", "500", "503", "504", "507"]),
-                "get": {"summary": "A stored ticket", "parameters": [with_tenant[1].clone()], "responses": {"200": ok("The ticket", "Ticket"), "404": errors(&["404"])["404"].clone(), "401": errors(&["401"])["401"].clone()}},
-                "delete": {"summary": "Delete a ticket", "parameters": [with_tenant[1].clone()], "responses": {"200": ok("Deleted", "Written"), "404": errors(&["404"])["404"].clone(), "401": errors(&["401"])["401"].clone(), "507": errors(&["507"])["507"].clone()}}
+                "get": {"summary": "A stored ticket", "parameters": [with_tenant[1].clone()], "responses": {"200": ok("The ticket", "Ticket"), "400": errors(&["400"])["400"].clone(), "404": errors(&["404"])["404"].clone(), "401": errors(&["401"])["401"].clone()}},
+                "delete": {"summary": "Delete a ticket", "parameters": [with_tenant[1].clone()], "responses": {"200": ok("Deleted", "Written"), "400": errors(&["400"])["400"].clone(), "404": errors(&["404"])["404"].clone(), "401": errors(&["401"])["401"].clone(), "507": errors(&["507"])["507"].clone()}}
             },
             "/v1/articles/{id}": {
                 "parameters": id_param,
                 "put": op("Insert or replace an article (the path id wins); searchable on return", Some("Article"), ok("Stored", "Written"), &["400", "401", "413", "422", "500", "503", "504", "507"]),
-                "delete": {"summary": "Delete an article", "parameters": [with_tenant[1].clone()], "responses": {"200": ok("Deleted", "Written"), "404": errors(&["404"])["404"].clone(), "401": errors(&["401"])["401"].clone(), "507": errors(&["507"])["507"].clone()}}
+                "delete": {"summary": "Delete an article", "parameters": [with_tenant[1].clone()], "responses": {"200": ok("Deleted", "Written"), "400": errors(&["400"])["400"].clone(), "404": errors(&["404"])["404"].clone(), "401": errors(&["401"])["401"].clone(), "507": errors(&["507"])["507"].clone()}}
             },
             "/v1/jobs/reclassify": {"post": op_with("Start a background reclassification of the given tickets", Some("ReclassifyJob"), "202",
                 json!({"description": "Accepted; poll the Location", "content": {"application/json": {"schema": schema("JobStatus")}}}), &["400", "401", "413", "422", "503", "507"])},
-            "/v1/jobs/{id}": {"parameters": id_param, "get": op("A job's state, progress (rate, ETA) and report", None, ok("Status", "JobStatus"), &["401", "404"])},
+            "/v1/jobs/{id}": {"parameters": id_param, "get": op("A job's state, progress (rate, ETA) and report", None, ok("Status", "JobStatus"), &["400", "401", "404", "500"])},
+            "/v1/admin/retrain": {"post": op("Retrain the category and priority classifiers from every labelled ticket now; answers when done (not subject to the request timeout)", None, ok("Retrained", "Retrained"), &["401", "409", "500", "503"])},
             "/v1/jobs/{id}/labels": {"parameters": id_param, "get": {"summary": "The job's label lines so far", "responses": {"200": {"description": "JSON lines", "content": {"application/x-ndjson": {}}}, "404": errors(&["404"])["404"].clone()}}},
             "/v1/openapi.json": {"get": {"summary": "This document", "security": [], "responses": {"200": {"description": "OpenAPI 3.1", "content": {"application/json": {}}}}}},
             "/healthz": {"get": {"summary": "Liveness", "security": [], "responses": {"200": {"description": "Up"}}}},
-            "/readyz": {"get": {"summary": "Readiness: model and index loaded", "security": [], "responses": {"200": {"description": "Ready, with index statistics"}, "503": errors(&["503"])["503"].clone()}}},
+            "/readyz": {"get": {"summary": "Readiness: model and index loaded", "security": [], "responses": {"200": {"description": "Ready, with index statistics and the retrain status (pending changes, last training)"}, "503": errors(&["503"])["503"].clone()}}},
             "/metrics": {"get": {"summary": "Prometheus metrics", "security": [], "responses": {"200": {"description": "Text exposition format", "content": {"text/plain": {}}}}}}
         }
     })

@@ -16,14 +16,20 @@ pub async fn healthz() -> Json<serde_json::Value> {
     Json(json!({"status": "ok"}))
 }
 
-/// `GET /readyz`: 200 once the model and index are loaded, else 503 with why.
+/// `GET /readyz`: 200 once the model and index are loaded, else 503 with why;
+/// with the engine's statistics and the retrain status (pending changes, last
+/// training).
 pub async fn readyz(State(state): State<AppState>) -> ApiResult<Json<serde_json::Value>> {
     let engine = state.engine()?;
     let stats = tokio::task::spawn_blocking(move || serde_json::to_value(engine.stats()))
         .await
         .map_err(|_| ApiError::Internal("reading engine statistics failed".into()))?
         .map_err(|e| ApiError::Internal(format!("engine statistics: {e}")))?;
-    Ok(Json(json!({"status": "ready", "stats": stats})))
+    let retrain = serde_json::to_value(state.retrainer().status())
+        .map_err(|e| ApiError::Internal(format!("retrain status: {e}")))?;
+    Ok(Json(
+        json!({"status": "ready", "stats": stats, "retrain": retrain}),
+    ))
 }
 
 /// `GET /metrics`: Prometheus text format.
@@ -43,6 +49,7 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
             bytes as f64,
         ));
     }
+    gauges.extend(retrain_gauges(&state.retrainer().status()));
     gauges.push((
         "triage_ready".to_string(),
         "1 when the model and index are loaded.".to_string(),
@@ -50,7 +57,8 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
     ));
     gauges.push((
         "triage_http_in_flight".to_string(),
-        "Requests being handled on /v1.".to_string(),
+        "Requests being handled on /v1, counting a timed-out request until its work ends."
+            .to_string(),
         state
             .limits()
             .max_concurrency
@@ -64,6 +72,49 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
         state.metrics().render(&gauges),
     )
         .into_response()
+}
+
+/// The retrain status as gauges (the timestamps only once known).
+fn retrain_gauges(s: &super::retrain::RetrainStatus) -> Vec<(String, String, f64)> {
+    let mut out = vec![
+        (
+            "triage_retrain_pending_changes",
+            "Labelled changes (ticket writes, corrections) not yet learned by the classifiers.",
+            s.pending_changes as f64,
+        ),
+        (
+            "triage_retrain_running",
+            "1 while the classifiers are being retrained.",
+            f64::from(u8::from(s.running)),
+        ),
+        (
+            "triage_retrain_completed",
+            "Successful retrains since the server started.",
+            s.completed as f64,
+        ),
+        (
+            "triage_retrain_failed",
+            "Failed retrains since the server started (the previous classifiers stay in use).",
+            s.failed as f64,
+        ),
+    ];
+    if let Some(t) = s.last_trained_unix {
+        out.push((
+            "triage_retrain_last_trained_timestamp_seconds",
+            "When the classifiers were last trained (Unix time; engine load counts).",
+            t as f64,
+        ));
+    }
+    if let Some(d) = s.last_duration_seconds {
+        out.push((
+            "triage_retrain_last_duration_seconds",
+            "How long the last successful retrain took.",
+            d,
+        ));
+    }
+    out.into_iter()
+        .map(|(name, help, v)| (name.to_string(), help.to_string(), v))
+        .collect()
 }
 
 /// Total size of the files under `dir` (unreadable entries count as 0).

@@ -14,7 +14,7 @@ use serde_json::{json, Value};
 use tower::ServiceExt;
 
 use super::*;
-use crate::config::{EngineSettings, Limits};
+use crate::config::{EngineSettings, Limits, RetrainPolicy};
 
 /// Hashing embedder that sleeps on texts containing `SLOW` (to test timeouts and shedding).
 struct TestEmbedder(triage::hashembed::HashEmbedder);
@@ -22,11 +22,29 @@ struct TestEmbedder(triage::hashembed::HashEmbedder);
 /// How many `SLOW` embeddings have started (so a test can wait for one to be in flight).
 static SLOW_STARTED: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
 
+/// Whether embeddings of texts containing `HOLD` may finish: until a test
+/// opens the gate (or 60 s pass) they block, so a request's work outlives its
+/// timeout for as long as the test needs, without depending on timing.
+static HOLD_OPEN: std::sync::Mutex<bool> = std::sync::Mutex::new(false);
+static HOLD_CHANGED: std::sync::Condvar = std::sync::Condvar::new();
+
+/// Lets every held (`HOLD`) embedding finish, now and later.
+fn open_hold_gate() {
+    *HOLD_OPEN.lock().unwrap() = true;
+    HOLD_CHANGED.notify_all();
+}
+
 impl TextEmbedder for TestEmbedder {
     fn embed(&self, texts: &[&str], kind: EmbedKind) -> Result<Vec<Vec<f32>>, models::Error> {
         if texts.iter().any(|t| t.contains("SLOW")) {
             SLOW_STARTED.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
             std::thread::sleep(Duration::from_millis(600));
+        }
+        if texts.iter().any(|t| t.contains("HOLD")) {
+            let open = HOLD_OPEN.lock().unwrap();
+            let _ = HOLD_CHANGED
+                .wait_timeout_while(open, Duration::from_secs(60), |open| !*open)
+                .unwrap();
         }
         self.0.embed(texts, kind)
     }
@@ -44,6 +62,7 @@ fn pack_dir() -> PathBuf {
 
 struct Harness {
     app: Router,
+    state: AppState,
     _dir: tempfile::TempDir,
 }
 
@@ -61,6 +80,11 @@ fn config(data_dir: PathBuf, keys: &[(&str, &str)], limits: Limits) -> Config {
             .map(|(k, t)| (k.to_string(), t.to_string()))
             .collect(),
         limits,
+        // Off: the shared engine must not retrain under other tests' feet.
+        retrain: RetrainPolicy {
+            after_changes: 0,
+            ..RetrainPolicy::default()
+        },
     }
 }
 
@@ -80,19 +104,24 @@ fn shared_engine() -> Arc<Engine> {
             }
         }
         let dir = tmp.join(format!("triage-http-tests-{}", std::process::id()));
-        let embedder = Arc::new(batch::BatchingEmbedder::new(Arc::new(TestEmbedder(
-            triage::hashembed::HashEmbedder::new(256),
-        ))));
-        let engine = Engine::open(
-            triage::engine::EngineConfig {
-                pack_dir: pack_dir(),
-                data_dir: dir,
-            },
-            embedder,
-        )
-        .unwrap();
-        Arc::new(engine)
+        open_test_engine(dir)
     }))
+}
+
+/// Opens an engine on the demo pack with the hashing test embedder.
+fn open_test_engine(data_dir: PathBuf) -> Arc<Engine> {
+    let embedder = Arc::new(batch::BatchingEmbedder::new(Arc::new(TestEmbedder(
+        triage::hashembed::HashEmbedder::new(256),
+    ))));
+    let engine = Engine::open(
+        triage::engine::EngineConfig {
+            pack_dir: pack_dir(),
+            data_dir,
+        },
+        embedder,
+    )
+    .unwrap();
+    Arc::new(engine)
 }
 
 fn harness_with(keys: &[(&str, &str)], limits: Limits) -> Harness {
@@ -101,7 +130,8 @@ fn harness_with(keys: &[(&str, &str)], limits: Limits) -> Harness {
     let state = AppState::new(&cfg);
     state.set_engine(shared_engine());
     Harness {
-        app: router(state),
+        app: router(state.clone()),
+        state,
         _dir: dir,
     }
 }
@@ -453,8 +483,8 @@ async fn slow_requests_time_out_and_excess_load_is_shed() {
     assert_error(s, &b, StatusCode::SERVICE_UNAVAILABLE, "overloaded");
     let (s, b) = slow.await.unwrap();
     assert_error(s, &b, StatusCode::GATEWAY_TIMEOUT, "timeout");
-    // Once the slot is free again, requests pass.
-    tokio::time::sleep(Duration::from_millis(400)).await;
+    // Once the slow work has really finished, its slot is free and requests pass.
+    wait_for_free_slots(&h.state, 1).await;
     let (s, _) = post(&h.app, "/v1/triage", json!({"body": "fast"})).await;
     assert_eq!(s, StatusCode::OK);
     let (_, m) = call(&h.app, Method::GET, "/metrics", None, None).await;
@@ -503,6 +533,8 @@ async fn metrics_count_routes_and_decisions() {
 #[tokio::test]
 async fn every_documented_operation_is_routed() {
     let h = harness();
+    // Hold the retrain slot: the admin route must answer (409), not retrain the shared engine.
+    let _slot = h.state.retrainer().try_begin().expect("no retrain running");
     for (path, method) in openapi::OPERATIONS {
         let uri = path.replace("{id}", "x");
         let method = Method::from_bytes(method.to_uppercase().as_bytes()).unwrap();
@@ -729,4 +761,672 @@ fn reclassify_stops_on_cancel_and_resumes_without_repeats() {
     assert!(std::fs::read_to_string(dir.path().join("labels.report.md"))
         .unwrap()
         .contains("repair.water_leak"));
+}
+
+/// A harness on its own engine and data directory, for tests that retrain:
+/// retraining the shared engine would change other tests' decisions midway.
+fn private_harness(retrain: RetrainPolicy) -> Harness {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(dir.path().join("server"), &[], Limits::default());
+    cfg.retrain = retrain;
+    let state = AppState::new(&cfg);
+    state.set_engine(open_test_engine(dir.path().join("engine")));
+    Harness {
+        app: router(state.clone()),
+        state,
+        _dir: dir,
+    }
+}
+
+/// Labelled tickets that share made-up words no pack ticket has.
+const ZB_TICKETS: usize = 30;
+
+/// Writes the [`ZB_TICKETS`] tickets `ZB-*` of tenant `rt-a` with `category`.
+async fn put_zb_tickets(app: &Router, category: &str, range: std::ops::Range<usize>) {
+    for i in range {
+        let t = json!({"tenant": "rt-a", "title": format!("zorblax 控制器 qwv 报警 {i}"),
+            "body": format!("zorblax 控制器 面板 qwv 一直闪烁 vrunk 第{i}台"), "category": category});
+        let (s, b) = call(
+            app,
+            Method::PUT,
+            &format!("/v1/tickets/ZB-{i}"),
+            None,
+            Some(t.to_string().into_bytes()),
+        )
+        .await;
+        assert_eq!(s, StatusCode::OK, "{b}");
+    }
+}
+
+/// The category the engine ranks first for a `zorblax` request of tenant
+/// `rt-b`, which has no tickets: no neighbour of its own votes, so only the
+/// linear head (and the pack's examples) can know what `zorblax` means.
+async fn zb_probe_top(app: &Router) -> String {
+    let (s, t) = post(
+        app,
+        "/v1/triage",
+        json!({"tenant": "rt-b", "title": "zorblax 控制器 报警", "body": "zorblax 控制器 面板 qwv 闪烁 vrunk"}),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{t}");
+    assert!(
+        t["neighbours"].as_array().is_some_and(|n| n.is_empty()),
+        "rt-b has no tickets: {t}"
+    );
+    t["category"]["alternatives"][0]["label"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no alternatives: {t}"))
+        .to_string()
+}
+
+/// Two leaf categories of the pack other than `avoid`.
+async fn two_other_leaves(app: &Router, avoid: &str) -> (String, String) {
+    let (_, pack) = call(app, Method::GET, "/v1/pack", None, None).await;
+    let cats = pack["categories"].as_array().unwrap();
+    let parents: Vec<&str> = cats.iter().filter_map(|c| c["parent"].as_str()).collect();
+    let leaves: Vec<String> = cats
+        .iter()
+        .filter_map(|c| c["id"].as_str())
+        .filter(|id| !parents.contains(id) && *id != avoid)
+        .map(String::from)
+        .collect();
+    (leaves[0].clone(), leaves[leaves.len() - 1].clone())
+}
+
+async fn retrain_status(app: &Router) -> Value {
+    let (s, b) = call(app, Method::GET, "/readyz", None, None).await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    b
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_retrain_teaches_the_linear_head_a_relabelled_ticket() {
+    let h = private_harness(RetrainPolicy {
+        after_changes: 0,
+        min_interval: Duration::ZERO,
+    });
+    let app = &h.app;
+    let untrained = zb_probe_top(app).await;
+    let (first, second) = two_other_leaves(app, &untrained).await;
+    let ready = retrain_status(app).await;
+    let labelled_before = ready["stats"]["labelled_examples"].as_u64().unwrap();
+    assert_eq!(ready["retrain"]["pending_changes"], 0, "{ready}");
+    assert!(ready["retrain"]["last_trained_unix"].is_u64(), "{ready}");
+
+    put_zb_tickets(app, &first, 0..ZB_TICKETS).await;
+    // Deleting a missing ticket and writing an article change no labelled data.
+    assert_eq!(
+        call(
+            app,
+            Method::DELETE,
+            "/v1/tickets/ZB-none?tenant=rt-a",
+            None,
+            None
+        )
+        .await
+        .0,
+        StatusCode::NOT_FOUND
+    );
+    let article = json!({"question": "zorblax 是什么", "answer": "一种控制器。", "tenant": "rt-a"});
+    let (s, _) = call(
+        app,
+        Method::PUT,
+        "/v1/articles/ZB-KB",
+        None,
+        Some(article.to_string().into_bytes()),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK);
+    let ready = retrain_status(app).await;
+    assert_eq!(ready["retrain"]["pending_changes"], ZB_TICKETS, "{ready}");
+    // Written, but not learned yet: the neighbours of rt-a cannot vote for rt-b.
+    assert_eq!(zb_probe_top(app).await, untrained);
+
+    let (s, r) = post(app, "/v1/admin/retrain", json!({})).await;
+    assert_eq!(s, StatusCode::OK, "{r}");
+    assert_eq!(r["status"], "retrained", "{r}");
+    assert_eq!(
+        r["labelled_examples"].as_u64(),
+        Some(labelled_before + ZB_TICKETS as u64),
+        "{r}"
+    );
+    assert!(r["seconds"].as_f64().is_some_and(|s| s > 0.0), "{r}");
+    let ready = retrain_status(app).await;
+    assert_eq!(ready["retrain"]["pending_changes"], 0, "{ready}");
+    assert_eq!(ready["retrain"]["completed"], 1, "{ready}");
+    assert_eq!(ready["retrain"]["running"], false, "{ready}");
+    assert_eq!(zb_probe_top(app).await, first, "the head learned zorblax");
+
+    // Relabel every one of them: the head keeps the old label until the next retrain.
+    put_zb_tickets(app, &second, 0..ZB_TICKETS).await;
+    assert_eq!(zb_probe_top(app).await, first);
+    let (s, r) = post(app, "/v1/admin/retrain", json!({})).await;
+    assert_eq!(s, StatusCode::OK, "{r}");
+    assert_eq!(
+        zb_probe_top(app).await,
+        second,
+        "the head learned the relabel"
+    );
+
+    // Deleting labelled tickets counts too, and shows in /metrics.
+    let (s, _) = call(
+        app,
+        Method::DELETE,
+        "/v1/tickets/ZB-0?tenant=rt-a",
+        None,
+        None,
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK);
+    let (_, m) = call(app, Method::GET, "/metrics", None, None).await;
+    let m = m.as_str().unwrap();
+    assert!(m.contains("triage_retrain_pending_changes 1\n"), "{m}");
+    assert!(m.contains("triage_retrain_completed 2\n"), "{m}");
+    assert!(m.contains("triage_retrain_last_duration_seconds "), "{m}");
+    assert!(
+        m.contains("triage_retrain_last_trained_timestamp_seconds "),
+        "{m}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_retrain_while_one_runs_gets_409() {
+    let h = private_harness(RetrainPolicy {
+        after_changes: 0,
+        min_interval: Duration::ZERO,
+    });
+    // Pause the first retrain once it holds the slot, until the test releases it.
+    let (started_tx, started_rx) = std::sync::mpsc::channel();
+    let (release_tx, release_rx) = std::sync::mpsc::channel();
+    *h.state.retrainer().hold.lock().unwrap() = Some(retrain::TestHold {
+        started: started_tx,
+        release: release_rx,
+    });
+    let app = h.app.clone();
+    let first = tokio::spawn(async move { post(&app, "/v1/admin/retrain", json!({})).await });
+    tokio::task::spawn_blocking(move || started_rx.recv_timeout(Duration::from_secs(120)))
+        .await
+        .unwrap()
+        .expect("the first retrain never started");
+
+    let (s, b) = post(&h.app, "/v1/admin/retrain", json!({})).await;
+    assert_error(s, &b, StatusCode::CONFLICT, "conflict");
+    assert!(
+        b["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("already running")),
+        "{b}"
+    );
+    assert_eq!(retrain_status(&h.app).await["retrain"]["running"], true);
+
+    release_tx.send(()).unwrap();
+    let (s, b) = first.await.unwrap();
+    assert_eq!(s, StatusCode::OK, "{b}");
+    assert!(
+        b["labelled_examples"].as_u64().is_some_and(|n| n > 0),
+        "{b}"
+    );
+    // The slot is free again.
+    let (s, b) = post(&h.app, "/v1/admin/retrain", json!({})).await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    let ready = retrain_status(&h.app).await;
+    assert_eq!(ready["retrain"]["completed"], 2, "{ready}");
+    assert_eq!(ready["retrain"]["running"], false, "{ready}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn background_retrain_fires_after_enough_labelled_changes() {
+    let h = private_harness(RetrainPolicy {
+        after_changes: ZB_TICKETS as u64,
+        min_interval: Duration::ZERO,
+    });
+    let task = h.state.start_background_retrain();
+    let untrained = zb_probe_top(&h.app).await;
+    let (category, _) = two_other_leaves(&h.app, &untrained).await;
+    // All changes but one: ticket writes...
+    put_zb_tickets(&h.app, &category, 0..ZB_TICKETS - 1).await;
+    assert_eq!(
+        retrain_status(&h.app).await["retrain"]["pending_changes"],
+        ZB_TICKETS - 1
+    );
+    // ...and the last one an agent's correction.
+    let last = ZB_TICKETS - 1;
+    let (s, b) = post(
+        &h.app,
+        "/v1/feedback",
+        json!({"ticket_id": format!("ZB-{last}"), "tenant": "rt-a", "title": format!("zorblax 控制器 qwv 报警 {last}"),
+            "body": format!("zorblax 控制器 面板 qwv 一直闪烁 vrunk 第{last}台"), "category": category}),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+
+    let started = std::time::Instant::now();
+    let ready = loop {
+        let ready = retrain_status(&h.app).await;
+        if ready["retrain"]["completed"].as_u64() >= Some(1) {
+            break ready;
+        }
+        assert_eq!(ready["retrain"]["failed"], 0, "{ready}");
+        assert!(
+            started.elapsed() < Duration::from_secs(120),
+            "no background retrain: {ready}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(ready["retrain"]["pending_changes"], 0, "{ready}");
+    assert_eq!(
+        zb_probe_top(&h.app).await,
+        category,
+        "the head learned zorblax"
+    );
+    task.abort();
+}
+
+#[tokio::test]
+async fn admin_retrain_needs_an_api_key_when_keys_are_set() {
+    let h = harness_with(&[("key-a", "acme")], Limits::default());
+    let (s, b) = call(&h.app, Method::POST, "/v1/admin/retrain", None, None).await;
+    assert_error(s, &b, StatusCode::UNAUTHORIZED, "unauthorized");
+    let (s, b) = call(
+        &h.app,
+        Method::POST,
+        "/v1/admin/retrain",
+        Some("nope"),
+        None,
+    )
+    .await;
+    assert_error(s, &b, StatusCode::UNAUTHORIZED, "unauthorized");
+    assert_eq!(h.state.retrainer().status().completed, 0);
+}
+
+/// Waits (up to a minute) until `n` concurrency slots are free, i.e. the work
+/// of earlier requests, timed out or not, has finished.
+async fn wait_for_free_slots(state: &AppState, n: usize) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while state.permits().available_permits() < n {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the slots were never freed"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+async fn call_str(app: &Router, method: Method, path: &str, body: &str) -> (StatusCode, Value) {
+    call(app, method, path, None, Some(body.as_bytes().to_vec())).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn timed_out_work_keeps_its_slot_until_it_really_ends() {
+    // Its own engine: held embeddings must not stall other tests' batches.
+    let dir = tempfile::tempdir().unwrap();
+    let limits = Limits {
+        max_concurrency: 2,
+        request_timeout: Duration::from_millis(200),
+        ..Limits::default()
+    };
+    let state = AppState::new(&config(dir.path().join("server"), &[], limits));
+    state.set_engine(open_test_engine(dir.path().join("engine")));
+    let app = router(state.clone());
+    // Two heavy requests fill both slots; their work is held past the timeout.
+    let write =
+        json!({"title": "HOLD 写入", "body": "HOLD 空调不制冷", "tenant": "hold-t"}).to_string();
+    let (a, b) = tokio::join!(
+        post(&app, "/v1/triage", json!({"body": "HOLD 空调不制冷"})),
+        call_str(&app, Method::PUT, "/v1/tickets/HOLD-1", &write),
+    );
+    // Both answer 504 while their work is still blocked: the answer is prompt.
+    assert_error(a.0, &a.1, StatusCode::GATEWAY_TIMEOUT, "timeout");
+    assert_error(b.0, &b.1, StatusCode::GATEWAY_TIMEOUT, "timeout");
+    // The work still runs, so it still holds the slots: new load is shed at
+    // once with 503 instead of piling more work onto the blocking pool.
+    assert_eq!(state.permits().available_permits(), 0);
+    for _ in 0..3 {
+        let (s, b) = post(&app, "/v1/triage", json!({"body": "电视没有声音"})).await;
+        assert_error(s, &b, StatusCode::SERVICE_UNAVAILABLE, "overloaded");
+    }
+    let (_, m) = call(&app, Method::GET, "/metrics", None, None).await;
+    assert!(
+        m.as_str().unwrap().contains("triage_http_in_flight 2"),
+        "{m}"
+    );
+    open_hold_gate();
+    wait_for_free_slots(&state, 2).await;
+    let (s, b) = post(&app, "/v1/triage", json!({"body": "电视没有声音"})).await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    // As documented for 504: the timed-out write was applied all the same.
+    let (s, t) = call(
+        &app,
+        Method::GET,
+        "/v1/tickets/HOLD-1?tenant=hold-t",
+        None,
+        None,
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{t}");
+    let doc = openapi::document();
+    assert!(
+        doc["paths"]["/v1/triage"]["post"]["responses"]["504"]["description"]
+            .as_str()
+            .unwrap()
+            .contains("may still have been applied")
+    );
+}
+
+/// A `tracing` writer that keeps what is logged, to check log lines.
+#[derive(Clone, Default)]
+struct LogBuffer(Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for LogBuffer {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn a_garbled_job_meta_is_logged_and_reported_not_hidden() {
+    let dir = tempfile::tempdir().unwrap();
+    let job_dir = dir.path().join("jobs").join("job-garbled");
+    std::fs::create_dir_all(&job_dir).unwrap();
+    std::fs::write(job_dir.join("meta.json"), b"{\"id\": \"job-garb").unwrap();
+    std::fs::write(job_dir.join("input.jsonl"), b"").unwrap();
+    let state = AppState::new(&config(dir.path().to_path_buf(), &[], Limits::default()));
+    let logs = LogBuffer::default();
+    let writer = logs.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(move || writer.clone())
+        .with_ansi(false)
+        .finish();
+    // Jobs on disk are read when the engine arrives.
+    tracing::subscriber::with_default(subscriber, || state.set_engine(shared_engine()));
+    let logged = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
+    assert!(
+        logged.contains("WARN") && logged.contains("job-garbled/meta.json"),
+        "{logged}"
+    );
+    let app = router(state);
+    for path in ["/v1/jobs/job-garbled", "/v1/jobs/job-garbled/labels"] {
+        let (s, b) = call(&app, Method::GET, path, None, None).await;
+        assert_error(s, &b, StatusCode::INTERNAL_SERVER_ERROR, "corrupt");
+        let message = b["error"]["message"].as_str().unwrap();
+        assert!(message.contains("jobs/job-garbled/meta.json"), "{message}");
+        assert!(
+            !message.contains(&dir.path().display().to_string()),
+            "{message}"
+        );
+    }
+    let (s, b) = call(&app, Method::GET, "/v1/jobs/job-other", None, None).await;
+    assert_error(s, &b, StatusCode::NOT_FOUND, "not_found");
+}
+
+#[tokio::test]
+async fn values_the_index_refuses_are_client_errors() {
+    let h = harness();
+    let app = &h.app;
+    for body in [
+        json!({"text": "空调", "filters": {"created_after": "notadate"}}),
+        json!({"text": "空调", "filters": {"created_before": "2026-13-45"}}),
+        json!({"text": "空调", "fusion": {"method": "rrf", "k": -1}}),
+        json!({"text": "空调", "fusion": {"method": "weighted", "bm25_weight": 5}}),
+    ] {
+        let (s, b) = post(app, "/v1/search", body.clone()).await;
+        assert_error(s, &b, StatusCode::UNPROCESSABLE_ENTITY, "invalid_input");
+        let message = b["error"]["message"].as_str().unwrap();
+        assert!(!message.is_empty(), "{body}: {b}");
+    }
+    let ticket = |extra: Value| {
+        let mut t = json!({"title": "空调不制冷", "body": "空调不制冷"});
+        t.as_object_mut()
+            .unwrap()
+            .extend(extra.as_object().unwrap().clone());
+        t.to_string()
+    };
+    let (s, b) = call_str(app, Method::PUT, "/v1/tickets/a%1Fb", &ticket(json!({}))).await;
+    assert_error(s, &b, StatusCode::UNPROCESSABLE_ENTITY, "invalid_input");
+    let (s, b) = call_str(
+        app,
+        Method::PUT,
+        "/v1/tickets/U1F-1",
+        &ticket(json!({"tenant": "a\u{1f}b"})),
+    )
+    .await;
+    assert_error(s, &b, StatusCode::UNPROCESSABLE_ENTITY, "invalid_input");
+    // Refused by the index itself (an unparsable time): still the client's fault.
+    let (s, b) = call_str(
+        app,
+        Method::PUT,
+        "/v1/tickets/BADTIME-1",
+        &ticket(json!({"created_at": "notadate"})),
+    )
+    .await;
+    assert_error(s, &b, StatusCode::UNPROCESSABLE_ENTITY, "invalid_input");
+    assert!(b["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("created_at"));
+    let (s, b) = post(
+        app,
+        "/v1/feedback",
+        json!({"ticket_id": "a\u{1f}b", "body": "空调不制冷", "category": "repair.not_cooling"}),
+    )
+    .await;
+    assert_error(s, &b, StatusCode::UNPROCESSABLE_ENTITY, "invalid_input");
+    let (s, b) = post(
+        app,
+        "/v1/triage",
+        json!({"body": "空调", "tenant": "x\u{1f}"}),
+    )
+    .await;
+    assert_error(s, &b, StatusCode::UNPROCESSABLE_ENTITY, "invalid_input");
+}
+
+#[tokio::test]
+async fn unreadable_paths_and_queries_get_the_json_error_shape() {
+    let h = harness();
+    for (method, path) in [
+        (Method::GET, "/v1/tickets/%FF"),
+        (Method::DELETE, "/v1/articles/%FF%FE"),
+        (Method::GET, "/v1/jobs/%FF"),
+        (Method::GET, "/v1/tickets/x?tenant=a&tenant=b"),
+        (Method::DELETE, "/v1/tickets/x?tenant=a&tenant=b"),
+    ] {
+        let (s, b) = call(&h.app, method.clone(), path, None, None).await;
+        assert_error(s, &b, StatusCode::BAD_REQUEST, "bad_request");
+        assert!(b.is_object(), "{method} {path}: {b}");
+    }
+}
+
+#[tokio::test]
+async fn feedback_ids_are_checked_like_document_ids() {
+    let h = harness();
+    let long = "f".repeat(1000);
+    let (s, b) = post(
+        &h.app,
+        "/v1/feedback",
+        json!({"ticket_id": long, "body": "空调不制冷", "category": "repair.not_cooling"}),
+    )
+    .await;
+    assert_error(s, &b, StatusCode::PAYLOAD_TOO_LARGE, "too_large");
+    assert!(b["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("ticket_id"));
+    // Nothing was created under that id.
+    let (s, _) = call(&h.app, Method::GET, "/v1/tickets/ffff", None, None).await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    let (s, b) = post(
+        &h.app,
+        "/v1/feedback",
+        json!({"ticket_id": "\u{200b}", "body": "空调不制冷", "category": "repair.not_cooling"}),
+    )
+    .await;
+    assert_error(s, &b, StatusCode::UNPROCESSABLE_ENTITY, "invalid_input");
+    let (s, b) = post(
+        &h.app,
+        "/v1/feedback",
+        json!({"solved_by_article": "k".repeat(300), "message": "怎么退货"}),
+    )
+    .await;
+    assert_error(s, &b, StatusCode::PAYLOAD_TOO_LARGE, "too_large");
+}
+
+#[tokio::test]
+async fn text_without_visible_characters_counts_as_empty() {
+    let h = harness();
+    let app = &h.app;
+    let invisible = "\u{200b}\u{200c}\u{200d}\u{2060}\u{feff} \u{00ad}";
+    for (path, body) in [
+        (
+            "/v1/triage",
+            json!({"title": invisible, "body": "\u{200b}"}),
+        ),
+        ("/v1/suggest", json!({"body": invisible})),
+        ("/v1/deflect", json!({"text": invisible})),
+        ("/v1/search", json!({"text": "\u{200b}"})),
+    ] {
+        let (s, b) = post(app, path, body).await;
+        assert_error(s, &b, StatusCode::UNPROCESSABLE_ENTITY, "invalid_input");
+    }
+    let (s, b) = call_str(
+        app,
+        Method::PUT,
+        "/v1/tickets/ZW-1",
+        &json!({"title": invisible, "body": "\u{200b}"}).to_string(),
+    )
+    .await;
+    assert_error(s, &b, StatusCode::UNPROCESSABLE_ENTITY, "invalid_input");
+    let (s, b) = call_str(
+        app,
+        Method::PUT,
+        "/v1/articles/ZW-2",
+        &json!({"question": "\u{200b}", "answer": "答"}).to_string(),
+    )
+    .await;
+    assert_error(s, &b, StatusCode::UNPROCESSABLE_ENTITY, "invalid_input");
+    // An id of just U+200B is refused like an empty id.
+    let ok_ticket = json!({"title": "空调不制冷", "body": "空调不制冷"}).to_string();
+    let (s, b) = call_str(app, Method::PUT, "/v1/tickets/%E2%80%8B", &ok_ticket).await;
+    assert_error(s, &b, StatusCode::UNPROCESSABLE_ENTITY, "invalid_input");
+    let (s, b) = call(app, Method::GET, "/v1/tickets/%E2%80%8B", None, None).await;
+    assert_error(s, &b, StatusCode::UNPROCESSABLE_ENTITY, "invalid_input");
+    // Visible text next to zero-width characters is real text.
+    let (s, b) = post(app, "/v1/triage", json!({"body": "\u{200b}空调不制冷"})).await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+}
+
+#[tokio::test]
+async fn short_ticket_fields_have_limits_that_name_the_field() {
+    let h = harness();
+    let app = &h.app;
+    let long = "s".repeat(30_000);
+    for field in [
+        "status",
+        "created_at",
+        "category",
+        "priority",
+        "queue",
+        "channel",
+        "customer_id",
+        "tenant",
+    ] {
+        let mut t = json!({"title": "空调不制冷", "body": "空调不制冷"});
+        t[field] = json!(long);
+        let (s, b) = call_str(app, Method::PUT, "/v1/tickets/LEN-1", &t.to_string()).await;
+        assert_error(s, &b, StatusCode::PAYLOAD_TOO_LARGE, "too_large");
+        let message = b["error"]["message"].as_str().unwrap();
+        assert!(
+            message.contains(&format!("`{field}`")),
+            "{field}: {message}"
+        );
+    }
+    let (s, _) = call(app, Method::GET, "/v1/tickets/LEN-1", None, None).await;
+    assert_eq!(s, StatusCode::NOT_FOUND, "nothing over a limit was stored");
+    let (s, b) = post(
+        app,
+        "/v1/jobs/reclassify",
+        json!({"tickets": [{"id": "LEN-2", "body": "空调", "status": long}]}),
+    )
+    .await;
+    assert_error(s, &b, StatusCode::PAYLOAD_TOO_LARGE, "too_large");
+    assert!(b["error"]["message"].as_str().unwrap().contains("`status`"));
+    let (s, b) = post(
+        app,
+        "/v1/feedback",
+        json!({"ticket_id": "LEN-3", "body": "空调", "category": long}),
+    )
+    .await;
+    assert_error(s, &b, StatusCode::PAYLOAD_TOO_LARGE, "too_large");
+    // Ordinary values pass.
+    let t = json!({"title": "空调不制冷", "body": "空调不制冷", "status": "open", "created_at": "2026-03-01T08:30:00Z"});
+    let (s, b) = call_str(app, Method::PUT, "/v1/tickets/LEN-4", &t.to_string()).await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+}
+
+#[tokio::test]
+async fn bodies_must_be_json_objects() {
+    let h = harness();
+    let app = &h.app;
+    for (path, body) in [
+        ("/v1/search", r#"["空调","bm25",3]"#),
+        ("/v1/triage", r#"["冰箱冒烟","冰箱后面冒烟了"]"#),
+        ("/v1/deflect", r#""怎么退货""#),
+        ("/v1/feedback", "42"),
+        ("/v1/triage", "null"),
+    ] {
+        let (s, b) = call_str(app, Method::POST, path, body).await;
+        assert_error(s, &b, StatusCode::UNPROCESSABLE_ENTITY, "invalid_input");
+        assert!(
+            b["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("JSON object"),
+            "{body}: {b}"
+        );
+    }
+    let (s, b) = call_str(app, Method::PUT, "/v1/tickets/ARR-1", r#"["a","b"]"#).await;
+    assert_error(s, &b, StatusCode::UNPROCESSABLE_ENTITY, "invalid_input");
+    // Broken JSON stays a syntax error.
+    let (s, b) = call_str(app, Method::POST, "/v1/search", r#"["空调", "#).await;
+    assert_error(s, &b, StatusCode::BAD_REQUEST, "malformed_json");
+}
+
+#[tokio::test]
+async fn job_reports_show_paths_relative_to_the_data_dir() {
+    let h = harness();
+    let tickets: Vec<Value> = (0..2)
+        .map(|i| json!({"id": format!("REL-{i}"), "title": "空调不制冷", "body": "空调不制冷", "category": "repair.not_cooling"}))
+        .collect();
+    let (s, b) = post(&h.app, "/v1/jobs/reclassify", json!({"tickets": tickets})).await;
+    assert_eq!(s, StatusCode::ACCEPTED, "{b}");
+    let id = b["id"].as_str().unwrap().to_string();
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    let status = loop {
+        let (_, st) = call(&h.app, Method::GET, &format!("/v1/jobs/{id}"), None, None).await;
+        if st["state"] == "done" || st["state"] == "failed" {
+            break st;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "job never ended: {st}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(status["state"], "done", "{status}");
+    let report = &status["report"];
+    assert_eq!(
+        report["input"],
+        format!("jobs/{id}/input.jsonl"),
+        "{status}"
+    );
+    assert_eq!(
+        report["output"],
+        format!("jobs/{id}/labels.jsonl"),
+        "{status}"
+    );
+    let data_dir = h._dir.path().display().to_string();
+    assert!(!status.to_string().contains(&data_dir), "{status}");
 }
