@@ -113,7 +113,10 @@
       } }, c.article.question));
     }
     box.appendChild(el("button", { onclick: () => { box.remove(); handoffFromText(text); } }, "都不是 / None of these"));
-    return el("div", { class: "msg bot", "data-testid": "clarify" }, "您是想问以下哪个问题？ / Did you mean one of these?", box);
+    const prompt = result.candidates.length === 1
+      ? "您是想问这个问题吗？ / Did you mean this?"
+      : "您是想问以下哪个问题？ / Did you mean one of these?";
+    return el("div", { class: "msg bot", "data-testid": "clarify" }, prompt, box);
   }
 
   async function onSend(ev) {
