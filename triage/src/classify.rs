@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::calibrate::{Calibration, HeldOut};
 use crate::domain::{signals, DomainGuard};
@@ -71,7 +71,7 @@ impl ClassifierOptions {
 }
 
 /// What training measured on its held-out folds (so the choices are visible).
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct TrainSummary {
     /// Training examples.
     pub examples: usize,
@@ -107,8 +107,9 @@ pub struct Prediction {
     pub guard: f32,
 }
 
-/// A trained, calibrated classifier.
-#[derive(Debug, Clone)]
+/// A trained, calibrated classifier (serialisable, so trained heads can be
+/// kept across restarts).
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Classifier {
     labels: Vec<String>,
     head: LogReg,

@@ -15,7 +15,7 @@
 pub const SIM_DEPTH: usize = 5;
 
 /// Fitted statistics of the two signals on held-out in-domain messages.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
 pub struct DomainGuard {
     mean: [f32; 2],
     std: [f32; 2],

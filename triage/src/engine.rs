@@ -31,6 +31,7 @@ use crate::error::{Error, Result};
 use crate::faqbank::FaqBank;
 use crate::feedback::FeedbackLog;
 use crate::fields::FieldExtractor;
+use crate::headcache::{training_key, HeadCache};
 use crate::knn::VectorSet;
 use crate::memory::{Example, TicketMemory};
 use crate::pack::{priority_rank, Pack};
@@ -140,6 +141,8 @@ pub struct Engine {
     /// then `state`; reads take only `state`.
     writes: Mutex<()>,
     pub(crate) log: FeedbackLog,
+    /// Trained heads kept across restarts (see [`HeadCache`]).
+    heads: HeadCache,
     sessions: Mutex<Sessions>,
 }
 
@@ -226,7 +229,8 @@ impl Engine {
             bank.upsert(a.clone(), &vs)?;
         }
         let examples = PackExamples::embed(&pack, embedder.as_ref())?;
-        let (category, priority) = train_heads(&pack, &memory, &examples)?;
+        let heads = HeadCache::new(&cfg.data_dir.join("heads"));
+        let (category, priority) = train_heads(&pack, &memory, &examples, &heads)?;
         tracing::info!(
             tickets = memory.len(),
             articles = bank.len(),
@@ -250,6 +254,7 @@ impl Engine {
             }),
             writes: Mutex::new(()),
             log,
+            heads,
             sessions: Mutex::new(Sessions::default()),
         })
     }
@@ -1034,7 +1039,7 @@ impl Engine {
     /// (corrections included); seconds for thousands of tickets.
     pub fn retrain(&self) -> Result<()> {
         let memory = self.read().memory.clone();
-        let (category, priority) = train_heads(&self.pack, &memory, &self.examples)?;
+        let (category, priority) = train_heads(&self.pack, &memory, &self.examples, &self.heads)?;
         let mut state = self.write();
         state.category = category;
         state.priority = priority;
@@ -1137,29 +1142,42 @@ impl PackExamples {
     }
 }
 
+/// Vector length of the first training row (0 when there is none).
+fn memory_dim(rows: &[(&Ticket, &[f32], String)]) -> usize {
+    rows.first().map_or(0, |r| r.1.len())
+}
+
 /// Trains the category and priority classifiers from the labelled tickets in
 /// memory; the category classifier also learns the pack's [`PackExamples`]
-/// (out-of-scope requests as one more class, [`OUT_OF_SCOPE`]).
+/// (out-of-scope requests as one more class, [`OUT_OF_SCOPE`]). A head stored
+/// in `heads` for exactly the same training data is loaded instead.
 fn train_heads(
     pack: &Pack,
     memory: &TicketMemory,
     examples: &PackExamples,
+    heads: &HeadCache,
 ) -> Result<(Option<Classifier>, Option<Classifier>)> {
     let leaves: HashSet<&str> = pack
         .leaf_categories()
         .iter()
         .map(|c| c.id.as_str())
         .collect();
-    let train = |label: &dyn Fn(&Ticket) -> Option<String>,
+    let train = |name: &str,
+                 label: &dyn Fn(&Ticket) -> Option<String>,
                  extra: Option<&PackExamples>|
      -> Result<Option<Classifier>> {
-        let mut x = Vec::new();
-        let mut y = Vec::new();
-        for (e, v) in memory.iter() {
-            if let Some(l) = label(&e.ticket) {
-                x.extend_from_slice(v);
-                y.push(l);
-            }
+        // In (tenant, id) order, so the same tickets train the same head (and
+        // find its stored copy) whatever order the index returned them in.
+        let mut rows: Vec<(&Ticket, &[f32], String)> = memory
+            .iter()
+            .filter_map(|(e, v)| label(&e.ticket).map(|l| (&e.ticket, v, l)))
+            .collect();
+        rows.sort_by(|a, b| (&a.0.tenant, &a.0.id).cmp(&(&b.0.tenant, &b.0.id)));
+        let mut x = Vec::with_capacity(rows.len() * memory_dim(&rows));
+        let mut y = Vec::with_capacity(rows.len());
+        for (_, v, l) in rows {
+            x.extend_from_slice(v);
+            y.push(l);
         }
         if let Some(extra) = extra.filter(|_| !y.is_empty()) {
             x.extend_from_slice(extra.vectors.as_flat());
@@ -1178,9 +1196,21 @@ fn train_heads(
             return Ok(None);
         }
         let dim = x.len() / y.len();
-        Classifier::train(&x, dim, &y, &opts).map(Some)
+        let key = training_key(&x, &y, &opts);
+        if let Some(clf) = heads.load(name, &key) {
+            tracing::info!(
+                head = name,
+                examples = y.len(),
+                "loaded the stored head trained on the same data"
+            );
+            return Ok(Some(clf));
+        }
+        let clf = Classifier::train(&x, dim, &y, &opts)?;
+        heads.store(name, &key, &clf);
+        Ok(Some(clf))
     };
     let category = train(
+        "category",
         &|t| {
             leaves
                 .contains(t.category.as_str())
@@ -1189,6 +1219,7 @@ fn train_heads(
         Some(examples),
     )?;
     let priority = train(
+        "priority",
         &|t| priority_rank(&t.priority).map(|_| t.priority.clone()),
         None,
     )?;

@@ -21,6 +21,7 @@ pub mod faqbank;
 pub mod feedback;
 pub mod fields;
 pub mod hashembed;
+pub mod headcache;
 pub mod keyunits;
 pub mod knn;
 pub mod logreg;

@@ -1060,3 +1060,54 @@ fn an_undecodable_middle_line_in_the_feedback_log_is_an_error() {
     // Nothing was cut off the corrupt log.
     assert_eq!(std::fs::read(&log).unwrap(), bytes);
 }
+
+#[test]
+fn a_restart_with_the_same_tickets_loads_the_stored_heads_and_a_change_retrains() {
+    let pack = tempfile::tempdir().unwrap();
+    let data = tempfile::tempdir().unwrap();
+    common::write_pack(pack.path());
+    let text = "空调不制冷，吹出来的是热风";
+    let stored = data.path().join("heads/category.json");
+    {
+        let e = open(pack.path(), data.path());
+        assert_eq!(
+            e.triage(&request(text)).unwrap().category.label.as_deref(),
+            Some("repair.not_cooling")
+        );
+    }
+    // Plant a head that calls everything `billing.refund`: if the next start
+    // loads the stored head instead of training, every request says so.
+    let mut head: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&stored).unwrap()).unwrap();
+    let labels: Vec<String> = serde_json::from_value(head["classifier"]["labels"].clone()).unwrap();
+    let refund = labels.iter().position(|l| l == "billing.refund").unwrap();
+    head["classifier"]["head"]["b"][refund] = serde_json::json!(1000.0);
+    std::fs::write(&stored, serde_json::to_vec(&head).unwrap()).unwrap();
+    {
+        let e = open(pack.path(), data.path());
+        assert_eq!(
+            e.triage(&request(text)).unwrap().category.label.as_deref(),
+            Some("billing.refund"),
+            "the stored head was not used"
+        );
+        // A change of the category head's training data makes it stale.
+        let mut t = e.get_ticket("", "T-0001").unwrap().unwrap();
+        t.category = "billing.refund".into();
+        e.upsert_ticket(t).unwrap();
+    }
+    let e = open(pack.path(), data.path());
+    assert_eq!(
+        e.triage(&request(text)).unwrap().category.label.as_deref(),
+        Some("repair.not_cooling"),
+        "a stale stored head was used"
+    );
+    // A damaged file is retrained over, not an error.
+    drop(e);
+    std::fs::write(&stored, b"{not json").unwrap();
+    let e = open(pack.path(), data.path());
+    assert_eq!(
+        e.triage(&request(text)).unwrap().category.label.as_deref(),
+        Some("repair.not_cooling")
+    );
+    assert!(serde_json::from_slice::<serde_json::Value>(&std::fs::read(&stored).unwrap()).is_ok());
+}
