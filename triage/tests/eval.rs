@@ -170,3 +170,18 @@ fn a_fitted_verifier_round_trips_and_scores() {
     assert_eq!(report.oos_handoff_recall, 1.0, "{report:?}");
     assert!(eval::deflect(&[], &cases(), embedder(), dir.path()).is_err());
 }
+
+#[test]
+fn a_bank_entry_with_the_very_same_words_is_a_right_answer_and_is_counted() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut test = cases();
+    // Labelled out of scope, but the bank holds this very question (punctuation aside).
+    test.push(DeflectCase {
+        text: "信用卡年费是多少？".into(),
+        faq_ids: Vec::new(),
+    });
+    let report = eval::deflect(&faq(), &test, embedder(), dir.path()).unwrap();
+    assert_eq!(report.same_text_added, 1);
+    assert_eq!((report.in_scope, report.out_of_scope), (4, 2));
+    assert_eq!(report.oos_handoff_recall, 1.0, "{report:?}");
+}

@@ -97,6 +97,11 @@ pub struct DeflectReport {
     pub in_scope: usize,
     /// Of which out of scope.
     pub out_of_scope: usize,
+    /// Messages whose right answers gained a bank entry with the very same words
+    /// (case, width, punctuation and spacing aside) that the test file did not
+    /// list; such an entry answers the message. `in_scope` / `out_of_scope`
+    /// count the messages after this.
+    pub same_text_added: usize,
     /// Answer threshold of the headline numbers (the pack default).
     pub answer_threshold: f32,
     /// Clarify threshold of the headline numbers.
@@ -137,6 +142,8 @@ struct Prepared {
     qvecs: Vec<f32>,
     /// The messages, with same-text entries added to their right answers.
     cases: Vec<DeflectCase>,
+    /// How many messages that changed.
+    same_text_added: usize,
     embed_seconds: f32,
 }
 
@@ -186,7 +193,7 @@ fn prepare(
                 .push(a.id.clone());
         }
     }
-    let cases = test
+    let cases: Vec<DeflectCase> = test
         .iter()
         .map(|c| {
             let mut case = c.clone();
@@ -202,11 +209,17 @@ fn prepare(
             case
         })
         .collect();
+    let same_text_added = cases
+        .iter()
+        .zip(test)
+        .filter(|(a, b)| a.faq_ids.len() != b.faq_ids.len())
+        .count();
     Ok(Prepared {
         bank,
         ids,
         qvecs,
         cases,
+        same_text_added,
         embed_seconds: t0.elapsed().as_secs_f32(),
     })
 }
@@ -298,6 +311,7 @@ pub fn deflect_with(
         test_messages: test.len(),
         in_scope,
         out_of_scope: test.len() - in_scope,
+        same_text_added: prep.same_text_added,
         answer_threshold: headline.answer_threshold,
         clarify_threshold: headline.clarify_threshold,
         answer_rate: headline.answer_rate,
