@@ -1142,11 +1142,6 @@ impl PackExamples {
     }
 }
 
-/// Vector length of the first training row (0 when there is none).
-fn memory_dim(rows: &[(&Ticket, &[f32], String)]) -> usize {
-    rows.first().map_or(0, |r| r.1.len())
-}
-
 /// Trains the category and priority classifiers from the labelled tickets in
 /// memory; the category classifier also learns the pack's [`PackExamples`]
 /// (out-of-scope requests as one more class, [`OUT_OF_SCOPE`]). A head stored
@@ -1173,7 +1168,7 @@ fn train_heads(
             .filter_map(|(e, v)| label(&e.ticket).map(|l| (&e.ticket, v, l)))
             .collect();
         rows.sort_by(|a, b| (&a.0.tenant, &a.0.id).cmp(&(&b.0.tenant, &b.0.id)));
-        let mut x = Vec::with_capacity(rows.len() * memory_dim(&rows));
+        let mut x = Vec::with_capacity(rows.iter().map(|r| r.1.len()).sum());
         let mut y = Vec::with_capacity(rows.len());
         for (_, v, l) in rows {
             x.extend_from_slice(v);
