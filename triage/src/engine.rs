@@ -190,15 +190,17 @@ impl Engine {
             source,
         })?;
         let index = Index::open(&cfg.data_dir.join("index"), embedder.clone())?;
+        let (log, records) = FeedbackLog::open(&cfg.data_dir.join("feedback.jsonl"))?;
         // Refuses another pack's data dir; re-ingests the pack when its documents changed.
-        crate::packsync::sync_pack(&cfg.data_dir, &pack, &index, |p| ingest_pack(&index, p))?;
+        crate::packsync::sync_pack(&cfg.data_dir, &pack, &index, &records, |p| {
+            ingest_pack(&index, p)
+        })?;
         let verifier_path = cfg.pack_dir.join("verifier.json");
         let verifier = if verifier_path.exists() {
             Verifier::load(&verifier_path)?
         } else {
             Verifier::builtin()?
         };
-        let (log, records) = FeedbackLog::open(&cfg.data_dir.join("feedback.jsonl"))?;
         let corrected: HashSet<(String, String)> = records
             .iter()
             .map(|r| (r.tenant.clone(), r.ticket_id.clone()))
@@ -351,12 +353,14 @@ impl Engine {
         };
         let cat_nb = labelled(|t| t.category.as_str());
         let pri_nb = labelled(|t| t.priority.as_str());
-        let units = Units::new(text).units;
+        // Cut into units only when a corrected neighbour is close enough to ask.
+        let units = std::cell::OnceCell::new();
         let decides = |i: usize| {
             let e = state.memory.item(i);
             e.corrected
                 && (self_id == Some(e.ticket.id.as_str())
-                    || Units::new(&ticket_text(&e.ticket.title, &e.ticket.body)).units == units)
+                    || Units::new(&ticket_text(&e.ticket.title, &e.ticket.body)).units
+                        == *units.get_or_init(|| Units::new(text).units))
         };
 
         let cat = self.label_probs(

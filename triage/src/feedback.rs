@@ -47,7 +47,7 @@ impl FeedbackLog {
     /// last line (a crash mid-append, even one that cut a multi-byte character)
     /// is skipped with a warning and cut off the file, so the next append does
     /// not bury it mid-file; an undecodable line elsewhere is an error (see
-    /// [`FeedbackLog::read`]).
+    /// [`scan`]).
     pub fn open(path: &Path) -> Result<(FeedbackLog, Vec<FeedbackRecord>)> {
         let io = |source| Error::Io {
             path: path.to_path_buf(),
@@ -76,19 +76,6 @@ impl FeedbackLog {
             },
             records,
         ))
-    }
-
-    /// The records in the log at `path` (none if it does not exist), without
-    /// opening it for appending: pack re-ingestion reads which tickets and
-    /// articles agents corrected, so it does not overwrite them.
-    ///
-    /// A last line that is not valid UTF-8 or not a record (a torn append) is
-    /// skipped with a warning. Elsewhere, a line that is not valid UTF-8 is
-    /// corruption and an error naming the file and line; a valid UTF-8 line
-    /// that is not a record is skipped with a warning, since logs written
-    /// before torn tails were cut off may hold an old torn append mid-file.
-    pub fn read(path: &Path) -> Result<Vec<FeedbackRecord>> {
-        Ok(scan(path)?.records)
     }
 
     /// Appends one record durably.
@@ -132,8 +119,12 @@ struct Scan {
     torn_at: Option<u64>,
 }
 
-/// Reads the log at `path` as bytes and parses it line by line (see
-/// [`FeedbackLog::read`] for what is skipped and what is an error).
+/// Reads the log at `path` (none if it does not exist) as bytes and parses it
+/// line by line. A last line that is not valid UTF-8 or not a record (a torn
+/// append) is skipped with a warning. Elsewhere, a line that is not valid
+/// UTF-8 is corruption and an error naming the file and line; a valid UTF-8
+/// line that is not a record is skipped with a warning, since logs written
+/// before torn tails were cut off may hold an old torn append mid-file.
 fn scan(path: &Path) -> Result<Scan> {
     let bytes = match std::fs::read(path) {
         Ok(b) => b,

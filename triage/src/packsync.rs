@@ -20,7 +20,7 @@ use indexer::{Article, DocKind, Document, Index};
 use sha2::{Digest, Sha256};
 
 use crate::error::{Error, Result};
-use crate::feedback::FeedbackLog;
+use crate::feedback::FeedbackRecord;
 use crate::pack::Pack;
 
 /// Name of the marker file in the data directory.
@@ -125,11 +125,13 @@ pub struct SyncReport {
 /// refuses a data directory that belongs to another pack, and when the pack's
 /// documents changed since the marker was written, passes the new or changed
 /// tickets and articles (as a copy of `pack` holding only those) to `ingest`,
-/// then rewrites the marker.
+/// then rewrites the marker. `log` is the feedback log's records: the tickets
+/// and articles agents corrected, which keep their stored version.
 pub fn sync_pack(
     data_dir: &Path,
     pack: &Pack,
     index: &Index,
+    log: &[FeedbackRecord],
     ingest: impl FnOnce(&Pack) -> Result<()>,
 ) -> Result<SyncReport> {
     let marker_path = data_dir.join(MARKER_FILE);
@@ -156,7 +158,6 @@ pub fn sync_pack(
             return Ok(SyncReport::default());
         }
     }
-    let log = FeedbackLog::read(&data_dir.join("feedback.jsonl"))?;
     let corrected: HashSet<(&str, &str)> = log
         .iter()
         .map(|r| (r.tenant.as_str(), r.ticket_id.as_str()))

@@ -71,13 +71,14 @@ pub fn duplicates(
         since.unix_timestamp(),
         (now + time::Duration::days(1)).unix_timestamp(),
     );
-    let units = Units::new(text);
+    // Cut into units only when a candidate passes the cheaper tests.
+    let units = std::cell::OnceCell::new();
     let near = memory.nearest_at_least(v, 50, threshold, |e| {
         e.created.is_some_and(|c| c >= since && c <= until)
             && e.ticket.tenant == tenant
             && e.ticket.id != exclude_id
             && containment(
-                &units,
+                units.get_or_init(|| Units::new(text)),
                 &Units::new(&ticket_text(&e.ticket.title, &e.ticket.body)),
             ) >= DUPLICATE_MIN_OVERLAP
     })?;

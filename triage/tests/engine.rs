@@ -679,7 +679,7 @@ fn unchanged_packs_are_not_rewritten_and_changes_are_counted() {
     let sync = |p: &triage::pack::Pack| {
         let index = indexer::Index::open(&data.path().join("index"), embedder.clone()).unwrap();
         let mut ingested = (0, 0);
-        let report = triage::packsync::sync_pack(data.path(), p, &index, |changed| {
+        let report = triage::packsync::sync_pack(data.path(), p, &index, &[], |changed| {
             ingested = (changed.tickets.len(), changed.articles.len());
             index.upsert_tickets(changed.tickets.clone())?;
             index.upsert_articles(changed.articles.clone())?;
