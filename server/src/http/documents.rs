@@ -11,7 +11,8 @@ use triage::engine::Engine;
 
 use super::error::{ApiError, ApiResult};
 use super::extract::{
-    check_id, check_short, check_tenant, check_text, is_blank, ApiJson, ApiPath, ApiQuery,
+    check_fields, check_id, check_short, check_tenant, check_text, is_blank, ApiJson, ApiPath,
+    ApiQuery,
 };
 use super::jobs::JobStatus;
 use super::{AppState, Caller};
@@ -259,10 +260,7 @@ fn check_ticket(ticket: &Ticket, limits: &Limits) -> ApiResult<()> {
     ] {
         check_text(name, value, false, limits)?;
     }
-    for (name, value) in &ticket.fields {
-        check_short("fields (a field name)", name)?;
-        check_text(name, value, false, limits)?;
-    }
+    check_fields(&ticket.fields, limits)?;
     for (name, value) in [
         ("category", &ticket.category),
         ("priority", &ticket.priority),

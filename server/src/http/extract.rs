@@ -3,6 +3,8 @@
 //! path or query string, 422 a body that is not a JSON object, wrong types,
 //! missing or empty text, 413 text longer than its limit.
 
+use std::collections::BTreeMap;
+
 use axum::extract::{FromRequest, FromRequestParts, Path, Query, Request};
 use axum::http::request::Parts;
 use serde::de::{DeserializeOwned, IgnoredAny};
@@ -133,6 +135,16 @@ pub fn check_text(field: &str, value: &str, required: bool, limits: &Limits) -> 
 /// [`MAX_SHORT_CHARS`] characters.
 pub fn check_short(field: &str, value: &str) -> ApiResult<()> {
     check_len(field, value, MAX_SHORT_CHARS)
+}
+
+/// Checks structured fields (a ticket's or a correction's): short names,
+/// values within the text limit.
+pub fn check_fields(fields: &BTreeMap<String, String>, limits: &Limits) -> ApiResult<()> {
+    for (name, value) in fields {
+        check_short("fields (a field name)", name)?;
+        check_text(name, value, false, limits)?;
+    }
+    Ok(())
 }
 
 fn check_len(field: &str, value: &str, max: usize) -> ApiResult<()> {

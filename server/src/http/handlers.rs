@@ -8,7 +8,9 @@ use serde::Serialize;
 use triage::api::{ChatMessage, DeflectAction, DeflectResult, Feedback, TicketRequest};
 
 use super::error::{ApiError, ApiResult};
-use super::extract::{check_id, check_short, check_tenant, check_text, is_blank, ApiJson};
+use super::extract::{
+    check_fields, check_id, check_short, check_tenant, check_text, is_blank, ApiJson,
+};
 use super::{AppState, Caller};
 
 /// Most hits a search may ask for.
@@ -139,10 +141,7 @@ pub async fn feedback(
     if let Some(m) = &fb.message {
         check_text("message", m, false, limits)?;
     }
-    for (name, value) in &fb.fields {
-        check_short("fields (a field name)", name)?;
-        check_text(name, value, false, limits)?;
-    }
+    check_fields(&fb.fields, limits)?;
     for (name, value) in [
         ("category", &fb.category),
         ("priority", &fb.priority),
