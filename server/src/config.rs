@@ -8,11 +8,19 @@
 //! CLI flattens into its `serve` and `reclassify` subcommands.
 //!
 //! TOML keys (all optional; same names as the flags): `addr`, `data_dir`,
-//! `pack`, `model`, `model_dir`, `model_cache`, `[api_keys]` (token = "tenant"),
-//! `max_body_bytes`, `max_text_chars`, `request_timeout_ms`, `max_concurrency`,
-//! `retrain_after_changes` (background retrain after this many labelled
-//! changes, default 50, 0 = never) and `retrain_min_interval_secs` (at least
-//! this long between trainings, default 300).
+//! `pack`, `model`, `model_dir`, `model_cache`, `[api_keys]` (token =
+//! "tenant:scope", scope `chat`, `agent` or `admin`; the default tenant is the
+//! empty name, `":chat"`), `allow_unauthenticated`, `allowed_hosts`,
+//! `max_body_bytes`, `max_text_chars`, `request_timeout_ms`,
+//! `body_read_timeout_ms`, `max_concurrency`, `retrain_after_changes`
+//! (background retrain after this many labelled changes of a tenant, default
+//! 50, 0 = never), `retrain_min_interval_secs` (at least this long between
+//! trainings, default 300) and `learn_min_sessions` (chat sessions that must
+//! agree before a phrasing learned from customers answers others, default 3).
+//!
+//! Without API keys the service is open to whoever can reach it, so it then
+//! listens on a loopback address only, unless `allow_unauthenticated` says
+//! otherwise (see docs/SECURITY.md).
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -38,6 +46,49 @@ pub const DEFAULT_RETRAIN_AFTER_CHANGES: u64 = 50;
 /// seconds of CPU at tens of thousands of tickets, so a busy desk must not
 /// retrain after every burst of edits.
 pub const DEFAULT_RETRAIN_MIN_INTERVAL_SECS: u64 = 300;
+
+/// What an API key lets its holder do; each scope includes the ones before it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Scope {
+    /// The customer chat: deflect, the conversation's feedback and handoff.
+    Chat,
+    /// Agents: read and write tickets and articles, triage, suggestions,
+    /// search, corrections, learned phrasings.
+    Agent,
+    /// Administrators of the tenant: retraining, jobs, statistics (and, for
+    /// the default tenant, the service's metrics).
+    Admin,
+}
+
+impl Scope {
+    /// The scope's name as keys and errors spell it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Scope::Chat => "chat",
+            Scope::Agent => "agent",
+            Scope::Admin => "admin",
+        }
+    }
+
+    fn parse(name: &str) -> Option<Scope> {
+        match name.trim().to_ascii_lowercase().as_str() {
+            "chat" => Some(Scope::Chat),
+            "agent" => Some(Scope::Agent),
+            "admin" => Some(Scope::Admin),
+            _ => None,
+        }
+    }
+}
+
+/// What one API key grants: a tenant and a scope.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiKey {
+    /// The tenant every request with this key acts for (`""` = default tenant).
+    pub tenant: String,
+    /// What the key may do.
+    pub scope: Scope,
+}
 
 /// Environment variables of the model choice (read by the `models` crate too;
 /// here so that they rank above the TOML file, like every other variable).
@@ -82,17 +133,42 @@ pub struct ServeArgs {
     /// Optional TOML configuration file (see `Config` for the keys).
     #[arg(long = "config", env = "TRIAGE_CONFIG")]
     pub config_file: Option<PathBuf>,
-    /// API key as TOKEN=TENANT (repeatable, or comma-separated in the env var).
-    /// With any key set, every /v1 route requires `Authorization: Bearer TOKEN`.
+    /// API key as TOKEN=TENANT:SCOPE, SCOPE one of chat, agent, admin; the
+    /// default tenant is the empty name (`TOKEN=:chat`). Repeatable, or
+    /// comma-separated in the env var. With any key set, every /v1 route
+    /// requires `Authorization: Bearer TOKEN` of a sufficient scope.
     #[arg(long = "api-key", env = "TRIAGE_API_KEYS", value_delimiter = ',')]
     pub api_keys: Vec<String>,
+    /// Serve without API keys on a non-loopback address (everyone who can
+    /// reach it is an administrator of every tenant). Without keys the
+    /// service otherwise refuses to listen anywhere but on loopback.
+    #[arg(long, env = "TRIAGE_ALLOW_UNAUTHENTICATED")]
+    pub allow_unauthenticated: bool,
+    /// Host names (optionally HOST:PORT) requests may be addressed to; others
+    /// get 421. Default: without keys, loopback names only (against DNS
+    /// rebinding); with keys, any.
+    #[arg(
+        long = "allowed-host",
+        env = "TRIAGE_ALLOWED_HOSTS",
+        value_delimiter = ','
+    )]
+    pub allowed_hosts: Vec<String>,
+    /// Longest time a client may take to send a request body, in
+    /// milliseconds (default 10000): slow senders are answered 408 and never
+    /// hold a concurrency slot while they send.
+    #[arg(long, env = "TRIAGE_BODY_READ_TIMEOUT_MS")]
+    pub body_read_timeout_ms: Option<u64>,
+    /// Chat sessions that must agree ("this helped") before a phrasing
+    /// learned from customers answers other customers (default 3).
+    #[arg(long, env = "TRIAGE_LEARN_MIN_SESSIONS")]
+    pub learn_min_sessions: Option<usize>,
     /// Largest accepted request body in bytes (default 1 MiB).
     #[arg(long, env = "TRIAGE_MAX_BODY_BYTES")]
     pub max_body_bytes: Option<usize>,
     /// Longest accepted text field in characters (default 20000).
     #[arg(long, env = "TRIAGE_MAX_TEXT_CHARS")]
     pub max_text_chars: Option<usize>,
-    /// Per-request timeout in milliseconds (default 30000).
+    /// Per-request timeout in milliseconds (default 30000), body reading excluded.
     #[arg(long, env = "TRIAGE_REQUEST_TIMEOUT_MS")]
     pub request_timeout_ms: Option<u64>,
     /// Requests in flight before new ones are shed with 503 (default 64).
@@ -116,6 +192,8 @@ pub struct Limits {
     pub max_text_chars: usize,
     /// Time after which a request is answered with 504.
     pub request_timeout: Duration,
+    /// Time a client may take to send its body: then 408.
+    pub body_read_timeout: Duration,
     /// Requests in flight on /v1 before new ones are shed with 503.
     pub max_concurrency: usize,
 }
@@ -126,6 +204,7 @@ impl Default for Limits {
             max_body_bytes: 1024 * 1024,
             max_text_chars: 20_000,
             request_timeout: Duration::from_secs(30),
+            body_read_timeout: Duration::from_secs(10),
             max_concurrency: 64,
         }
     }
@@ -163,6 +242,8 @@ pub struct EngineSettings {
     pub model: models::ModelSource,
     /// The model cache directory.
     pub model_cache: PathBuf,
+    /// When phrasings learned from chats answer other customers.
+    pub learn: triage::learned::LearnPolicy,
 }
 
 /// The whole service configuration.
@@ -172,8 +253,13 @@ pub struct Config {
     pub addr: SocketAddr,
     /// Data, pack and model.
     pub engine: EngineSettings,
-    /// Bearer token → tenant. Empty: no authentication.
-    pub api_keys: BTreeMap<String, String>,
+    /// Bearer token → tenant and scope. Empty: no authentication (loopback only,
+    /// unless `allow_unauthenticated`).
+    pub api_keys: BTreeMap<String, ApiKey>,
+    /// Serve without keys on a non-loopback address.
+    pub allow_unauthenticated: bool,
+    /// Host names requests may be addressed to (empty: see [`ServeArgs::allowed_hosts`]).
+    pub allowed_hosts: Vec<String>,
     /// Request limits.
     pub limits: Limits,
     /// Background retraining of the classifiers.
@@ -190,11 +276,15 @@ struct FileConfig {
     model: Option<String>,
     model_dir: Option<PathBuf>,
     model_cache: Option<PathBuf>,
-    /// `[api_keys]` table: token = "tenant".
+    /// `[api_keys]` table: token = "tenant:scope".
     api_keys: BTreeMap<String, String>,
+    allow_unauthenticated: Option<bool>,
+    allowed_hosts: Option<Vec<String>>,
     max_body_bytes: Option<usize>,
     max_text_chars: Option<usize>,
     request_timeout_ms: Option<u64>,
+    body_read_timeout_ms: Option<u64>,
+    learn_min_sessions: Option<usize>,
     max_concurrency: Option<usize>,
     retrain_after_changes: Option<u64>,
     retrain_min_interval_secs: Option<u64>,
@@ -242,14 +332,35 @@ impl Config {
             Some(a) => a,
             None => DEFAULT_ADDR.parse().context("default address")?,
         };
-        let mut api_keys = file.api_keys.clone();
-        for spec in &args.api_keys {
-            let (token, tenant) = parse_key(spec)?;
-            api_keys.insert(token, tenant);
+        let mut api_keys = BTreeMap::new();
+        for (n, (token, grant)) in file.api_keys.iter().enumerate() {
+            let key = parse_grant(grant)
+                .with_context(|| format!("[api_keys] entry {} of the config file", n + 1))?;
+            api_keys.insert(token.trim().to_string(), key);
         }
-        if let Some(token) = api_keys.keys().find(|t| t.trim().is_empty()) {
-            anyhow::bail!("API key {token:?} is empty");
+        for (n, spec) in args.api_keys.iter().enumerate() {
+            let (token, key) =
+                parse_key(spec).with_context(|| format!("--api-key number {}", n + 1))?;
+            api_keys.insert(token, key);
         }
+        if api_keys.keys().any(|t| t.trim().is_empty()) {
+            anyhow::bail!("an API key's token is empty (expected TOKEN=TENANT:SCOPE)");
+        }
+        let allow_unauthenticated =
+            args.allow_unauthenticated || file.allow_unauthenticated.unwrap_or(false);
+        if api_keys.is_empty() && !addr.ip().is_loopback() && !allow_unauthenticated {
+            anyhow::bail!(
+                "refusing to listen on {addr} without API keys: everyone who can reach it would \
+                 be an administrator of every tenant. Add keys (--api-key TOKEN=TENANT:SCOPE, \
+                 see docs/SECURITY.md), listen on a loopback address, or pass \
+                 --allow-unauthenticated"
+            );
+        }
+        let allowed_hosts = if args.allowed_hosts.is_empty() {
+            file.allowed_hosts.clone().unwrap_or_default()
+        } else {
+            args.allowed_hosts.clone()
+        };
         let defaults = Limits::default();
         let limits = Limits {
             max_body_bytes: args
@@ -265,6 +376,11 @@ impl Config {
                 .or(file.request_timeout_ms)
                 .map(Duration::from_millis)
                 .unwrap_or(defaults.request_timeout),
+            body_read_timeout: args
+                .body_read_timeout_ms
+                .or(file.body_read_timeout_ms)
+                .map(Duration::from_millis)
+                .unwrap_or(defaults.body_read_timeout),
             max_concurrency: args
                 .max_concurrency
                 .or(file.max_concurrency)
@@ -273,8 +389,8 @@ impl Config {
         if limits.max_concurrency == 0 || limits.max_body_bytes == 0 || limits.max_text_chars == 0 {
             anyhow::bail!("max_concurrency, max_body_bytes and max_text_chars must be positive");
         }
-        if limits.request_timeout.is_zero() {
-            anyhow::bail!("request_timeout_ms must be positive");
+        if limits.request_timeout.is_zero() || limits.body_read_timeout.is_zero() {
+            anyhow::bail!("request_timeout_ms and body_read_timeout_ms must be positive");
         }
         let defaults = RetrainPolicy::default();
         let retrain = RetrainPolicy {
@@ -288,26 +404,58 @@ impl Config {
                 .map(Duration::from_secs)
                 .unwrap_or(defaults.min_interval),
         };
+        let mut engine = resolve_engine(&args.engine, model, &file, env);
+        if let Some(n) = args.learn_min_sessions.or(file.learn_min_sessions) {
+            if n == 0 {
+                anyhow::bail!("learn_min_sessions must be at least 1");
+            }
+            engine.learn.min_sessions = n;
+        }
         Ok(Config {
             addr,
-            engine: resolve_engine(&args.engine, model, &file, env),
+            engine,
             api_keys,
+            allow_unauthenticated,
+            allowed_hosts,
             limits,
             retrain,
         })
     }
 }
 
-/// Parses `TOKEN=TENANT` (a bare `TOKEN` maps to the default tenant `""`).
-fn parse_key(spec: &str) -> anyhow::Result<(String, String)> {
-    let (token, tenant) = match spec.split_once('=') {
-        Some((t, n)) => (t.trim(), n.trim()),
-        None => (spec.trim(), ""),
+/// Parses `TOKEN=TENANT:SCOPE`. Errors never repeat the token: it is a secret.
+fn parse_key(spec: &str) -> anyhow::Result<(String, ApiKey)> {
+    let Some((token, grant)) = spec.split_once('=') else {
+        anyhow::bail!(
+            "expected TOKEN=TENANT:SCOPE (SCOPE chat, agent or admin; the default tenant is the \
+             empty name: TOKEN=:chat)"
+        );
     };
+    let token = token.trim();
     if token.is_empty() {
-        anyhow::bail!("API key {spec:?}: the token is empty (expected TOKEN=TENANT)");
+        anyhow::bail!("the token is empty (expected TOKEN=TENANT:SCOPE)");
     }
-    Ok((token.to_string(), tenant.to_string()))
+    Ok((token.to_string(), parse_grant(grant)?))
+}
+
+/// Parses `TENANT:SCOPE` (the part after `TOKEN=`, or a config file value).
+fn parse_grant(grant: &str) -> anyhow::Result<ApiKey> {
+    let Some((tenant, scope)) = grant.rsplit_once(':') else {
+        anyhow::bail!(
+            "the key has no scope: write TENANT:SCOPE with SCOPE chat, agent or admin (the \
+             default tenant is the empty name, e.g. `:chat`)"
+        );
+    };
+    let scope = Scope::parse(scope).ok_or_else(|| {
+        anyhow::anyhow!(
+            "unknown scope `{}` (expected chat, agent or admin)",
+            scope.trim()
+        )
+    })?;
+    Ok(ApiKey {
+        tenant: tenant.trim().to_string(),
+        scope,
+    })
 }
 
 /// Data and pack: flag, else file, else default (clap already put the
@@ -353,6 +501,7 @@ fn resolve_engine(
         pack_dir,
         model: source,
         model_cache,
+        learn: triage::learned::LearnPolicy::default(),
     }
 }
 
@@ -386,8 +535,8 @@ impl EngineSettings {
         std::fs::create_dir_all(&self.data_dir)
             .with_context(|| format!("creating data directory {}", self.data_dir.display()))?;
         let cfg = triage::engine::EngineConfig {
-            pack_dir: self.pack_dir.clone(),
-            data_dir: self.data_dir.clone(),
+            learn: self.learn,
+            ..triage::engine::EngineConfig::new(self.pack_dir.clone(), self.data_dir.clone())
         };
         triage::engine::Engine::open(cfg, Arc::new(batching)).with_context(|| {
             format!(
@@ -494,7 +643,7 @@ mod tests {
         let file = dir.path().join("triage.toml");
         std::fs::write(
             &file,
-            "addr = \"127.0.0.1:9000\"\nmax_concurrency = 5\nmax_text_chars = 10\n[api_keys]\nk1 = \"acme\"\n",
+            "addr = \"127.0.0.1:9000\"\nmax_concurrency = 5\nmax_text_chars = 10\n[api_keys]\nk1 = \"acme:agent\"\n",
         )
         .unwrap();
         let cli = Cli::parse_from([
@@ -504,23 +653,25 @@ mod tests {
             "--max-concurrency",
             "7",
             "--api-key",
-            "k2=globex",
+            "k2=globex:chat",
         ]);
         let cfg = Config::from_args(&cli.serve, &ModelFlags::default()).unwrap();
         assert_eq!(cfg.addr.port(), 9000);
         assert_eq!(cfg.limits.max_concurrency, 7);
         assert_eq!(cfg.limits.max_text_chars, 10);
         assert_eq!(cfg.limits.max_body_bytes, Limits::default().max_body_bytes);
-        assert_eq!(cfg.api_keys.get("k1").map(String::as_str), Some("acme"));
-        assert_eq!(cfg.api_keys.get("k2").map(String::as_str), Some("globex"));
+        let key = |k: &str| cfg.api_keys.get(k).map(|g| (g.tenant.as_str(), g.scope));
+        assert_eq!(key("k1"), Some(("acme", Scope::Agent)));
+        assert_eq!(key("k2"), Some(("globex", Scope::Chat)));
     }
 
     #[test]
     fn bad_values_are_refused_with_a_message() {
-        let cli = Cli::parse_from(["triage", "--api-key", "=acme"]);
-        let err = Config::from_args(&cli.serve, &ModelFlags::default())
-            .unwrap_err()
-            .to_string();
+        let cli = Cli::parse_from(["triage", "--api-key", "=acme:chat"]);
+        let err = format!(
+            "{:#}",
+            Config::from_args(&cli.serve, &ModelFlags::default()).unwrap_err()
+        );
         assert!(err.contains("token is empty"), "{err}");
         let cli = Cli::parse_from(["triage", "--max-concurrency", "0"]);
         assert!(Config::from_args(&cli.serve, &ModelFlags::default()).is_err());
@@ -533,6 +684,57 @@ mod tests {
             Config::from_args(&cli.serve, &ModelFlags::default()).unwrap_err()
         );
         assert!(err.contains("no_such_key"), "{err}");
+    }
+
+    /// The configuration `args` give, or its whole error chain.
+    fn parse(args: &[&str]) -> Result<Config, String> {
+        let cli = Cli::parse_from(std::iter::once("triage").chain(args.iter().copied()));
+        Config::from_args(&cli.serve, &ModelFlags::default()).map_err(|e| format!("{e:#}"))
+    }
+
+    #[test]
+    fn keys_need_a_scope_and_never_echo_the_token() {
+        // Before: a bare token (or TOKEN=TENANT) silently meant the default tenant.
+        for spec in [
+            "s3cret-token",
+            "s3cret-token=acme",
+            "s3cret-token=acme:root",
+        ] {
+            let err = parse(&["--api-key", spec]).unwrap_err();
+            assert!(
+                err.contains("SCOPE") || err.contains("scope"),
+                "{spec}: {err}"
+            );
+            assert!(
+                !err.contains("s3cret"),
+                "the token leaked into the error: {err}"
+            );
+        }
+        let cfg = parse(&["--api-key", "k1=:chat,k2=acme:Agent,k3=a:b:admin"]).unwrap();
+        let key = |k: &str| cfg.api_keys.get(k).map(|g| (g.tenant.clone(), g.scope));
+        assert_eq!(key("k1"), Some((String::new(), Scope::Chat)));
+        assert_eq!(key("k2"), Some(("acme".into(), Scope::Agent)));
+        assert_eq!(key("k3"), Some(("a:b".into(), Scope::Admin)));
+        assert!(Scope::Chat < Scope::Agent && Scope::Agent < Scope::Admin);
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("keys.toml");
+        std::fs::write(&file, "[api_keys]\nk9 = \"acme\"\n").unwrap();
+        let err = parse(&["--config", file.to_str().unwrap()]).unwrap_err();
+        assert!(err.contains("no scope"), "{err}");
+    }
+
+    #[test]
+    fn without_keys_only_loopback_unless_allowed_explicitly() {
+        let err = parse(&["--addr", "0.0.0.0:8080"]).unwrap_err();
+        assert!(err.contains("without API keys"), "{err}");
+        assert!(parse(&["--addr", "0.0.0.0:8080", "--allow-unauthenticated"]).is_ok());
+        assert!(parse(&["--addr", "0.0.0.0:8080", "--api-key", "k=:admin"]).is_ok());
+        assert!(parse(&["--addr", "127.0.0.1:8080"]).is_ok());
+        assert!(parse(&["--addr", "[::1]:8080"]).is_ok());
+        let cfg = parse(&["--learn-min-sessions", "5", "--body-read-timeout-ms", "250"]).unwrap();
+        assert_eq!(cfg.engine.learn.min_sessions, 5);
+        assert_eq!(cfg.limits.body_read_timeout, Duration::from_millis(250));
+        assert!(parse(&["--learn-min-sessions", "0"]).is_err());
     }
 
     /// An environment of fixed variables (tests must not depend on, or change,

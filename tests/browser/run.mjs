@@ -3,7 +3,10 @@
 // with a temporary data directory and the demo pack, then checks:
 //   1. a chat that gets an answer ("did this help?" → feedback),
 //   2. a chat that is handed off (ticket draft → submitted, stored),
-//   3. a correction in the agent panel that changes the next suggestion.
+//   3. a correction in the agent panel that changes the next suggestion,
+//   4. the learning loop: a customer says a clarified article helped, an agent
+//      approves the learned phrasing in the panel, the next customer asking
+//      that way is answered.
 // Screenshots go to docs/img/. Exit code 0 only when all pass.
 //
 // Env: TRIAGE_BIN (default target/debug/triage), CHROMIUM (default /usr/bin/chromium),
@@ -118,6 +121,41 @@ async function agentCorrection(page, base) {
   await page.screenshot({ path: join(shots, "agent.png"), fullPage: true });
 }
 
+async function learningLoop(page, base, context) {
+  const question = "怎么开发票";
+  await page.goto(base + "/chat");
+  await page.fill("[data-testid=chat-input]", question);
+  await page.click("[data-testid=chat-send]");
+  const clarify = page.locator("[data-testid=clarify]").last();
+  await clarify.waitFor({ timeout: 60_000 });
+  await clarify.locator("[data-testid=clarify-option]").first().click();
+  const answer = page.locator("[data-testid=answer]").last();
+  await answer.waitFor({ timeout: 30_000 });
+  await answer.locator("[data-testid=helpful-yes]").click();
+  await page.locator("[data-testid=feedback-thanks]").last().waitFor({ timeout: 30_000 });
+
+  // One customer's click is a candidate: the agent sees it and approves it.
+  const agent = await context.newPage();
+  await agent.goto(base + "/agent");
+  await agent.click("[data-testid=learned-refresh]");
+  const item = agent.locator("[data-testid=learned-item][data-status=candidate]").filter({ hasText: question }).first();
+  await item.waitFor({ timeout: 30_000 });
+  await item.locator("[data-testid=learned-approve]").click();
+  await agent.locator("[data-testid=learned-item][data-status=active]").filter({ hasText: question }).first().waitFor({ timeout: 30_000 });
+  await agent.screenshot({ path: join(shots, "agent-learned.png"), fullPage: true });
+  await agent.close();
+
+  // The next customer (a new conversation) asking that way gets the answer.
+  const next = await context.newPage();
+  await next.goto(base + "/chat");
+  await next.evaluate(() => sessionStorage.clear());
+  await next.reload();
+  await next.fill("[data-testid=chat-input]", question);
+  await next.click("[data-testid=chat-send]");
+  await next.locator("[data-testid=answer]").last().waitFor({ timeout: 60_000 });
+  await next.close();
+}
+
 const server = await startServer();
 const profile = mkdtempSync(join(tmpdir(), "triage-chromium-"));
 let context;
@@ -130,12 +168,12 @@ try {
     args: ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
       "--disable-background-networking", "--disable-component-update", "--disable-sync"],
   });
-  for (const [name, test] of [["chat answered", chatAnswered], ["chat handed off", chatHandedOff], ["agent correction", agentCorrection]]) {
+  for (const [name, test] of [["chat answered", chatAnswered], ["chat handed off", chatHandedOff], ["agent correction", agentCorrection], ["learning loop", learningLoop]]) {
     const page = await context.newPage();
     const errors = [];
     page.on("pageerror", (e) => errors.push(e.message));
     try {
-      await test(page, server.base);
+      await test(page, server.base, context);
       if (errors.length) fail("page errors: " + errors.join("; "));
       console.log("ok   " + name);
     } catch (e) {

@@ -98,10 +98,7 @@ fn every_route_and_the_decisions_that_need_the_real_model() {
     // Deflect: a knowledge-base question is answered with its article...
     let articles = jsonl("articles.jsonl");
     let article = &articles[0];
-    let (s, d) = server.post(
-        "/v1/deflect",
-        &json!({"text": article["question"], "session_id": "e2e-1"}),
-    );
+    let (s, d) = server.post("/v1/deflect", &json!({"text": article["question"]}));
     assert_eq!(s, 200, "{d}");
     assert_eq!(d["action"], "answer", "{d}");
     assert_eq!(d["candidates"][0]["article"]["id"], article["id"], "{d}");
@@ -138,6 +135,34 @@ fn every_route_and_the_decisions_that_need_the_real_model() {
         .collect();
     assert!(!probs.is_empty() && probs.len() <= 3, "{d}");
     assert!(probs.windows(2).all(|w| w[0] >= w[1]), "{d}");
+
+    // Customers teach the chat together, never alone: "this helped" from one
+    // conversation leaves the next customer's answer as it was; from three
+    // different conversations the same question is answered.
+    let article = d["candidates"][0]["article"]["id"].clone();
+    let vote = |d: &Value| {
+        let (s, b) = server.post(
+            "/v1/chat/feedback",
+            &json!({"session_id": d["session_id"], "turn": d["turn"], "article_id": article, "helpful": true}),
+        );
+        assert_eq!(s, 200, "{b}");
+        b
+    };
+    assert_eq!(vote(&d)["learning"], "candidate");
+    let (_, again) = server.post("/v1/deflect", &json!({"text": "怎么开发票"}));
+    assert_eq!(
+        again["action"], "clarify",
+        "one customer changed the answer: {again}"
+    );
+    assert_eq!(vote(&again)["learning"], "candidate");
+    let (_, third) = server.post("/v1/deflect", &json!({"text": "怎么开发票"}));
+    assert_eq!(vote(&third)["learning"], "active");
+    let (_, learned) = server.post("/v1/deflect", &json!({"text": "怎么开发票"}));
+    assert_eq!(learned["action"], "answer", "{learned}");
+    assert_eq!(
+        learned["candidates"][0]["article"]["id"], article,
+        "{learned}"
+    );
     assert!(probs.iter().all(|&p| p >= 0.2), "{d}");
 
     // Duplicates: a recent repeat in other words is one, another fault of the
@@ -327,7 +352,7 @@ fn api_keys_pin_tenants_and_isolate_their_documents() {
     let server = Server::start(
         dir.path(),
         &Opts {
-            args: ["--api-key", "ka=acme", "--api-key", "kb=globex"]
+            args: ["--api-key", "ka=acme:agent", "--api-key", "kb=globex:agent"]
                 .map(String::from)
                 .to_vec(),
             ..Opts::default()

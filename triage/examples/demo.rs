@@ -46,15 +46,12 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
     )?;
     let t0 = Instant::now();
     let engine = Engine::open(
-        EngineConfig {
-            pack_dir: pack.into(),
-            data_dir: data.path().to_path_buf(),
-        },
+        EngineConfig::new(pack.into(), data.path().to_path_buf()),
         Arc::new(model),
     )?;
     println!(
         "{}",
-        serde_json::json!({"open_seconds": t0.elapsed().as_secs_f32(), "stats": engine.stats()})
+        serde_json::json!({"open_seconds": t0.elapsed().as_secs_f32(), "stats": engine.stats(None)})
     );
     let show = |name: &str, r: &triage::api::TriageResult| {
         println!(

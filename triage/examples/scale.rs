@@ -98,10 +98,7 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
     let queries: usize = args.next().map_or(Ok(200), |a| a.parse())?;
     let embedder = Arc::new(HashEmbedder::new(384));
     let data = tempfile::tempdir()?;
-    let cfg = EngineConfig {
-        pack_dir: PACK.into(),
-        data_dir: data.path().to_path_buf(),
-    };
+    let cfg = EngineConfig::new(PACK.into(), data.path().to_path_buf());
     // First start ingests the pack; then the synthetic history goes in through the index.
     drop(Engine::open(cfg.clone(), embedder.clone())?);
     let base = pack_tickets()?;
@@ -159,15 +156,15 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
     }
     let write = p50_p99(write_ms);
     let t0 = Instant::now();
-    engine.retrain()?;
+    engine.retrain("")?;
     let retrain_s = t0.elapsed().as_secs_f64();
     // A restart with the same tickets loads the heads stored by the retrain.
-    let tickets = engine.stats().tickets;
+    let tickets = engine.stats(None).tickets;
     drop(engine);
     let t0 = Instant::now();
     let reopened = Engine::open(cfg, embedder)?;
     let reopen_s = t0.elapsed().as_secs_f64();
-    assert_eq!(reopened.stats().tickets, tickets);
+    assert_eq!(reopened.stats(None).tickets, tickets);
     println!(
         "{}",
         serde_json::json!({

@@ -101,9 +101,11 @@ pub struct TriageResult {
 pub struct ChatMessage {
     /// The message text.
     pub text: String,
-    /// Optional conversation id: earlier turns of a short conversation add context.
+    /// The conversation id the service issued with an earlier reply; omit it
+    /// (or send an unknown one) to start a new conversation. Earlier turns of
+    /// the conversation add context to short follow-ups.
     pub session_id: Option<String>,
-    /// Customer id, copied into the ticket draft on handoff.
+    /// Customer id, copied into the ticket created on handoff.
     pub customer_id: String,
     /// Tenant (empty = default tenant).
     pub tenant: String,
@@ -121,42 +123,148 @@ pub enum DeflectAction {
     Handoff,
 }
 
-/// A candidate article with the evidence for it.
+/// An article as the chat shows it: its question and answer, nothing else
+/// (no learned phrasings: those are other customers' words).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ChatArticle {
+    /// Article id (to say whether it helped).
+    pub id: String,
+    /// The question it answers.
+    pub question: String,
+    /// The answer.
+    pub answer: String,
+    /// Its category.
+    pub category: String,
+}
+
+/// Why an article was matched, as far as the chat may see.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ChatEvidence {
+    /// Cosine similarity of the message and the best-matching phrasing.
+    pub similarity: f32,
+    /// Words or characters the message shares with that phrasing.
+    pub matched_terms: Vec<String>,
+    /// The article's own phrasing that matched best; `None` when it was a
+    /// phrasing learned from chats (not shown: customers' words).
+    pub matched_phrasing: Option<String>,
+}
+
+/// A candidate article for a chat message.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct ArticleMatch {
+pub struct ChatCandidate {
     /// The article.
-    pub article: Article,
+    pub article: ChatArticle,
     /// Calibrated probability that this article answers the message.
     pub confidence: f32,
-    /// Retrieval evidence.
-    pub hit: Hit,
+    /// The match evidence.
+    pub evidence: ChatEvidence,
 }
 
-/// The deflection decision for one message.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct DeflectResult {
-    /// Answer, clarify or hand off.
-    pub action: DeflectAction,
-    /// Confidence of the best candidate.
-    pub confidence: f32,
-    /// The answering article (`answer`) or the plausible candidates (`clarify`,
-    /// one to three), most probable first.
-    pub candidates: Vec<ArticleMatch>,
-    /// On handoff: the prefilled ticket draft the chat can submit.
-    pub ticket_draft: Option<TicketDraft>,
-    /// Why this action was chosen.
-    pub reasons: Vec<String>,
-}
-
-/// A prefilled ticket created from a chat handoff.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct TicketDraft {
+/// A prefilled ticket the chat shows before a handoff: the customer's own
+/// words and what the service read from them, nothing of other tickets.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct ChatDraft {
     /// Proposed title.
     pub title: String,
     /// The conversation text.
     pub body: String,
-    /// The triage of the draft (category, priority, fields).
-    pub triage: TriageResult,
+    /// Predicted category, if confident.
+    pub category: Option<String>,
+    /// Predicted priority (the urgency lexicon included), if decided.
+    pub priority: Option<String>,
+    /// Predicted queue, if confident.
+    pub queue: Option<String>,
+    /// True when a person must decide category or priority.
+    pub needs_human: bool,
+    /// Fields found in the customer's text (with spans).
+    pub fields: Vec<FieldValue>,
+}
+
+/// The chat's answer to one message.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ChatReply {
+    /// Answer, clarify or hand off.
+    pub action: DeflectAction,
+    /// Confidence of the best candidate.
+    pub confidence: f32,
+    /// The conversation this message belongs to (issued by the service: send
+    /// it with the next message and with feedback).
+    pub session_id: String,
+    /// The turn number of this message in the conversation (for feedback).
+    pub turn: u32,
+    /// The answering article (`answer`) or the plausible candidates
+    /// (`clarify`, one to three), most probable first.
+    pub candidates: Vec<ChatCandidate>,
+    /// On handoff: the prefilled ticket the chat can submit.
+    pub ticket_draft: Option<ChatDraft>,
+    /// Why this action was chosen.
+    pub reasons: Vec<String>,
+}
+
+/// A customer's "did this help?" about an article the chat showed.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ChatFeedback {
+    /// The conversation.
+    pub session_id: String,
+    /// The turn whose reply showed the article.
+    pub turn: u32,
+    /// The article shown.
+    pub article_id: String,
+    /// Whether it helped.
+    pub helpful: bool,
+    /// Tenant (empty = default tenant).
+    pub tenant: String,
+}
+
+/// What a customer's feedback did.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct ChatFeedbackOutcome {
+    /// Always true: the feedback was recorded.
+    pub recorded: bool,
+    /// What became of the message as a phrasing of the article: `candidate`
+    /// (waiting for more customers or an agent), `active`, `removed`, `known`
+    /// (already one of the article's phrasings) or `not_learned` (see `reason`).
+    pub learning: String,
+    /// Why the message was not learned, when it was not.
+    pub reason: Option<String>,
+}
+
+/// A customer's request to hand the conversation to a person.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ChatTicketRequest {
+    /// The conversation.
+    pub session_id: String,
+    /// Title (default: the first message).
+    pub title: String,
+    /// Description (default: the conversation's messages).
+    pub body: String,
+    /// How to reach the customer (phone or e-mail), optional.
+    pub contact: String,
+    /// Tenant (empty = default tenant).
+    pub tenant: String,
+}
+
+/// The ticket a chat handoff created.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ChatTicket {
+    /// The new ticket's id (chosen by the service).
+    pub ticket_id: String,
+    /// Always `open`: an agent picks it up.
+    pub status: String,
+    /// The draft it was created from (category and priority are predictions
+    /// for the agent; the ticket is stored unlabelled until an agent decides).
+    pub draft: ChatDraft,
+}
+
+/// An article with its learned phrasings, as agents see it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ArticleRecord {
+    /// The article as written.
+    pub article: Article,
+    /// Phrasings learned from chats and agents, with their status and source.
+    pub learned: Vec<crate::learned::LearnedPhrasing>,
 }
 
 /// Side-panel recommendations for an agent.
@@ -204,7 +312,8 @@ pub struct Feedback {
     pub fields: BTreeMap<String, String>,
     /// "This article solved it": the article id.
     pub solved_by_article: Option<String>,
-    /// Text of the chat message the article answered (added as an alternative question).
+    /// Text of the chat message the article answered: learned (personal data
+    /// masked) as an agent-approved phrasing of the article.
     pub message: Option<String>,
     /// Tenant (empty = default tenant).
     pub tenant: String,
@@ -221,6 +330,8 @@ pub struct FeedbackOutcome {
     pub changes: Vec<String>,
     /// The article that got the message as a new phrasing, if any.
     pub article_updated: Option<String>,
+    /// The learned phrasing the message became, if any.
+    pub learned_phrasing: Option<crate::learned::LearnedPhrasing>,
 }
 
 /// Counts and model facts for `/readyz`, `/metrics` and the CLI.
@@ -236,6 +347,10 @@ pub struct EngineStats {
     pub categories: usize,
     /// Agent corrections stored so far.
     pub corrections: usize,
+    /// Learned phrasings waiting for customers' agreement or an agent.
+    pub learned_candidates: usize,
+    /// Learned phrasings in use.
+    pub learned_active: usize,
     /// Embedding model name.
     pub model: String,
     /// Pack name.

@@ -12,7 +12,7 @@
 //! index, the ticket memory and the FAQ bank always agree and no concurrent
 //! update is lost. Reads never take it.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
@@ -22,20 +22,23 @@ use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 
 use crate::api::{
-    ArticleMatch, ChatMessage, DeflectAction, DeflectResult, EngineStats, LabelDecision,
-    ScoredLabel, Suggestions, TicketDraft, TicketRequest, TriageResult,
+    ArticleRecord, EngineStats, LabelDecision, ScoredLabel, Suggestions, TicketRequest,
+    TriageResult,
 };
+use crate::chat::Sessions;
 use crate::classify::{Classifier, ClassifierOptions};
-use crate::deflect::{decide, Deflector, ScoredArticle};
+use crate::deflect::Deflector;
 use crate::error::{Error, Result};
 use crate::faqbank::FaqBank;
 use crate::feedback::FeedbackLog;
 use crate::fields::FieldExtractor;
 use crate::headcache::{training_key, HeadCache};
 use crate::knn::VectorSet;
+use crate::learned::{LearnPolicy, LearnedPhrasing, LearnedStore};
 use crate::memory::{Example, TicketMemory};
 use crate::pack::{priority_rank, Pack};
 use crate::priority::PriorityRules;
+use crate::privacy::Masker;
 use crate::recommend::{duplicates, infer_fields, is_resolved, predict_resolution, ticket_hit};
 use crate::textsim::Units;
 use crate::verifier::Verifier;
@@ -56,9 +59,6 @@ pub const OVERRIDE_SIMILARITY: f32 = 0.95;
 const MAX_ALTERNATIVES: usize = 3;
 /// Similar resolved tickets and articles suggested.
 const SUGGEST_K: usize = 5;
-/// Conversations remembered for chat context, and turns kept per conversation.
-const MAX_SESSIONS: usize = 10_000;
-const MAX_TURNS: usize = 4;
 /// Pack documents are upserted in batches of this many (progress is logged per batch).
 const INGEST_BATCH: usize = 256;
 
@@ -69,6 +69,19 @@ pub struct EngineConfig {
     pub pack_dir: PathBuf,
     /// The data directory (index, feedback log); created if missing.
     pub data_dir: PathBuf,
+    /// When customers' "this helped" makes a learned phrasing answer others.
+    pub learn: LearnPolicy,
+}
+
+impl EngineConfig {
+    /// A configuration with the default learning policy.
+    pub fn new(pack_dir: PathBuf, data_dir: PathBuf) -> EngineConfig {
+        EngineConfig {
+            pack_dir,
+            data_dir,
+            learn: LearnPolicy::default(),
+        }
+    }
 }
 
 /// Labels with probabilities, best first.
@@ -82,45 +95,36 @@ struct Evidence {
     over: Option<(usize, f32)>,
     /// Why the probabilities were scaled down, if they were.
     note: Option<String>,
-    /// The out-of-scope probability, when that class ranks first.
+    /// The out-of-scope probability before the unlike-the-examples guard
+    /// scaled it, when that class ranks first.
     out_of_scope: Option<f32>,
 }
 
+/// The two trained heads of one tenant (either may be missing when there is
+/// too little labelled data).
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Heads {
+    pub(crate) category: Option<Classifier>,
+    pub(crate) priority: Option<Classifier>,
+}
+
 /// Everything that changes while the engine runs.
-struct State {
-    memory: TicketMemory,
-    bank: FaqBank,
-    category: Option<Classifier>,
-    priority: Option<Classifier>,
+pub(crate) struct State {
+    pub(crate) memory: TicketMemory,
+    pub(crate) bank: FaqBank,
+    /// Heads of each tenant that has labelled tickets of its own: trained on
+    /// that tenant's tickets and the shared pack only, so one tenant's data
+    /// never moves another's decisions.
+    heads: HashMap<String, Heads>,
+    /// Heads of tenants without labelled tickets of their own: the pack only.
+    base: Heads,
     corrections: usize,
 }
 
-/// Recent chat turns per conversation, oldest conversations evicted first.
-#[derive(Default)]
-struct Sessions {
-    turns: HashMap<String, Vec<String>>,
-    order: VecDeque<String>,
-}
-
-impl Sessions {
-    fn history(&self, key: &str) -> Vec<String> {
-        self.turns.get(key).cloned().unwrap_or_default()
-    }
-
-    fn push(&mut self, key: String, turn: &str) {
-        if !self.turns.contains_key(&key) {
-            self.order.push_back(key.clone());
-            if self.order.len() > MAX_SESSIONS {
-                if let Some(old) = self.order.pop_front() {
-                    self.turns.remove(&old);
-                }
-            }
-        }
-        let turns = self.turns.entry(key).or_default();
-        turns.push(turn.to_string());
-        if turns.len() > MAX_TURNS {
-            turns.remove(0);
-        }
+impl State {
+    /// The heads that decide for `tenant`.
+    pub(crate) fn heads(&self, tenant: &str) -> &Heads {
+        self.heads.get(tenant).unwrap_or(&self.base)
     }
 }
 
@@ -130,11 +134,13 @@ pub struct Engine {
     pub(crate) embedder: Arc<dyn TextEmbedder>,
     pub(crate) index: Index,
     extractor: FieldExtractor,
-    rules: PriorityRules,
-    deflector: Deflector,
-    /// Short labelled examples from the pack besides its tickets, embedded like tickets.
-    examples: PackExamples,
-    state: RwLock<State>,
+    /// Masks personal data in texts kept for others (learned phrasings).
+    pub(crate) masker: Masker,
+    pub(crate) rules: PriorityRules,
+    pub(crate) deflector: Deflector,
+    /// What the pack teaches every tenant, embedded like tickets.
+    shared: SharedExamples,
+    pub(crate) state: RwLock<State>,
     /// Serialises document writes (see the module docs): held across the index
     /// write and the memory/bank update of every upsert and delete, and across
     /// the whole read-modify-write of feedback. Lock order: this mutex first,
@@ -143,7 +149,12 @@ pub struct Engine {
     pub(crate) log: FeedbackLog,
     /// Trained heads kept across restarts (see [`HeadCache`]).
     heads: HeadCache,
-    sessions: Mutex<Sessions>,
+    /// Phrasings learned from chats and agents (see [`crate::learned`]).
+    pub(crate) learned: LearnedStore,
+    /// Chat sessions: their turns and the articles each turn showed.
+    pub(crate) sessions: Mutex<Sessions>,
+    /// Labelled changes per tenant that its heads have not learned yet.
+    pending: Mutex<HashMap<String, u64>>,
 }
 
 /// Proof that the caller holds the engine's document write mutex
@@ -214,50 +225,61 @@ impl Engine {
                 memory.upsert(t, &v, Some(c))?;
             }
         }
+        let learned = LearnedStore::open(&cfg.data_dir.join("learned.jsonl"), cfg.learn)?;
         let mut bank = FaqBank::new(dim);
-        let articles: Vec<Article> = index
+        let articles: Vec<(Article, Vec<String>)> = index
             .all(DocKind::Article, None)?
             .into_iter()
             .filter_map(|(d, _)| match d {
-                Document::Article(a) => Some(a),
+                Document::Article(a) => {
+                    let extra = learned.active_texts(&a.tenant, &a.id);
+                    Some((a, extra))
+                }
                 Document::Ticket(_) => None,
             })
             .collect();
-        let phrasings: Vec<&str> = articles.iter().flat_map(FaqBank::phrasings).collect();
+        let phrasings: Vec<&str> = articles
+            .iter()
+            .flat_map(|(a, extra)| FaqBank::texts(a, extra))
+            .collect();
         let mut vectors = embedder.embed(&phrasings, EmbedKind::Query)?.into_iter();
-        for a in &articles {
-            let n = FaqBank::phrasings(a).len();
+        for (a, extra) in &articles {
+            let n = FaqBank::texts(a, extra).len();
             let vs: Vec<Vec<f32>> = vectors.by_ref().take(n).collect();
-            bank.upsert(a.clone(), &vs)?;
+            bank.upsert_with_learned(a.clone(), extra, &vs)?;
         }
-        let examples = PackExamples::embed(&pack, embedder.as_ref())?;
+        let shared = SharedExamples::embed(&pack, &memory, embedder.as_ref())?;
         let heads = HeadCache::new(&cfg.data_dir.join("heads"));
-        let (category, priority) = train_heads(&pack, &memory, &examples, &heads)?;
+        let (tenant_heads, base) = train_all(&pack, &memory, &shared, &heads)?;
         tracing::info!(
             tickets = memory.len(),
             articles = bank.len(),
             corrections = records.len(),
+            tenants_with_heads = tenant_heads.len(),
             "engine ready"
         );
         Ok(Engine {
             extractor: FieldExtractor::new(&pack.fields)?,
+            masker: Masker::new(&pack.fields)?,
             rules: PriorityRules::new(&pack),
             deflector: Deflector::new(verifier),
-            examples,
+            shared,
             pack,
             embedder,
             index,
             state: RwLock::new(State {
                 memory,
                 bank,
-                category,
-                priority,
+                heads: tenant_heads,
+                base,
                 corrections: records.len(),
             }),
             writes: Mutex::new(()),
             log,
             heads,
+            learned,
             sessions: Mutex::new(Sessions::default()),
+            pending: Mutex::new(HashMap::new()),
         })
     }
 
@@ -266,7 +288,7 @@ impl Engine {
         &self.pack
     }
 
-    fn read(&self) -> RwLockReadGuard<'_, State> {
+    pub(crate) fn read(&self) -> RwLockReadGuard<'_, State> {
         self.state.read().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -281,7 +303,7 @@ impl Engine {
         self.writes.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn embed_one(&self, text: &str, kind: EmbedKind) -> Result<Vec<f32>> {
+    pub(crate) fn embed_one(&self, text: &str, kind: EmbedKind) -> Result<Vec<f32>> {
         self.embedder
             .embed(&[text], kind)?
             .into_iter()
@@ -308,6 +330,20 @@ impl Engine {
             OffsetDateTime::now_utc(),
         )?;
         Ok(result)
+    }
+
+    /// Category, priority, queue and fields of a text, without the duplicate
+    /// lookup (the chat's ticket drafts).
+    pub(crate) fn classify_text(
+        &self,
+        tenant: &str,
+        title: &str,
+        body: &str,
+    ) -> Result<TriageResult> {
+        let text = request_text(title, body)?;
+        let v = self.embed_one(&text, EmbedKind::Passage)?;
+        let state = self.read();
+        self.decide_all(&state, &v, &text, tenant, None)
     }
 
     /// Reclassifies a stored or new ticket (no duplicate lookup). The ticket's own
@@ -363,10 +399,11 @@ impl Engine {
                         == *units.get_or_init(|| Units::new(text).units))
         };
 
+        let heads = state.heads(tenant);
         let cat = self.label_probs(
             state,
-            state.category.as_ref(),
-            Some(&self.examples),
+            heads.category.as_ref(),
+            &self.shared.category_pools(tenant),
             v,
             &cat_nb,
             &decides,
@@ -376,8 +413,8 @@ impl Engine {
         let queue = self.queue_decision(&state.memory, &cat.probs, cat.over, threshold);
         let pri = self.label_probs(
             state,
-            state.priority.as_ref(),
-            None,
+            heads.priority.as_ref(),
+            &self.shared.priority_pools(tenant),
             v,
             &pri_nb,
             &decides,
@@ -422,16 +459,16 @@ impl Engine {
     }
 
     /// Label probabilities (best first) from the classifier and neighbours (the
-    /// pack's `examples` among them, when the classifier learned them), the
-    /// corrected neighbour that overrides them (the first one `decides` accepts,
-    /// see [`OVERRIDE_SIMILARITY`]), and a note when the out-of-scope guard
-    /// scaled them down or the request looks out of scope.
+    /// shared pack examples in `pools` among them, as they were in training),
+    /// the corrected neighbour that overrides them (the first one `decides`
+    /// accepts, see [`OVERRIDE_SIMILARITY`]), and a note when the
+    /// out-of-scope guard scaled them down or the request looks out of scope.
     #[allow(clippy::too_many_arguments)]
     fn label_probs(
         &self,
         state: &State,
         clf: Option<&Classifier>,
-        examples: Option<&PackExamples>,
+        pools: &[Pool<'_>],
         v: &[f32],
         neighbours: &[(usize, f32)],
         decides: &dyn Fn(usize) -> bool,
@@ -443,6 +480,7 @@ impl Engine {
             .find(|&(i, s)| s >= OVERRIDE_SIMILARITY && decides(i));
         let mut note = None;
         let mut out_of_scope = None;
+        let mut raw_out_of_scope = None;
         let mut probs: LabelProbs = match clf {
             Some(clf) => {
                 let mut classed: Vec<(usize, f32)> = neighbours
@@ -452,17 +490,26 @@ impl Engine {
                             .map(|c| (c, *s))
                     })
                     .collect();
-                // The pack's other examples are neighbours too, as they were in training.
-                if let Some(ex) = examples.filter(|ex| !ex.labels.is_empty()) {
-                    let near = ex.vectors.top_k(v, clf.k(), |_| true)?;
+                // The pack's shared examples are neighbours too, as they were in training.
+                let mut pooled = false;
+                for pool in pools.iter().filter(|p| !p.labels.is_empty()) {
+                    let near = pool
+                        .vectors
+                        .top_k(v, clf.k(), |i| !pool.labels[i].is_empty())?;
                     classed.extend(
                         near.into_iter()
-                            .filter_map(|(i, s)| clf.class_of(&ex.labels[i]).map(|c| (c, s))),
+                            .filter_map(|(i, s)| clf.class_of(&pool.labels[i]).map(|c| (c, s))),
                     );
+                    pooled = true;
+                }
+                if pooled {
                     classed.sort_by(|a, b| b.1.total_cmp(&a.1));
                     classed.truncate(clf.k());
                 }
                 let pred = clf.predict(v, &classed)?;
+                raw_out_of_scope = clf
+                    .class_of(OUT_OF_SCOPE)
+                    .and_then(|c| pred.probs.get(c).copied());
                 if pred.guard < 1.0 {
                     note = Some(format!(
                         "unlike the labelled examples (in-domain score {:.3}): confidence × {:.2}",
@@ -498,7 +545,7 @@ impl Engine {
                 note = Some(format!(
                     "looks like a request this service does not handle (probability {p:.2})"
                 ));
-                out_of_scope = Some(p);
+                out_of_scope = Some(raw_out_of_scope.unwrap_or(p));
             }
         }
         Ok(Evidence {
@@ -673,130 +720,10 @@ impl Engine {
         }
     }
 
-    /// Answer, clarify or hand off a chat message.
-    pub fn deflect(&self, msg: &ChatMessage) -> Result<DeflectResult> {
-        let text = msg.text.trim();
-        if text.is_empty() {
-            return Err(Error::InvalidInput("the message is empty".into()));
-        }
-        let session_key = msg
-            .session_id
-            .as_ref()
-            .filter(|s| !s.is_empty())
-            .map(|s| format!("{}\u{1}{s}", msg.tenant));
-        let history = match &session_key {
-            Some(k) => self
-                .sessions
-                .lock()
-                .map(|s| s.history(k))
-                .unwrap_or_default(),
-            None => Vec::new(),
-        };
-        let th = self.pack.thresholds;
-        let q = self.embed_one(text, EmbedKind::Query)?;
-        let mut scored = {
-            let state = self.read();
-            self.deflector.score(&state.bank, text, &q, &msg.tenant)?
-        };
-        let mut reasons = Vec::new();
-        let mut matched_text = text.to_string();
-        let top = |s: &[ScoredArticle]| s.first().map(|a| a.probability).unwrap_or(0.0);
-        if let Some(prev) = history.last() {
-            if top(&scored) < th.deflect_answer {
-                // A short follow-up ("and for the fridge?") may need the previous turn.
-                let joined = format!("{prev} {text}");
-                let qc = self.embed_one(&joined, EmbedKind::Query)?;
-                let with_context = {
-                    let state = self.read();
-                    self.deflector
-                        .score(&state.bank, &joined, &qc, &msg.tenant)?
-                };
-                if top(&with_context) > top(&scored) {
-                    scored = with_context;
-                    matched_text = joined;
-                    reasons.push("matched together with the previous message".to_string());
-                }
-            }
-        }
-        let mut d = decide(&scored, th.deflect_answer, th.deflect_clarify);
-        if d.action != DeflectAction::Handoff {
-            // An article can look like a request it does not serve ("cancel my gym
-            // membership" vs "cancel an order"): the category model, which learned
-            // the pack's out-of-scope examples, has the last word.
-            if let Some(p) = self.out_of_scope(&matched_text, &msg.tenant)? {
-                d.action = DeflectAction::Handoff;
-                d.chosen.clear();
-                d.reasons.push(format!(
-                    "looks like a request this service does not handle (probability {p:.2}): handing off to a human"
-                ));
-            }
-        }
-        reasons.extend(d.reasons);
-        if let Some(k) = session_key {
-            if let Ok(mut s) = self.sessions.lock() {
-                s.push(k, text);
-            }
-        }
-        let candidates: Vec<ArticleMatch> = {
-            let state = self.read();
-            d.chosen
-                .iter()
-                .enumerate()
-                .filter_map(|(r, s)| {
-                    let a = state.bank.article(s.slot)?.clone();
-                    Some(ArticleMatch {
-                        hit: Hit {
-                            id: a.id.clone(),
-                            kind: DocKind::Article,
-                            doc: Document::Article(a.clone()),
-                            score: s.probability,
-                            explanation: indexer::Explanation {
-                                vector_similarity: Some(s.best.cos),
-                                vector_rank: Some(r + 1),
-                                fused_score: s.probability,
-                                matched_terms: s.matched.clone(),
-                                ..indexer::Explanation::default()
-                            },
-                        },
-                        article: a,
-                        confidence: s.probability,
-                    })
-                })
-                .collect()
-        };
-        let ticket_draft = if d.action == DeflectAction::Handoff {
-            let mut turns = history;
-            turns.push(text.to_string());
-            let title: String = text.chars().take(60).collect();
-            let body = turns.join("\n");
-            let triage = self.triage(&TicketRequest {
-                title: title.clone(),
-                body: body.clone(),
-                channel: "chat".into(),
-                customer_id: msg.customer_id.clone(),
-                tenant: msg.tenant.clone(),
-            })?;
-            Some(TicketDraft {
-                title,
-                body,
-                triage,
-            })
-        } else {
-            None
-        };
-        Ok(DeflectResult {
-            action: d.action,
-            confidence: d.confidence,
-            candidates,
-            ticket_draft,
-            reasons,
-        })
-    }
-
-    /// The out-of-scope probability of `text`, when the category model ranks
-    /// that class first (`None` otherwise, or without a model).
-    fn out_of_scope(&self, text: &str, tenant: &str) -> Result<Option<f32>> {
-        if self.read().category.is_none() {
+    /// The out-of-scope probability of `text`, when the tenant's category
+    /// model ranks that class first (`None` otherwise, or without a model).
+    pub(crate) fn out_of_scope(&self, text: &str, tenant: &str) -> Result<Option<f32>> {
+        if self.read().heads(tenant).category.is_none() {
             return Ok(None);
         }
         let v = self.embed_one(text, EmbedKind::Passage)?;
@@ -806,8 +733,8 @@ impl Engine {
         })?;
         let evidence = self.label_probs(
             &state,
-            state.category.as_ref(),
-            Some(&self.examples),
+            state.heads(tenant).category.as_ref(),
+            &self.shared.category_pools(tenant),
             &v,
             &neighbours,
             &|_| false,
@@ -865,7 +792,7 @@ impl Engine {
     }
 
     /// Validates a ticket against the pack.
-    pub(crate) fn check_ticket(&self, t: &Ticket) -> Result<()> {
+    pub fn check_ticket(&self, t: &Ticket) -> Result<()> {
         if t.id.trim().is_empty() {
             return Err(Error::InvalidInput("a ticket needs an id".into()));
         }
@@ -903,6 +830,8 @@ impl Engine {
     /// Stores a ticket in the index and memory; `corrected` marks an agent-verified
     /// example (`None` keeps the current flag). The caller holds the write mutex
     /// (`_held`), so no other write lands between the index and the memory update.
+    /// A write that adds, changes or replaces labelled data is counted for the
+    /// tenant's next retrain ([`Engine::pending_changes`]).
     pub(crate) fn store_ticket(
         &self,
         _held: &WriteLock<'_>,
@@ -913,12 +842,23 @@ impl Engine {
         if t.created_at.is_empty() {
             t.created_at = now_rfc3339();
         }
+        let was_labelled = self
+            .read()
+            .memory
+            .get(&t.tenant, &t.id)
+            .is_some_and(|e| is_labelled(&e.ticket));
+        let labelled = was_labelled || is_labelled(&t);
+        let tenant = t.tenant.clone();
         self.index.upsert_tickets(vec![t.clone()])?;
         let v = match self.index.vector(DocKind::Ticket, &t.tenant, &t.id) {
             Some(v) => v,
             None => self.embed_one(&ticket_text(&t.title, &t.body), EmbedKind::Passage)?,
         };
-        self.write().memory.upsert(t, &v, corrected)
+        self.write().memory.upsert(t, &v, corrected)?;
+        if labelled {
+            self.note_change(&tenant);
+        }
+        Ok(())
     }
 
     /// Adds or replaces a ticket; searchable and used as evidence when this returns.
@@ -930,20 +870,61 @@ impl Engine {
     /// Deletes a ticket; `true` if it existed. Serialised with other writes, so
     /// the index and the ticket memory agree afterwards.
     pub fn delete_ticket(&self, tenant: &str, id: &str) -> Result<bool> {
-        let _held = self.lock_writes();
+        let held = self.lock_writes();
+        self.forget_ticket(&held, tenant, id)
+    }
+
+    /// Deletes a ticket from the index and the memory (the caller holds the
+    /// write mutex); `true` if it existed.
+    pub(crate) fn forget_ticket(
+        &self,
+        _held: &WriteLock<'_>,
+        tenant: &str,
+        id: &str,
+    ) -> Result<bool> {
+        let labelled = self
+            .read()
+            .memory
+            .get(tenant, id)
+            .is_some_and(|e| is_labelled(&e.ticket));
         let existed = self.index.delete(DocKind::Ticket, tenant, id)?;
         let in_memory = self.write().memory.remove(tenant, id);
+        if labelled {
+            self.note_change(tenant);
+        }
         Ok(existed || in_memory)
     }
 
+    /// Counts one labelled change of `tenant`.
+    fn note_change(&self, tenant: &str) {
+        let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
+        *pending.entry(tenant.to_string()).or_default() += 1;
+    }
+
+    /// Labelled changes (ticket writes and deletes that touch labels,
+    /// corrections) per tenant that the tenant's heads have not learned yet.
+    pub fn pending_changes(&self) -> Vec<(String, u64)> {
+        let pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
+        let mut out: Vec<(String, u64)> = pending
+            .iter()
+            .filter(|(_, n)| **n > 0)
+            .map(|(t, n)| (t.clone(), *n))
+            .collect();
+        out.sort();
+        out
+    }
+
     /// Adds or replaces an article; used for deflection when this returns. The
-    /// phrasings are embedded first, without the write mutex; the index write
-    /// and the FAQ bank update then happen under it, together.
+    /// phrasings (its own and its active learned ones) are embedded first,
+    /// without the write mutex; the index write and the FAQ bank update then
+    /// happen under it, together.
     pub fn upsert_article(&self, a: Article) -> Result<()> {
         self.check_article(&a)?;
-        let vectors = self.embed_phrasings(&a)?;
+        let learned = self.learned.active_texts(&a.tenant, &a.id);
+        let vectors = self.embed_phrasings(&a, &learned)?;
         let held = self.lock_writes();
-        self.store_article(&held, a, &vectors)
+        self.index.upsert_articles(vec![a.clone()])?;
+        self.bank_article(&held, a, &learned, &vectors)
     }
 
     /// Validates an article against the pack.
@@ -965,11 +946,12 @@ impl Engine {
         Ok(())
     }
 
-    /// The query vectors of an article's phrasings ([`FaqBank::phrasings`]
-    /// order), reusing those the bank already holds for the same text: a vector
-    /// depends only on its text, so this needs no write mutex.
-    pub(crate) fn embed_phrasings(&self, a: &Article) -> Result<Vec<Vec<f32>>> {
-        let texts = FaqBank::phrasings(a);
+    /// The query vectors of an article's entries ([`FaqBank::texts`] order, its
+    /// own phrasings then the `learned` ones), reusing those the bank already
+    /// holds for the same text: a vector depends only on its text, so this
+    /// needs no write mutex.
+    pub(crate) fn embed_phrasings(&self, a: &Article, learned: &[String]) -> Result<Vec<Vec<f32>>> {
+        let texts = FaqBank::texts(a, learned);
         let known: Vec<Option<Vec<f32>>> = {
             let state = self.read();
             texts
@@ -996,26 +978,73 @@ impl Engine {
             .collect()
     }
 
-    /// Writes a checked article to the index and the FAQ bank (`vectors` from
-    /// [`Engine::embed_phrasings`]). The caller holds the write mutex (`_held`),
-    /// so a concurrent delete cannot land between the two.
-    pub(crate) fn store_article(
+    /// Puts a checked article into the FAQ bank with its active learned
+    /// phrasings (`vectors` from [`Engine::embed_phrasings`]). The caller
+    /// holds the write mutex (`_held`), so a concurrent delete cannot land
+    /// between an index write and this.
+    fn bank_article(
         &self,
         _held: &WriteLock<'_>,
         a: Article,
+        learned: &[String],
         vectors: &[Vec<f32>],
     ) -> Result<()> {
-        self.index.upsert_articles(vec![a.clone()])?;
-        self.write().bank.upsert(a, vectors)
+        self.write().bank.upsert_with_learned(a, learned, vectors)
     }
 
-    /// Deletes an article; `true` if it existed. Serialised with other writes,
-    /// so the index and the FAQ bank agree afterwards.
+    /// Re-banks a stored article after its active learned phrasings changed.
+    pub(crate) fn rebank(&self, held: &WriteLock<'_>, tenant: &str, article: &str) -> Result<()> {
+        let Some(a) = self.read().bank.get(tenant, article).cloned() else {
+            return Ok(());
+        };
+        let learned = self.learned.active_texts(tenant, article);
+        let vectors = self.embed_phrasings(&a, &learned)?;
+        self.bank_article(held, a, &learned, &vectors)
+    }
+
+    /// Deletes an article (and forgets its learned phrasings); `true` if it
+    /// existed. Serialised with other writes, so the index and the FAQ bank
+    /// agree afterwards.
     pub fn delete_article(&self, tenant: &str, id: &str) -> Result<bool> {
         let _held = self.lock_writes();
         let existed = self.index.delete(DocKind::Article, tenant, id)?;
         let in_bank = self.write().bank.remove(tenant, id);
+        if existed || in_bank {
+            self.learned.forget_article(tenant, id)?;
+        }
         Ok(existed || in_bank)
+    }
+
+    /// A stored article with its learned phrasings (for agents: the texts
+    /// are masked, but they are customers' words and never go to the chat).
+    pub fn article_record(&self, tenant: &str, id: &str) -> Option<ArticleRecord> {
+        let article = self.read().bank.get(tenant, id).cloned()?;
+        Some(ArticleRecord {
+            learned: self.learned.list(tenant, Some(id)),
+            article,
+        })
+    }
+
+    /// The tenant's learned phrasings (of one article, or all).
+    pub fn learned_phrasings(&self, tenant: &str, article: Option<&str>) -> Vec<LearnedPhrasing> {
+        self.learned.list(tenant, article)
+    }
+
+    /// An agent approves a learned phrasing: it answers from now on.
+    pub fn approve_learned(&self, tenant: &str, id: &str) -> Result<LearnedPhrasing> {
+        let held = self.lock_writes();
+        let p = self.learned.approve(tenant, id)?;
+        self.rebank(&held, tenant, &p.article_id)?;
+        Ok(p)
+    }
+
+    /// An agent removes a learned phrasing: it stops answering at once and is
+    /// never learned again from customers' clicks.
+    pub fn remove_learned(&self, tenant: &str, id: &str) -> Result<LearnedPhrasing> {
+        let held = self.lock_writes();
+        let p = self.learned.remove(tenant, id)?;
+        self.rebank(&held, tenant, &p.article_id)?;
+        Ok(p)
     }
 
     /// A stored ticket.
@@ -1039,19 +1068,57 @@ impl Engine {
         self.write().corrections += 1;
     }
 
-    /// Retrains the classifiers from every labelled ticket now in memory
-    /// (corrections included); seconds for thousands of tickets.
-    pub fn retrain(&self) -> Result<()> {
-        let memory = self.read().memory.clone();
-        let (category, priority) = train_heads(&self.pack, &memory, &self.examples, &self.heads)?;
-        let mut state = self.write();
-        state.category = category;
-        state.priority = priority;
-        Ok(())
+    /// Retrains `tenant`'s classifiers from its labelled tickets now in memory
+    /// (corrections included) and the shared pack, and nothing of any other
+    /// tenant; seconds for thousands of tickets. Returns the labelled examples
+    /// the category head learned from.
+    pub fn retrain(&self, tenant: &str) -> Result<usize> {
+        let snapshot = self
+            .pending
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(tenant)
+            .copied()
+            .unwrap_or(0);
+        // Only this tenant's rows are copied out of the memory; training runs
+        // without the state lock.
+        let owned = {
+            let state = self.read();
+            let mut memory = TicketMemory::new(state.memory.dim());
+            for (e, v) in state
+                .memory
+                .iter()
+                .filter(|(e, _)| e.ticket.tenant == tenant)
+            {
+                memory.upsert(e.ticket.clone(), v, Some(e.corrected))?;
+            }
+            memory
+        };
+        let (heads, own, _) = train_owner(
+            &self.pack,
+            &owned,
+            &self.shared,
+            &self.heads,
+            Owner::Tenant(tenant),
+        )?;
+        let examples = own[0];
+        {
+            let mut state = self.write();
+            if own.iter().sum::<usize>() > 0 {
+                state.heads.insert(tenant.to_string(), heads);
+            } else {
+                state.heads.remove(tenant);
+            }
+        }
+        let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = pending.get_mut(tenant) {
+            *n = n.saturating_sub(snapshot);
+        }
+        Ok(examples)
     }
 
-    /// Counts for health and metrics.
-    pub fn stats(&self) -> EngineStats {
+    /// Counts for health and metrics: of one tenant, or (`None`) of all.
+    pub fn stats(&self, tenant: Option<&str>) -> EngineStats {
         let state = self.read();
         let leaves: HashSet<String> = self
             .pack
@@ -1059,20 +1126,40 @@ impl Engine {
             .iter()
             .map(|c| c.id.clone())
             .collect();
+        let mine = |t: &str| tenant.is_none_or(|x| x == t);
+        let (learned_candidates, learned_active) = self.learned.counts(tenant);
         EngineStats {
-            tickets: state.memory.len(),
-            articles: state.bank.len(),
+            tickets: state
+                .memory
+                .iter()
+                .filter(|(e, _)| mine(&e.ticket.tenant))
+                .count(),
+            articles: state.bank.count(tenant),
             labelled_examples: state
                 .memory
                 .iter()
-                .filter(|(e, _)| leaves.contains(&e.ticket.category))
+                .filter(|(e, _)| mine(&e.ticket.tenant) && leaves.contains(&e.ticket.category))
                 .count(),
             categories: leaves.len(),
-            corrections: state.corrections,
+            corrections: match tenant {
+                None => state.corrections,
+                Some(t) => state
+                    .memory
+                    .iter()
+                    .filter(|(e, _)| e.corrected && e.ticket.tenant == t)
+                    .count(),
+            },
+            learned_candidates,
+            learned_active,
             model: self.embedder.name().to_string(),
             pack: self.pack.name.clone(),
         }
     }
+}
+
+/// Whether a ticket carries a label a head learns from.
+fn is_labelled(t: &Ticket) -> bool {
+    !t.category.is_empty() || !t.priority.is_empty()
 }
 
 /// Upserts the pack's tickets and articles into the index: all of them on first
@@ -1105,25 +1192,49 @@ fn ingest_pack(index: &Index, pack: &Pack) -> Result<()> {
     Ok(())
 }
 
-/// Short labelled examples a pack gives besides its tickets: each article's
-/// phrasings under the article's category, and the out-of-scope requests under
-/// [`OUT_OF_SCOPE`]. Requests are often one short sentence, tickets a title and
-/// a body: without the phrasings, "short" would look like "out of scope".
-struct PackExamples {
-    vectors: VectorSet,
-    labels: Vec<String>,
+/// Labelled vectors the vote consults besides the tenant's own tickets: one
+/// label per vector (empty = no label for this head).
+pub(crate) struct Pool<'a> {
+    vectors: &'a VectorSet,
+    labels: &'a [String],
 }
 
-impl PackExamples {
-    /// Embeds the pack's article phrasings (leaf categories only) and out-of-scope texts.
-    fn embed(pack: &Pack, embedder: &dyn TextEmbedder) -> Result<PackExamples> {
+/// What the pack teaches every tenant besides the tenant's own tickets.
+///
+/// * Each article's phrasings under the article's category, and the
+///   out-of-scope requests under [`OUT_OF_SCOPE`]: requests are often one
+///   short sentence, tickets a title and a body, and without the phrasings
+///   "short" would look like "out of scope". Every tenant's category head
+///   learns them, the default tenant's too.
+/// * The pack's tickets (the default tenant's, `tenant = ""`) with the pack's
+///   labels: the base every *other* tenant learns from besides its own
+///   tickets. The default tenant holds them as its own tickets already (with
+///   its agents' corrections); no other tenant sees those corrections.
+struct SharedExamples {
+    phrasings: VectorSet,
+    phrasing_labels: Vec<String>,
+    tickets: VectorSet,
+    ticket_ids: Vec<String>,
+    ticket_category: Vec<String>,
+    ticket_priority: Vec<String>,
+}
+
+impl SharedExamples {
+    /// Embeds the pack's article phrasings (leaf categories only) and
+    /// out-of-scope texts; takes the pack tickets' vectors from `memory`
+    /// where the stored copy has the pack's text (embeds them otherwise).
+    fn embed(
+        pack: &Pack,
+        memory: &TicketMemory,
+        embedder: &dyn TextEmbedder,
+    ) -> Result<SharedExamples> {
         let leaves: HashSet<&str> = pack
             .leaf_categories()
             .iter()
             .map(|c| c.id.as_str())
             .collect();
         let mut texts: Vec<&str> = Vec::new();
-        let mut labels: Vec<String> = Vec::new();
+        let mut phrasing_labels: Vec<String> = Vec::new();
         for a in pack
             .articles
             .iter()
@@ -1131,96 +1242,314 @@ impl PackExamples {
         {
             for p in FaqBank::phrasings(a) {
                 texts.push(p);
-                labels.push(a.category.clone());
+                phrasing_labels.push(a.category.clone());
             }
         }
         for t in &pack.out_of_scope {
             texts.push(t);
-            labels.push(OUT_OF_SCOPE.to_string());
+            phrasing_labels.push(OUT_OF_SCOPE.to_string());
         }
-        let mut vectors = VectorSet::new(embedder.dim());
+        let mut phrasings = VectorSet::new(embedder.dim());
         for v in embedder.embed(&texts, EmbedKind::Passage)? {
-            vectors.push(&v)?;
+            phrasings.push(&v)?;
         }
-        Ok(PackExamples { vectors, labels })
+
+        let mut pack_tickets: Vec<&Ticket> = pack
+            .tickets
+            .iter()
+            .filter(|t| t.tenant.is_empty() && is_labelled(t))
+            .collect();
+        pack_tickets.sort_by(|a, b| a.id.cmp(&b.id));
+        let text_of = |t: &Ticket| ticket_text(&t.title, &t.body);
+        let stored: Vec<Option<Vec<f32>>> = pack_tickets
+            .iter()
+            .map(|t| {
+                memory
+                    .get("", &t.id)
+                    .filter(|e| text_of(&e.ticket) == text_of(t))
+                    .and_then(|_| memory.vector("", &t.id).map(<[f32]>::to_vec))
+            })
+            .collect();
+        let missing: Vec<String> = pack_tickets
+            .iter()
+            .zip(&stored)
+            .filter(|(_, v)| v.is_none())
+            .map(|(t, _)| text_of(t))
+            .collect();
+        let missing_refs: Vec<&str> = missing.iter().map(String::as_str).collect();
+        let mut fresh = embedder
+            .embed(&missing_refs, EmbedKind::Passage)?
+            .into_iter();
+        let mut tickets = VectorSet::new(embedder.dim());
+        for v in stored {
+            let v = v.or_else(|| fresh.next()).ok_or_else(|| {
+                Error::Numeric("the embedder returned fewer vectors than texts".into())
+            })?;
+            tickets.push(&v)?;
+        }
+        let category = |t: &&Ticket| {
+            if leaves.contains(t.category.as_str()) {
+                t.category.clone()
+            } else {
+                String::new()
+            }
+        };
+        let priority = |t: &&Ticket| {
+            if priority_rank(&t.priority).is_some() {
+                t.priority.clone()
+            } else {
+                String::new()
+            }
+        };
+        Ok(SharedExamples {
+            phrasings,
+            phrasing_labels,
+            ticket_category: pack_tickets.iter().map(category).collect(),
+            ticket_priority: pack_tickets.iter().map(priority).collect(),
+            ticket_ids: pack_tickets.iter().map(|t| t.id.clone()).collect(),
+            tickets,
+        })
+    }
+
+    /// Whether `tenant` learns from the pack's tickets as shared examples (every
+    /// tenant but the default one, which holds them as its own).
+    fn shares_tickets(tenant: &str) -> bool {
+        !tenant.is_empty()
+    }
+
+    /// The pools the category vote of `tenant` consults.
+    fn category_pools(&self, tenant: &str) -> Vec<Pool<'_>> {
+        let mut pools = vec![Pool {
+            vectors: &self.phrasings,
+            labels: &self.phrasing_labels,
+        }];
+        if Self::shares_tickets(tenant) {
+            pools.push(Pool {
+                vectors: &self.tickets,
+                labels: &self.ticket_category,
+            });
+        }
+        pools
+    }
+
+    /// The pools the priority vote of `tenant` consults.
+    fn priority_pools(&self, tenant: &str) -> Vec<Pool<'_>> {
+        if Self::shares_tickets(tenant) {
+            vec![Pool {
+                vectors: &self.tickets,
+                labels: &self.ticket_priority,
+            }]
+        } else {
+            Vec::new()
+        }
     }
 }
 
-/// Trains the category and priority classifiers from the labelled tickets in
-/// memory; the category classifier also learns the pack's [`PackExamples`]
-/// (out-of-scope requests as one more class, [`OUT_OF_SCOPE`]). A head stored
-/// in `heads` for exactly the same training data is loaded instead.
-fn train_heads(
+/// Whose heads are trained: one tenant's (its tickets plus the shared pack),
+/// or the pack's own (for tenants without labelled tickets).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Owner<'a> {
+    Tenant(&'a str),
+    Pack,
+}
+
+/// Which head.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Head {
+    Category,
+    Priority,
+}
+
+/// One head's training rows: vectors row-major, one label per row, and how
+/// many rows are the owner's own tickets.
+struct TrainingSet {
+    x: Vec<f32>,
+    y: Vec<String>,
+    own: usize,
+    out_of_scope: bool,
+}
+
+/// The rows `owner`'s `head` learns from: the owner's labelled tickets in
+/// (tenant, id) order, so the same tickets train the same head (and find its
+/// stored copy) whatever order the index returned them in; then the pack's
+/// tickets (every owner but the default tenant); then, for the category head,
+/// the pack's phrasings and out-of-scope examples.
+fn training_set(
     pack: &Pack,
     memory: &TicketMemory,
-    examples: &PackExamples,
-    heads: &HeadCache,
-) -> Result<(Option<Classifier>, Option<Classifier>)> {
+    shared: &SharedExamples,
+    owner: Owner<'_>,
+    head: Head,
+) -> TrainingSet {
     let leaves: HashSet<&str> = pack
         .leaf_categories()
         .iter()
         .map(|c| c.id.as_str())
         .collect();
-    let train = |name: &str,
-                 label: &dyn Fn(&Ticket) -> Option<String>,
-                 extra: Option<&PackExamples>|
-     -> Result<Option<Classifier>> {
-        // In (tenant, id) order, so the same tickets train the same head (and
-        // find its stored copy) whatever order the index returned them in.
-        let mut rows: Vec<(&Ticket, &[f32], String)> = memory
-            .iter()
-            .filter_map(|(e, v)| label(&e.ticket).map(|l| (&e.ticket, v, l)))
-            .collect();
-        rows.sort_by(|a, b| (&a.0.tenant, &a.0.id).cmp(&(&b.0.tenant, &b.0.id)));
-        let mut x = Vec::with_capacity(rows.iter().map(|r| r.1.len()).sum());
-        let mut y = Vec::with_capacity(rows.len());
-        for (_, v, l) in rows {
-            x.extend_from_slice(v);
-            y.push(l);
-        }
-        if let Some(extra) = extra.filter(|_| !y.is_empty()) {
-            x.extend_from_slice(extra.vectors.as_flat());
-            y.extend(extra.labels.iter().cloned());
-        }
-        let mut opts = ClassifierOptions::for_size(y.len());
-        if y.iter().any(|l| l == OUT_OF_SCOPE) {
-            opts.out_of_scope_label = Some(OUT_OF_SCOPE.into());
-        }
-        let distinct: HashSet<&String> = y.iter().collect();
-        if distinct.len() < 2 || y.len() < 4 {
-            tracing::warn!(
-                examples = y.len(),
-                "too few labelled tickets to train a classifier; using neighbours only"
-            );
-            return Ok(None);
-        }
-        let dim = x.len() / y.len();
-        let key = training_key(&x, &y, &opts);
-        if let Some(clf) = heads.load(name, &key) {
-            tracing::info!(
-                head = name,
-                examples = y.len(),
-                "loaded the stored head trained on the same data"
-            );
-            return Ok(Some(clf));
-        }
-        let clf = Classifier::train(&x, dim, &y, &opts)?;
-        heads.store(name, &key, &clf);
-        Ok(Some(clf))
-    };
-    let category = train(
-        "category",
-        &|t| {
-            leaves
+    let label = |t: &Ticket| -> Option<String> {
+        match head {
+            Head::Category => leaves
                 .contains(t.category.as_str())
-                .then(|| t.category.clone())
-        },
-        Some(examples),
-    )?;
-    let priority = train(
-        "priority",
-        &|t| priority_rank(&t.priority).map(|_| t.priority.clone()),
-        None,
-    )?;
-    Ok((category, priority))
+                .then(|| t.category.clone()),
+            Head::Priority => priority_rank(&t.priority).map(|_| t.priority.clone()),
+        }
+    };
+    let mut rows: Vec<(&Ticket, &[f32], String)> = match owner {
+        Owner::Tenant(tenant) => memory
+            .iter()
+            .filter(|(e, _)| e.ticket.tenant == tenant)
+            .filter_map(|(e, v)| label(&e.ticket).map(|l| (&e.ticket, v, l)))
+            .collect(),
+        Owner::Pack => Vec::new(),
+    };
+    rows.sort_by(|a, b| (&a.0.tenant, &a.0.id).cmp(&(&b.0.tenant, &b.0.id)));
+    let own = rows.len();
+    let mut x = Vec::with_capacity((own + shared.ticket_ids.len()) * shared.tickets.dim());
+    let mut y = Vec::with_capacity(own + shared.ticket_ids.len());
+    for (_, v, l) in rows {
+        x.extend_from_slice(v);
+        y.push(l);
+    }
+    let shares = match owner {
+        Owner::Tenant(t) => SharedExamples::shares_tickets(t),
+        Owner::Pack => true,
+    };
+    if shares {
+        let labels = match head {
+            Head::Category => &shared.ticket_category,
+            Head::Priority => &shared.ticket_priority,
+        };
+        for (i, l) in labels.iter().enumerate() {
+            if let (false, Some(v)) = (l.is_empty(), shared.tickets.get(i)) {
+                x.extend_from_slice(v);
+                y.push(l.clone());
+            }
+        }
+    }
+    let mut out_of_scope = false;
+    if head == Head::Category && !y.is_empty() {
+        x.extend_from_slice(shared.phrasings.as_flat());
+        y.extend(shared.phrasing_labels.iter().cloned());
+        out_of_scope = y.iter().any(|l| l == OUT_OF_SCOPE);
+    }
+    TrainingSet {
+        x,
+        y,
+        own,
+        out_of_scope,
+    }
+}
+
+/// The file name a head is kept under in the [`HeadCache`]: the default
+/// tenant's heads keep the names they always had; other tenants' names carry
+/// a digest of the tenant (any string is a valid tenant).
+fn head_name(owner: Owner<'_>, head: Head) -> String {
+    let head = match head {
+        Head::Category => "category",
+        Head::Priority => "priority",
+    };
+    match owner {
+        Owner::Tenant("") => head.to_string(),
+        Owner::Tenant(t) => {
+            let digest = <sha2::Sha256 as sha2::Digest>::digest(t.as_bytes());
+            let hex: String = digest[..8].iter().map(|b| format!("{b:02x}")).collect();
+            format!("tenant-{hex}-{head}")
+        }
+        Owner::Pack => format!("pack-{head}"),
+    }
+}
+
+/// The options and digest a head of `set` is trained with.
+fn head_options(set: &TrainingSet) -> (ClassifierOptions, String) {
+    let mut opts = ClassifierOptions::for_size(set.y.len());
+    if set.out_of_scope {
+        opts.out_of_scope_label = Some(OUT_OF_SCOPE.into());
+    }
+    let key = training_key(&set.x, &set.y, &opts);
+    (opts, key)
+}
+
+/// Trains (or loads from `cache`, when it was trained on exactly this data)
+/// one head; `None` when there is too little labelled data. Also returns the
+/// digest of the training data.
+fn train_head(
+    name: &str,
+    set: TrainingSet,
+    cache: &HeadCache,
+) -> Result<(Option<Classifier>, String)> {
+    let (opts, key) = head_options(&set);
+    let TrainingSet { x, y, .. } = set;
+    let distinct: HashSet<&String> = y.iter().collect();
+    if distinct.len() < 2 || y.len() < 4 {
+        tracing::debug!(
+            head = name,
+            examples = y.len(),
+            "too few labelled tickets to train a classifier; using neighbours only"
+        );
+        return Ok((None, key));
+    }
+    let dim = x.len() / y.len();
+    if let Some(clf) = cache.load(name, &key) {
+        tracing::info!(
+            head = name,
+            examples = y.len(),
+            "loaded the stored head trained on the same data"
+        );
+        return Ok((Some(clf), key));
+    }
+    let clf = Classifier::train(&x, dim, &y, &opts)?;
+    cache.store(name, &key, &clf);
+    Ok((Some(clf), key))
+}
+
+/// Trains both heads of `owner`; returns them, how many of their rows are the
+/// owner's own tickets (category, priority) and their data digests.
+fn train_owner(
+    pack: &Pack,
+    memory: &TicketMemory,
+    shared: &SharedExamples,
+    cache: &HeadCache,
+    owner: Owner<'_>,
+) -> Result<(Heads, [usize; 2], [String; 2])> {
+    let cat = training_set(pack, memory, shared, owner, Head::Category);
+    let pri = training_set(pack, memory, shared, owner, Head::Priority);
+    let own = [cat.own, pri.own];
+    let (category, cat_key) = train_head(&head_name(owner, Head::Category), cat, cache)?;
+    let (priority, pri_key) = train_head(&head_name(owner, Head::Priority), pri, cache)?;
+    Ok((Heads { category, priority }, own, [cat_key, pri_key]))
+}
+
+/// Trains the heads of every tenant with labelled tickets of its own, and the
+/// pack's heads for the others (the default tenant's, when its training data
+/// is exactly the pack's: the same data trains the same heads).
+fn train_all(
+    pack: &Pack,
+    memory: &TicketMemory,
+    shared: &SharedExamples,
+    cache: &HeadCache,
+) -> Result<(HashMap<String, Heads>, Heads)> {
+    let mut tenants: Vec<&str> = memory
+        .iter()
+        .filter(|(e, _)| is_labelled(&e.ticket))
+        .map(|(e, _)| e.ticket.tenant.as_str())
+        .collect::<HashSet<_>>()
+        .into_iter()
+        .collect();
+    tenants.sort_unstable();
+    let mut heads = HashMap::new();
+    let mut default_keys = None;
+    for tenant in tenants {
+        let (trained, _, keys) = train_owner(pack, memory, shared, cache, Owner::Tenant(tenant))?;
+        if tenant.is_empty() {
+            default_keys = Some(keys);
+        }
+        heads.insert(tenant.to_string(), trained);
+    }
+    let pack_keys = [Head::Category, Head::Priority]
+        .map(|h| head_options(&training_set(pack, memory, shared, Owner::Pack, h)).1);
+    let base = match (heads.get(""), default_keys) {
+        (Some(default), Some(keys)) if keys == pack_keys => default.clone(),
+        _ => train_owner(pack, memory, shared, cache, Owner::Pack)?.0,
+    };
+    Ok((heads, base))
 }

@@ -24,6 +24,9 @@ pub struct Entry {
     pub text: String,
     /// Its units.
     pub units: Units,
+    /// Whether it was learned from chats (see [`crate::learned`]) rather than
+    /// written in the article.
+    pub learned: bool,
     alive: bool,
 }
 
@@ -44,6 +47,8 @@ pub struct Candidate {
 #[derive(Debug, Clone)]
 pub struct FaqBank {
     articles: Vec<Option<Article>>,
+    /// Live entries per slot.
+    counts: Vec<usize>,
     slot_of: HashMap<(String, String), usize>,
     entries: Vec<Entry>,
     vectors: VectorSet,
@@ -56,6 +61,7 @@ impl FaqBank {
     pub fn new(dim: usize) -> FaqBank {
         FaqBank {
             articles: Vec::new(),
+            counts: Vec::new(),
             slot_of: HashMap::new(),
             entries: Vec::new(),
             vectors: VectorSet::new(dim),
@@ -75,6 +81,19 @@ impl FaqBank {
             .collect()
     }
 
+    /// The texts that get an entry when `article` is stored with the active
+    /// `learned` phrasings: [`FaqBank::phrasings`], then the learned ones not
+    /// among them (trimmed, non-empty, without repeats).
+    pub fn texts<'a>(article: &'a Article, learned: &'a [String]) -> Vec<&'a str> {
+        let mut texts = Self::phrasings(article);
+        for t in learned.iter().map(|t| t.trim()) {
+            if !t.is_empty() && !texts.contains(&t) {
+                texts.push(t);
+            }
+        }
+        texts
+    }
+
     /// The stored vector of a phrasing of an existing article, to avoid re-embedding it.
     pub fn known_vector(&self, tenant: &str, id: &str, text: &str) -> Option<Vec<f32>> {
         let slot = *self.slot_of.get(&(tenant.to_string(), id.to_string()))?;
@@ -88,7 +107,19 @@ impl FaqBank {
     /// Adds or replaces an article; `vectors` are the embeddings of
     /// [`FaqBank::phrasings`], in order.
     pub fn upsert(&mut self, article: Article, vectors: &[Vec<f32>]) -> Result<()> {
-        let texts: Vec<String> = Self::phrasings(&article)
+        self.upsert_with_learned(article, &[], vectors)
+    }
+
+    /// Adds or replaces an article with its active learned phrasings;
+    /// `vectors` are the embeddings of [`FaqBank::texts`], in order.
+    pub fn upsert_with_learned(
+        &mut self,
+        article: Article,
+        learned: &[String],
+        vectors: &[Vec<f32>],
+    ) -> Result<()> {
+        let own = Self::phrasings(&article).len();
+        let texts: Vec<String> = Self::texts(&article, learned)
             .into_iter()
             .map(str::to_string)
             .collect();
@@ -112,7 +143,8 @@ impl FaqBank {
         self.slot_of
             .insert((article.tenant.clone(), article.id.clone()), slot);
         self.articles.push(Some(article));
-        for (text, v) in texts.into_iter().zip(vectors) {
+        self.counts.push(texts.len());
+        for (n, (text, v)) in texts.into_iter().zip(vectors).enumerate() {
             let units = Units::new(&text);
             self.idf.add(&units);
             let idx = self.vectors.push(v)?;
@@ -123,6 +155,7 @@ impl FaqBank {
                 slot,
                 text,
                 units,
+                learned: n >= own,
                 alive: true,
             });
         }
@@ -135,6 +168,7 @@ impl FaqBank {
             return false;
         };
         self.articles[slot] = None;
+        self.counts[slot] = 0;
         for e in self
             .entries
             .iter_mut()
@@ -162,6 +196,14 @@ impl FaqBank {
         self.slot_of.len()
     }
 
+    /// Number of live articles of one tenant (`None`: of all).
+    pub fn count(&self, tenant: Option<&str>) -> usize {
+        match tenant {
+            None => self.len(),
+            Some(t) => self.slot_of.keys().filter(|(x, _)| x == t).count(),
+        }
+    }
+
     /// True when no article is live.
     pub fn is_empty(&self) -> bool {
         self.slot_of.is_empty()
@@ -172,9 +214,9 @@ impl FaqBank {
         self.entries.get(i)
     }
 
-    /// How many live phrasings the article in `slot` has.
+    /// How many live phrasings (its own and the learned ones) the article in `slot` has.
     pub fn phrasing_count(&self, slot: usize) -> usize {
-        self.article(slot).map_or(0, |a| Self::phrasings(a).len())
+        self.counts.get(slot).copied().unwrap_or(0)
     }
 
     /// The unit statistics of the live phrasings.

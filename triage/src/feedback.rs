@@ -2,10 +2,12 @@
 //!
 //! A correction is written to the index (durable, searchable) and to the
 //! engine's ticket memory (the kNN side sees it on the very next call), and
-//! appended to `feedback.jsonl` in the data directory — the audit trail and
-//! the record of which examples are agent-verified (those may overrule the
-//! model). "This article solved it" adds the message as a phrasing of the
-//! article, so the same question is answered next time.
+//! then appended to `feedback.jsonl` in the data directory — the audit trail
+//! and the record of which examples are agent-verified (those may overrule
+//! the model). "This article solved it" teaches the message, personal data
+//! masked, as an agent-approved phrasing of the article (kept in
+//! [`crate::learned`], not in the article), so the same question is answered
+//! next time.
 
 use std::fs::{File, OpenOptions};
 use std::io::Write;
@@ -18,7 +20,7 @@ use crate::api::{Feedback, FeedbackOutcome};
 use crate::engine::{now_rfc3339, ticket_text, Engine, WriteLock};
 use crate::error::{Error, Result};
 use crate::faqbank::FaqBank;
-use indexer::{Article, Ticket};
+use indexer::Ticket;
 
 /// One stored correction.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -121,10 +123,8 @@ struct Scan {
 
 /// Reads the log at `path` (none if it does not exist) as bytes and parses it
 /// line by line. A last line that is not valid UTF-8 or not a record (a torn
-/// append) is skipped with a warning. Elsewhere, a line that is not valid
-/// UTF-8 is corruption and an error naming the file and line; a valid UTF-8
-/// line that is not a record is skipped with a warning, since logs written
-/// before torn tails were cut off may hold an old torn append mid-file.
+/// append) is skipped with a warning. Elsewhere, a line that is not a record
+/// is corruption and an error naming the file and line.
 fn scan(path: &Path) -> Result<Scan> {
     let bytes = match std::fs::read(path) {
         Ok(b) => b,
@@ -174,18 +174,28 @@ fn scan(path: &Path) -> Result<Scan> {
                 tracing::warn!(
                     line = n + 1,
                     %error,
-                    text = %String::from_utf8_lossy(&raw[..raw.len().min(200)]),
+                    bytes = raw.len(),
                     "skipping a torn last feedback record in {}",
                     path.display()
                 );
                 scan.torn_at = u64::try_from(offset).ok();
             }
-            Err(error) => tracing::warn!(
-                line = n + 1,
-                %error,
-                "skipping an unreadable feedback record in {}",
-                path.display()
-            ),
+            Err(error) => {
+                // A garbled record in the middle is a correction that would be
+                // lost without a word: refuse to start, naming the line.
+                return Err(Error::Io {
+                    path: path.to_path_buf(),
+                    source: std::io::Error::new(
+                        std::io::ErrorKind::InvalidData,
+                        format!(
+                            "line {}: not a feedback record ({error}); the feedback log is \
+                             corrupt (only a torn last line is skipped): restore it from a \
+                             backup, or remove the line to drop that correction",
+                            n + 1
+                        ),
+                    ),
+                });
+            }
         }
     }
     Ok(scan)
@@ -196,8 +206,8 @@ fn scan(path: &Path) -> Result<Scan> {
 struct FeedbackPlan {
     /// The relabelled ticket to store as an agent-verified example.
     ticket: Option<Ticket>,
-    /// The article with the message added as a phrasing (`None` when unchanged).
-    article: Option<Article>,
+    /// The article and the (masked) message to teach as its phrasing.
+    phrasing: Option<(String, String)>,
     /// What the caller is told.
     outcome: FeedbackOutcome,
 }
@@ -205,48 +215,74 @@ struct FeedbackPlan {
 impl Engine {
     /// Applies an agent's correction or confirmation; it takes effect on the very next call.
     ///
-    /// All or nothing: every part is validated first (the ticket or its text, the
-    /// labels, the article and the message), then the record is appended durably to
-    /// the feedback log, then the ticket and article are updated. A refused request
-    /// (unknown article, unknown category, ...) leaves the index, the ticket memory
-    /// and the log as they were.
+    /// Every part is validated first (the ticket or its text, the labels, the
+    /// article and the message); a refused request (unknown article, unknown
+    /// category, ...) changes nothing. Then the relabelled ticket is written
+    /// to the index (a durable commit) and only then the record appended to
+    /// the feedback log: the log lists corrections that reached the index, so
+    /// after a crash between the two the ticket is never taken for a
+    /// correction nobody made (the client got no answer and resends). A log
+    /// append that fails puts the previous ticket back. "This article solved
+    /// it" teaches the message, personal data masked, as an agent-approved
+    /// phrasing of the article ([`crate::learned`]), last.
     ///
     /// The whole read-modify-write runs under the engine's write mutex: parallel
     /// corrections of one ticket or article each start from the previous one's
     /// result, so none is lost, and the log lists them in the order applied.
     pub fn feedback(&self, fb: Feedback) -> Result<FeedbackOutcome> {
         let held = self.lock_writes();
-        let plan = self.plan_feedback(&held, &fb)?;
-        self.log.append(&FeedbackRecord {
-            at: now_rfc3339(),
-            tenant: fb.tenant.clone(),
-            ticket_id: plan.outcome.ticket_id.clone(),
-            changes: plan.outcome.changes.clone(),
-            article: plan.outcome.article_updated.clone(),
-        })?;
-        let applied = plan
-            .ticket
-            .map_or(Ok(()), |t| self.store_ticket(&held, t, Some(true)))
-            .and_then(|()| {
-                plan.article.map_or(Ok(()), |a| {
-                    let vectors = self.embed_phrasings(&a)?;
-                    self.store_article(&held, a, &vectors)
-                })
+        let mut plan = self.plan_feedback(&held, &fb)?;
+        if let Some(t) = plan.ticket.take() {
+            let previous = self
+                .read()
+                .memory
+                .get(&t.tenant, &t.id)
+                .map(|e| (e.ticket.clone(), e.corrected));
+            let (tenant, id) = (t.tenant.clone(), t.id.clone());
+            self.store_ticket(&held, t, Some(true))?;
+            let logged = self.log.append(&FeedbackRecord {
+                at: now_rfc3339(),
+                tenant: fb.tenant.clone(),
+                ticket_id: plan.outcome.ticket_id.clone(),
+                changes: plan.outcome.changes.clone(),
+                article: None,
             });
-        if let Err(e) = applied {
-            // Validation passed, so this is a storage or model failure after the
-            // record was logged; the caller sees the error and may resend.
-            tracing::error!(
-                ticket = %plan.outcome.ticket_id,
-                error = %e,
-                "feedback logged but not fully applied"
-            );
-            return Err(e);
+            if let Err(e) = logged {
+                let restored = match previous {
+                    Some((old, corrected)) => self.store_ticket(&held, old, Some(corrected)),
+                    None => self.forget_ticket(&held, &tenant, &id).map(|_| ()),
+                };
+                if let Err(undo) = restored {
+                    tracing::error!(ticket = %id, error = %undo, "could not undo a correction whose log record failed");
+                }
+                return Err(e);
+            }
+            self.count_correction();
         }
-        self.count_correction();
+        if let Some((article, text)) = plan.phrasing.take() {
+            match self.learned.teach(&fb.tenant, &article, &text)? {
+                Some(p) => {
+                    plan.outcome.changes.push(format!(
+                        "article {article}: learned the message as phrasing {} ({})",
+                        p.id,
+                        if p.status == crate::learned::LearnedStatus::Active {
+                            "active"
+                        } else {
+                            "inactive"
+                        }
+                    ));
+                    plan.outcome.learned_phrasing = Some(p);
+                    self.rebank(&held, &fb.tenant, &article)?;
+                }
+                None => plan.outcome.changes.push(format!(
+                    "article {article}: not learned (it has as many learned phrasings as it may keep)"
+                )),
+            }
+        }
         drop(held);
         let outcome = plan.outcome;
-        tracing::info!(ticket = %outcome.ticket_id, changes = ?outcome.changes, "feedback stored");
+        // The changes' values (fields, phrasings) may be personal data: logged as a count.
+        tracing::info!(ticket = %outcome.ticket_id, changes = outcome.changes.len(), "feedback stored");
         Ok(outcome)
     }
 
@@ -332,9 +368,9 @@ impl Engine {
             outcome.ticket_id = t.id.clone();
             ticket = Some(t);
         }
-        let mut article = None;
+        let mut phrasing = None;
         if let Some(article_id) = &fb.solved_by_article {
-            let mut a = self
+            let a = self
                 .get_article(&fb.tenant, article_id)
                 .ok_or_else(|| Error::NotFound(format!("article `{article_id}`")))?;
             let message = fb
@@ -343,28 +379,30 @@ impl Engine {
                 .filter(|m| !m.trim().is_empty())
                 .or_else(|| ticket.as_ref().map(|t| ticket_text(&t.title, &t.body)))
                 .unwrap_or_else(|| ticket_text(&fb.title, &fb.body));
-            let message = message.trim().to_string();
-            if message.is_empty() {
+            let message = self.masker.mask(message.trim());
+            if message.trim().is_empty() {
                 return Err(Error::InvalidInput(
                     "solved_by_article needs the message it answered".into(),
                 ));
+            }
+            if message.chars().count() > crate::learned::MAX_TEXT_CHARS {
+                return Err(Error::InvalidInput(format!(
+                    "`message` is longer than the {} characters a learned phrasing may have",
+                    crate::learned::MAX_TEXT_CHARS
+                )));
             }
             if FaqBank::phrasings(&a).contains(&message.as_str()) {
                 outcome
                     .changes
                     .push(format!("article {article_id}: phrasing already known"));
             } else {
-                a.alt_questions.push(message);
-                article = Some(a);
-                outcome.changes.push(format!(
-                    "article {article_id}: added the message as a phrasing"
-                ));
+                phrasing = Some((article_id.clone(), message));
             }
             outcome.article_updated = Some(article_id.clone());
         }
         Ok(FeedbackPlan {
             ticket,
-            article,
+            phrasing,
             outcome,
         })
     }

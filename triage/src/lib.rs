@@ -11,6 +11,7 @@
 
 pub mod api;
 pub mod calibrate;
+pub mod chat;
 pub mod classify;
 pub mod deflect;
 pub mod domain;
@@ -24,11 +25,13 @@ pub mod hashembed;
 pub mod headcache;
 pub mod keyunits;
 pub mod knn;
+pub mod learned;
 pub mod logreg;
 pub mod memory;
 pub mod pack;
 pub mod packsync;
 pub mod priority;
+pub mod privacy;
 pub mod recommend;
 pub mod textsim;
 pub mod verifier;

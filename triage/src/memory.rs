@@ -48,6 +48,11 @@ impl TicketMemory {
         }
     }
 
+    /// Vector dimension.
+    pub fn dim(&self) -> usize {
+        self.vectors.dim()
+    }
+
     /// Adds or replaces a ticket; `corrected = None` keeps an existing flag.
     pub fn upsert(
         &mut self,

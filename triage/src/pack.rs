@@ -147,6 +147,10 @@ pub struct FieldSpec {
     pub description: String,
     /// Whether the value may be inferred from similar tickets' `fields`.
     pub infer: bool,
+    /// Whether the value is personal data (a name, an address, an account):
+    /// masked wherever the service keeps a customer's words for others, e.g.
+    /// in phrasings learned from chats (see [`crate::privacy`]).
+    pub personal: bool,
 }
 
 impl Pack {
@@ -462,6 +466,8 @@ struct RawField {
     description: String,
     #[serde(default)]
     infer: bool,
+    #[serde(default)]
+    personal: bool,
 }
 
 /// Validation context for `pack.toml`: the file name and its text (for line numbers).
@@ -937,6 +943,7 @@ fn convert_fields(ctx: &ConfigCtx, raw: &[RawField]) -> Result<Vec<FieldSpec>> {
             pattern: f.pattern.as_ref().map(|p| p.get_ref().clone()),
             description: f.description.clone(),
             infer: f.infer,
+            personal: f.personal,
         });
     }
     Ok(fields)

@@ -305,6 +305,7 @@ mod tests {
             pattern: None,
             description: String::new(),
             infer: true,
+            personal: false,
         };
         let near = m.nearest(&[1.0, 0.0], 3, |_| true).unwrap();
         let f = infer_fields(&m, &near, std::slice::from_ref(&spec), &[]);

@@ -15,10 +15,7 @@ use triage::Error;
 
 fn open(pack: &Path, data: &Path) -> Engine {
     Engine::open(
-        EngineConfig {
-            pack_dir: pack.to_path_buf(),
-            data_dir: data.to_path_buf(),
-        },
+        EngineConfig::new(pack.to_path_buf(), data.to_path_buf()),
         Arc::new(HashEmbedder::new(256)),
     )
     .unwrap()
@@ -161,10 +158,7 @@ fn the_packs_out_of_scope_examples_send_lookalikes_to_a_human() {
     )
     .unwrap();
     let err = Engine::open(
-        EngineConfig {
-            pack_dir: pack.path().to_path_buf(),
-            data_dir: data.path().to_path_buf(),
-        },
+        EngineConfig::new(pack.path().to_path_buf(), data.path().to_path_buf()),
         Arc::new(HashEmbedder::new(256)),
     )
     .err()
@@ -203,7 +197,7 @@ fn a_correction_changes_the_next_decision() {
     );
     assert_eq!(after.priority.label.as_deref(), Some("P1"));
     assert!(after.category.reasons[0].contains("NEW-1"));
-    assert_eq!(f.engine.stats().corrections, 1);
+    assert_eq!(f.engine.stats(None).corrections, 1);
     // The correction is a stored, labelled ticket.
     let stored = f.engine.get_ticket("", "NEW-1").unwrap().unwrap();
     assert_eq!(stored.category, "repair.leak");
@@ -321,8 +315,8 @@ fn corrections_and_documents_survive_a_restart() {
     let text = "冰箱不制冷，吹出来的是热风";
     {
         let e = open(pack.path(), data.path());
-        assert_eq!(e.stats().tickets, 45);
-        assert_eq!(e.stats().articles, 4);
+        assert_eq!(e.stats(None).tickets, 45);
+        assert_eq!(e.stats(None).articles, 4);
         let mut fields = BTreeMap::new();
         fields.insert("product".to_string(), "fridge".to_string());
         e.feedback(Feedback {
@@ -335,7 +329,7 @@ fn corrections_and_documents_survive_a_restart() {
         .unwrap();
     }
     let e = open(pack.path(), data.path());
-    let stats = e.stats();
+    let stats = e.stats(None);
     assert_eq!(stats.tickets, 46, "the pack is not ingested twice");
     assert_eq!(stats.corrections, 1);
     assert_eq!(stats.model, "hash-units");
@@ -435,16 +429,13 @@ fn the_engine_can_be_shared_between_threads() {
             assert_eq!(label.as_deref(), Some("repair.leak"));
         }
     }
-    assert_eq!(engine.stats().tickets, 47);
+    assert_eq!(engine.stats(None).tickets, 47);
 }
 
 /// Opens an engine that is expected to fail.
 fn open_err(pack: &Path, data: &Path) -> Error {
     match Engine::open(
-        EngineConfig {
-            pack_dir: pack.to_path_buf(),
-            data_dir: data.to_path_buf(),
-        },
+        EngineConfig::new(pack.to_path_buf(), data.to_path_buf()),
         Arc::new(HashEmbedder::new(256)),
     ) {
         Ok(_) => panic!("the engine should not open"),
@@ -526,8 +517,8 @@ fn refused_feedback_changes_nothing() {
     assert!(e.get_ticket("", "NEW-10").unwrap().is_none());
     let pack_ticket = e.get_ticket("", "T-0100").unwrap().unwrap();
     assert_eq!(pack_ticket.category, "repair.not_cooling");
-    assert_eq!(e.stats().corrections, 0);
-    assert_eq!(e.stats().tickets, 45);
+    assert_eq!(e.stats(None).corrections, 0);
+    assert_eq!(e.stats(None).tickets, 45);
     assert_eq!(feedback_records(data.path()), 0, "nothing logged");
 
     // Accepted feedback is logged and applied.
@@ -608,7 +599,7 @@ fn an_edited_pack_is_reingested_on_the_next_open() {
         a.candidates[0].article.answer,
         "请在“我的订单”中点击“退款”，3个工作日内到账。"
     );
-    let stats = e.stats();
+    let stats = e.stats(None);
     assert_eq!(stats.articles, 6, "4 pack + 1 new pack + 1 API article");
     assert_eq!(stats.tickets, 45, "pack tickets are not duplicated");
     let api = e
@@ -637,7 +628,14 @@ fn an_edited_pack_is_reingested_on_the_next_open() {
     );
     let t = e.deflect(&taught).unwrap();
     assert_eq!(t.candidates[0].article.id, "kb-leak", "{t:?}");
-    assert!(t.candidates[0].article.alt_questions.contains(&taught.text));
+    let record = e.article_record("", "kb-leak").unwrap();
+    assert!(
+        record.learned.iter().any(|p| p.text == taught.text
+            && p.status == triage::learned::LearnedStatus::Active
+            && p.source == "agent"),
+        "{:?}",
+        record.learned
+    );
     let updated = std::fs::read_to_string(data.path().join("pack-ingested")).unwrap();
     assert_ne!(updated, marker, "the marker records the new fingerprint");
 }
@@ -663,7 +661,7 @@ fn an_old_marker_without_fingerprint_still_opens_and_upserts() {
         })
         .unwrap();
     assert_eq!(r.candidates[0].article.answer, "关闭水阀并检查排水管。");
-    assert_eq!(e.stats().tickets, 45);
+    assert_eq!(e.stats(None).tickets, 45);
     assert!(std::fs::read_to_string(&marker)
         .unwrap()
         .contains("fingerprint="));
@@ -816,7 +814,10 @@ fn parallel_corrections_of_one_ticket_are_all_kept() {
             .expect("the corrected ticket is in the index");
         assert_eq!(indexed, t, "round {round}: index and memory disagree");
     }
-    assert_eq!(f.engine.stats().corrections, ROUNDS * (FIELD_WRITERS + 2));
+    assert_eq!(
+        f.engine.stats(None).corrections,
+        ROUNDS * (FIELD_WRITERS + 2)
+    );
 }
 
 /// Many "this article solved it" calls at once each add their phrasing.
@@ -843,15 +844,27 @@ fn parallel_solved_by_article_keeps_every_phrasing() {
             });
         }
     });
-    let stored = article_in_index(&f.engine, "kb-cool", "空调不制冷怎么办？")
-        .expect("kb-cool is in the index");
+    // Taught phrasings are kept apart from the article, with their source.
+    let record = f
+        .engine
+        .article_record("", "kb-cool")
+        .expect("kb-cool exists");
     for m in &messages {
         assert!(
-            stored.alt_questions.contains(m),
+            record
+                .learned
+                .iter()
+                .any(|p| &p.text == m && p.approved_by_agent),
             "phrasing `{m}` lost: {:?}",
-            stored.alt_questions
+            record.learned
         );
     }
+    let stored = article_in_index(&f.engine, "kb-cool", "空调不制冷怎么办？")
+        .expect("kb-cool is in the index");
+    assert!(
+        messages.iter().all(|m| !stored.alt_questions.contains(m)),
+        "the article as written is unchanged"
+    );
     // The FAQ bank learned them too: each message is now answered by kb-cool.
     for m in &messages {
         let d = f
@@ -925,14 +938,11 @@ fn parallel_article_upsert_and_delete_keep_index_and_bank_in_step() {
     let data = tempfile::tempdir().unwrap();
     common::write_pack(pack.path());
     let engine = Engine::open(
-        EngineConfig {
-            pack_dir: pack.path().to_path_buf(),
-            data_dir: data.path().to_path_buf(),
-        },
+        EngineConfig::new(pack.path().to_path_buf(), data.path().to_path_buf()),
         Arc::new(SlowPhrasings(HashEmbedder::new(256))),
     )
     .unwrap();
-    let baseline = engine.stats().articles;
+    let baseline = engine.stats(None).articles;
     let question = "冰箱门关不严总是自动弹开怎么调整？";
     let article = indexer::Article {
         id: "kb-race".into(),
@@ -963,7 +973,7 @@ fn parallel_article_upsert_and_delete_keep_index_and_bank_in_step() {
             del.join().unwrap()
         });
         let in_index = article_in_index(&engine, "kb-race", question).is_some();
-        let in_bank = engine.stats().articles == baseline + 1;
+        let in_bank = engine.stats(None).articles == baseline + 1;
         let answered = engine
             .deflect(&ChatMessage {
                 text: question.into(),
@@ -990,7 +1000,7 @@ fn parallel_article_upsert_and_delete_keep_index_and_bank_in_step() {
             assert!(engine.delete_article("", "kb-race").unwrap());
         }
         assert!(article_in_index(&engine, "kb-race", question).is_none());
-        assert_eq!(engine.stats().articles, baseline);
+        assert_eq!(engine.stats(None).articles, baseline);
     }
     assert_eq!(deleted + stored, ROUNDS);
     eprintln!("article race: {deleted} rounds ended deleted, {stored} stored");
@@ -1022,7 +1032,7 @@ fn a_feedback_log_torn_inside_a_multibyte_character_still_opens() {
     std::fs::write(&log, &bytes).unwrap();
 
     let engine = open(pack.path(), data.path());
-    assert_eq!(engine.stats().corrections, 2);
+    assert_eq!(engine.stats(None).corrections, 2);
     // Later appends do not bury the torn line mid-file: the log reopens.
     engine
         .feedback(Feedback {
@@ -1037,7 +1047,7 @@ fn a_feedback_log_torn_inside_a_multibyte_character_still_opens() {
     let (_, records) = triage::feedback::FeedbackLog::open(&log).unwrap();
     let ids: Vec<&str> = records.iter().map(|r| r.ticket_id.as_str()).collect();
     assert_eq!(ids, ["T1", "T2", "T4"]);
-    assert_eq!(open(pack.path(), data.path()).stats().corrections, 3);
+    assert_eq!(open(pack.path(), data.path()).stats(None).corrections, 3);
 }
 
 #[test]
@@ -1110,4 +1120,160 @@ fn a_restart_with_the_same_tickets_loads_the_stored_heads_and_a_change_retrains(
         Some("repair.not_cooling")
     );
     assert!(serde_json::from_slice::<serde_json::Value>(&std::fs::read(&stored).unwrap()).is_ok());
+}
+
+#[test]
+fn a_garbled_middle_record_in_the_feedback_log_is_an_error_not_a_lost_correction() {
+    let pack = tempfile::tempdir().unwrap();
+    let data = tempfile::tempdir().unwrap();
+    common::write_pack(pack.path());
+    // Before: a valid UTF-8 line that is not a record was skipped with a warning.
+    let log = data.path().join("feedback.jsonl");
+    let text = format!(
+        "{}\n{{\"at\": \"2026\", \"ticket\n{}\n",
+        feedback_line("T1"),
+        feedback_line("T3")
+    );
+    std::fs::write(&log, &text).unwrap();
+    let msg = open_err(pack.path(), data.path()).to_string();
+    assert!(
+        msg.contains("line 2") && msg.contains("feedback.jsonl"),
+        "{msg}"
+    );
+    assert_eq!(std::fs::read_to_string(&log).unwrap(), text, "nothing cut");
+}
+
+/// A hashing embedder that fails while `FAIL` is set: a storage step that
+/// embeds (the index write) fails after the engine has planned a change.
+struct Flaky {
+    inner: HashEmbedder,
+    fail: std::sync::atomic::AtomicBool,
+}
+
+impl models::TextEmbedder for Flaky {
+    fn embed(
+        &self,
+        texts: &[&str],
+        kind: models::EmbedKind,
+    ) -> Result<Vec<Vec<f32>>, models::Error> {
+        if self.fail.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(models::Error::Tokenizer("injected failure".into()));
+        }
+        self.inner.embed(texts, kind)
+    }
+    fn dim(&self) -> usize {
+        self.inner.dim()
+    }
+    fn name(&self) -> &str {
+        // The same model as `open` uses, so the data dir reopens with it.
+        self.inner.name()
+    }
+}
+
+#[test]
+fn a_correction_that_never_reached_the_index_is_not_taken_for_one_after_a_restart() {
+    let pack = tempfile::tempdir().unwrap();
+    let data = tempfile::tempdir().unwrap();
+    common::write_pack(pack.path());
+    let text = "电视开不了机，按电源键没反应";
+    let flaky = Arc::new(Flaky {
+        inner: HashEmbedder::new(256),
+        fail: std::sync::atomic::AtomicBool::new(false),
+    });
+    {
+        let e = Engine::open(
+            EngineConfig::new(pack.path().to_path_buf(), data.path().to_path_buf()),
+            flaky.clone(),
+        )
+        .unwrap();
+        // The index write of the correction fails (as a kill -9 between the
+        // log and the index would leave it): the caller is told.
+        flaky.fail.store(true, std::sync::atomic::Ordering::SeqCst);
+        let err = e.feedback(Feedback {
+            ticket_id: "CC-1".into(),
+            body: text.into(),
+            category: Some("billing.invoice".into()),
+            ..Feedback::default()
+        });
+        assert!(err.is_err());
+        flaky.fail.store(false, std::sync::atomic::Ordering::SeqCst);
+    }
+    // Before: the log said "CC-1 corrected" although the index never had it.
+    assert_eq!(
+        feedback_records(data.path()),
+        0,
+        "no record of what was not applied"
+    );
+    {
+        let e = open(pack.path(), data.path());
+        assert_eq!(e.stats(None).corrections, 0);
+        assert!(e.get_ticket("", "CC-1").unwrap().is_none());
+        // Later the ticket arrives through an ordinary write, not a correction...
+        e.upsert_ticket(Ticket {
+            id: "CC-1".into(),
+            body: text.into(),
+            category: "repair.no_power".into(),
+            ..Ticket::default()
+        })
+        .unwrap();
+    }
+    // ...and after a restart it must not decide as "an agent correction".
+    let e = open(pack.path(), data.path());
+    let t = e.get_ticket("", "CC-1").unwrap().unwrap();
+    let r = e.classify_ticket(&t).unwrap();
+    assert!(
+        !r.category
+            .reasons
+            .iter()
+            .any(|x| x.contains("agent correction")),
+        "{:?}",
+        r.category
+    );
+}
+
+#[test]
+fn each_tenant_learns_from_its_own_tickets_and_the_pack_only() {
+    let f = fixture();
+    let probe = request("发票抬头写错了，需要重新开具增值税发票");
+    let before = f.engine.triage(&probe).unwrap();
+    // Tenant `mallory` labels invoice requests as power faults and retrains.
+    for i in 0..40 {
+        f.engine
+            .upsert_ticket(Ticket {
+                id: format!("M-{i}"),
+                tenant: "mallory".into(),
+                body: format!("发票抬头写错了，需要重新开具增值税发票 {i}"),
+                category: "repair.no_power".into(),
+                priority: "P0".into(),
+                ..Ticket::default()
+            })
+            .unwrap();
+    }
+    assert_eq!(
+        f.engine.pending_changes(),
+        vec![("mallory".to_string(), 40)]
+    );
+    assert_eq!(f.engine.retrain("mallory").unwrap(), 40);
+    assert!(f.engine.pending_changes().is_empty());
+    // Others (the default tenant, and a tenant with no tickets) are untouched.
+    for tenant in ["", "bob"] {
+        let mut req = probe.clone();
+        req.tenant = tenant.into();
+        let after = f.engine.triage(&req).unwrap();
+        assert_eq!(
+            after.category.label, before.category.label,
+            "{tenant}: {after:?}"
+        );
+        assert_eq!(after.priority.label, before.priority.label, "{tenant}");
+        assert!(after.neighbours.iter().all(|h| !h.id.starts_with("M-")));
+    }
+    let mut req = probe.clone();
+    req.tenant = "mallory".into();
+    let own = f.engine.triage(&req).unwrap();
+    assert_eq!(
+        own.category.label.as_deref(),
+        Some("repair.no_power"),
+        "{:?}",
+        own.category
+    );
 }

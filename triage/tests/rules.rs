@@ -769,18 +769,21 @@ fn pack_patterns_add_fields_and_win_overlaps() {
             pattern: Some(r"REF-(\d{4})".into()),
             description: String::new(),
             infer: false,
+            personal: false,
         },
         FieldSpec {
             name: "member_id".into(),
             pattern: Some(r"VIP\d{11}".into()),
             description: String::new(),
             infer: false,
+            personal: false,
         },
         FieldSpec {
             name: "product".into(),
             pattern: None,
             description: String::new(),
             infer: true,
+            personal: false,
         },
     ];
     let ex = FieldExtractor::new(&specs).unwrap();
@@ -811,6 +814,7 @@ fn invalid_pattern_is_a_clear_error() {
         pattern: Some("(unclosed".into()),
         description: String::new(),
         infer: false,
+        personal: false,
     };
     let err = FieldExtractor::new(&[spec]).unwrap_err().to_string();
     assert!(err.contains("broken"), "{err}");

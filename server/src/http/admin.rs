@@ -1,18 +1,73 @@
-//! Operator endpoints under `/v1/admin`, authenticated like every `/v1` route.
+//! Operator endpoints under `/v1/admin` (scope `admin`): retraining and
+//! statistics of the caller's tenant.
 
 use axum::extract::State;
 use axum::Json;
+use serde::Serialize;
+use triage::api::EngineStats;
 
+use super::documents::TenantQuery;
 use super::error::ApiResult;
-use super::retrain::{Retrained, Trigger};
-use super::AppState;
+use super::extract::{check_tenant, ApiQuery};
+use super::retrain::{RetrainStatus, Retrained, Trigger};
+use super::{AppState, Caller};
 
-/// `POST /v1/admin/retrain`: retrains the classifiers from every labelled
-/// ticket now and answers when done, with the labelled example count and the
-/// seconds taken; 409 while another retrain runs.
-pub async fn retrain(State(state): State<AppState>) -> ApiResult<Json<Retrained>> {
+/// `POST /v1/admin/retrain`: retrains the caller's tenant's classifiers from
+/// its labelled tickets (and the shared pack) now and answers when done, with
+/// the labelled example count and the seconds taken; 409 while another
+/// retrain runs. No other tenant's heads change. (`?tenant=` names the
+/// tenant when no keys are configured; a key's tenant always wins.)
+pub async fn retrain(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiQuery(q): ApiQuery<TenantQuery>,
+) -> ApiResult<Json<Retrained>> {
+    check_tenant(&q.tenant)?;
     let engine = state.engine()?;
+    let tenant = caller.tenant(&q.tenant);
     Ok(Json(
-        state.retrainer().retrain(engine, Trigger::Admin).await?,
+        state
+            .retrainer()
+            .retrain(engine, tenant, Trigger::Admin)
+            .await?,
     ))
+}
+
+/// What `GET /v1/admin/stats` returns.
+#[derive(Debug, Serialize)]
+pub struct TenantStats {
+    /// The tenant.
+    pub tenant: String,
+    /// Its documents, labels, corrections and learned phrasings.
+    pub stats: EngineStats,
+    /// Retraining: its pending changes and the service's history.
+    pub retrain: RetrainStatus,
+}
+
+/// `GET /v1/admin/stats`: the caller's tenant's counts and retrain status.
+pub async fn stats(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiQuery(q): ApiQuery<TenantQuery>,
+) -> ApiResult<Json<TenantStats>> {
+    check_tenant(&q.tenant)?;
+    let engine = state.engine()?;
+    let tenant = caller.tenant(&q.tenant);
+    let t = tenant.clone();
+    let (stats, retrain) = state
+        .blocking({
+            let retrainer = state.retrainer();
+            move || {
+                (
+                    engine.stats(Some(&t)),
+                    retrainer.status(Some(&engine), Some(&t)),
+                )
+            }
+        })
+        .await?;
+    Ok(Json(TenantStats {
+        tenant,
+        stats,
+        retrain,
+    }))
 }

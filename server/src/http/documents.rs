@@ -7,7 +7,9 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use indexer::{Article, Ticket};
 use serde::{Deserialize, Serialize};
+use triage::api::ArticleRecord;
 use triage::engine::Engine;
+use triage::learned::{LearnedPhrasing, LearnedStatus};
 
 use super::error::{ApiError, ApiResult};
 use super::extract::{
@@ -21,11 +23,11 @@ use crate::config::Limits;
 /// Most tickets one reclassify job may carry.
 const MAX_JOB_TICKETS: usize = 100_000;
 
-/// `?tenant=` for GET/DELETE (ignored when an API key pins the tenant).
+/// `?tenant=` for GET/DELETE and admin routes (ignored when an API key pins the tenant).
 #[derive(Debug, Default, Deserialize)]
 pub struct TenantQuery {
     #[serde(default)]
-    tenant: String,
+    pub(super) tenant: String,
 }
 
 /// What an upsert or delete returns.
@@ -50,16 +52,10 @@ pub async fn put_ticket(
 ) -> ApiResult<Json<Written>> {
     check_id("id", &id)?;
     check_ticket(&ticket, state.limits())?;
-    if is_blank(&ticket.title) && is_blank(&ticket.body) {
-        return Err(ApiError::InvalidInput(
-            "a ticket needs a `title` or a `body`".into(),
-        ));
-    }
     ticket.id = id.clone();
     ticket.tenant = caller.tenant(&ticket.tenant);
     let tenant = ticket.tenant.clone();
     state.run(move |e| Ok(e.upsert_ticket(ticket)?)).await?;
-    state.note_labelled_change();
     Ok(Json(Written {
         id,
         kind: "ticket",
@@ -152,6 +148,94 @@ pub async fn delete_article(
     .await
 }
 
+/// `GET /v1/articles/{id}`: the article with its learned phrasings (masked
+/// customers' words with their status and source: agents only).
+pub async fn get_article(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiPath(id): ApiPath<String>,
+    ApiQuery(q): ApiQuery<TenantQuery>,
+) -> ApiResult<Json<ArticleRecord>> {
+    check_id("id", &id)?;
+    check_tenant(&q.tenant)?;
+    let tenant = caller.tenant(&q.tenant);
+    let wanted = id.clone();
+    state
+        .run(move |e| Ok(e.article_record(&tenant, &wanted)))
+        .await?
+        .map(Json)
+        .ok_or_else(|| ApiError::NotFound(format!("no article {id:?}")))
+}
+
+/// `?tenant=&article=&status=` of `GET /v1/learned`.
+#[derive(Debug, Default, Deserialize)]
+pub struct LearnedQuery {
+    #[serde(default)]
+    tenant: String,
+    /// Only this article's phrasings.
+    article: Option<String>,
+    /// Only phrasings with this status.
+    status: Option<LearnedStatus>,
+}
+
+/// `GET /v1/learned`: the tenant's learned phrasings (candidates waiting for
+/// approval first), to approve or remove.
+pub async fn list_learned(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiQuery(q): ApiQuery<LearnedQuery>,
+) -> ApiResult<Json<Vec<LearnedPhrasing>>> {
+    check_tenant(&q.tenant)?;
+    if let Some(a) = &q.article {
+        check_id("article", a)?;
+    }
+    let tenant = caller.tenant(&q.tenant);
+    let mut list = state
+        .run(move |e| Ok(e.learned_phrasings(&tenant, q.article.as_deref())))
+        .await?;
+    if let Some(status) = q.status {
+        list.retain(|p| p.status == status);
+    }
+    list.sort_by_key(|p| (p.status != LearnedStatus::Candidate, p.created_at.clone()));
+    Ok(Json(list))
+}
+
+/// `POST /v1/learned/{id}/approve`: an agent approves a learned phrasing; it
+/// answers customers from now on.
+pub async fn approve_learned(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiPath(id): ApiPath<String>,
+    ApiQuery(q): ApiQuery<TenantQuery>,
+) -> ApiResult<Json<LearnedPhrasing>> {
+    check_id("id", &id)?;
+    check_tenant(&q.tenant)?;
+    let tenant = caller.tenant(&q.tenant);
+    Ok(Json(
+        state
+            .run(move |e| Ok(e.approve_learned(&tenant, &id)?))
+            .await?,
+    ))
+}
+
+/// `DELETE /v1/learned/{id}`: an agent removes a learned phrasing; it stops
+/// answering at once and is not learned again from customers' clicks.
+pub async fn remove_learned(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiPath(id): ApiPath<String>,
+    ApiQuery(q): ApiQuery<TenantQuery>,
+) -> ApiResult<Json<LearnedPhrasing>> {
+    check_id("id", &id)?;
+    check_tenant(&q.tenant)?;
+    let tenant = caller.tenant(&q.tenant);
+    Ok(Json(
+        state
+            .run(move |e| Ok(e.remove_learned(&tenant, &id)?))
+            .await?,
+    ))
+}
+
 /// What both deletes share: `delete` says whether the tenant's document existed.
 async fn delete_document(
     state: AppState,
@@ -166,9 +250,6 @@ async fn delete_document(
     let existed = state.run(move |e| Ok(delete(e, &t, &wanted)?)).await?;
     if !existed {
         return Err(ApiError::NotFound(format!("no {kind} {id:?}")));
-    }
-    if kind == "ticket" {
-        state.note_labelled_change();
     }
     Ok(Json(Written {
         id,
@@ -202,11 +283,18 @@ pub async fn submit_reclassify(
         )));
     }
     let limits = state.limits();
+    let tenant = caller.tenant("");
+    // A job takes the tickets `PUT /v1/tickets/{id}` takes (ids, visible
+    // text, field limits), except that their labels are the old ones and may
+    // lie outside the pack: that is what reclassification is for.
     for (i, t) in job.tickets.iter().enumerate() {
         check_id(&format!("tickets[{i}].id"), &t.id)?;
-        check_ticket(t, limits)?;
+        check_ticket(t, limits).map_err(|e| match e {
+            ApiError::InvalidInput(m) => ApiError::InvalidInput(format!("tickets[{i}]: {m}")),
+            ApiError::TooLarge(m) => ApiError::TooLarge(format!("tickets[{i}]: {m}")),
+            other => other,
+        })?;
     }
-    let tenant = caller.tenant("");
     let jobs_state = state.clone();
     let status = state
         .blocking(move || jobs_state.jobs().submit(&tenant, &job.tickets))
@@ -226,7 +314,7 @@ pub async fn job_status(
     caller: Caller,
     ApiPath(id): ApiPath<String>,
 ) -> ApiResult<Json<JobStatus>> {
-    Ok(Json(state.jobs().status(&id, caller.scope())?))
+    Ok(Json(state.jobs().status(&id, caller.listing_tenant())?))
 }
 
 /// `GET /v1/jobs/{id}/labels`: the job's label lines so far (JSON lines).
@@ -235,7 +323,7 @@ pub async fn job_labels(
     caller: Caller,
     ApiPath(id): ApiPath<String>,
 ) -> ApiResult<Response> {
-    let path = state.jobs().labels_path(&id, caller.scope())?;
+    let path = state.jobs().labels_path(&id, caller.listing_tenant())?;
     let body = match tokio::fs::read(&path).await {
         Ok(b) => b,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
@@ -249,10 +337,16 @@ pub async fn job_labels(
 }
 
 /// Checks every field of a ticket against its limit: long texts against the
-/// text limit, labels, status, time and the like against [`MAX_SHORT_CHARS`].
+/// text limit, labels, status, time and the like against [`MAX_SHORT_CHARS`];
+/// a ticket needs visible text in its title or body.
 ///
 /// [`MAX_SHORT_CHARS`]: super::extract::MAX_SHORT_CHARS
 fn check_ticket(ticket: &Ticket, limits: &Limits) -> ApiResult<()> {
+    if is_blank(&ticket.title) && is_blank(&ticket.body) {
+        return Err(ApiError::InvalidInput(
+            "a ticket needs a `title` or a `body`".into(),
+        ));
+    }
     for (name, value) in [
         ("title", &ticket.title),
         ("body", &ticket.body),

@@ -25,6 +25,25 @@ pub enum ApiError {
     /// No or wrong API key (401 `unauthorized`).
     #[error("{0}")]
     Unauthorized(String),
+    /// The key's scope does not cover the route, or a browser request came
+    /// from another origin (403 `forbidden`).
+    #[error("{0}")]
+    Forbidden(String),
+    /// The client took too long to send its body (408 `request_timeout`).
+    #[error("{0}")]
+    RequestTimeout(String),
+    /// A body that is not JSON (415 `unsupported_media_type`).
+    #[error("{0}")]
+    UnsupportedMediaType(String),
+    /// A request for a host this service does not answer to (421 `misdirected_request`).
+    #[error("{0}")]
+    MisdirectedRequest(String),
+    /// The URI is over its limit (414 `uri_too_long`).
+    #[error("{0}")]
+    UriTooLong(String),
+    /// The request head is over its limit (431 `headers_too_large`).
+    #[error("{0}")]
+    HeadersTooLarge(String),
     /// The id does not exist for this tenant (404 `not_found`).
     #[error("{0}")]
     NotFound(String),
@@ -61,6 +80,12 @@ impl ApiError {
             ApiError::InvalidInput(_) => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
+            ApiError::RequestTimeout(_) => StatusCode::REQUEST_TIMEOUT,
+            ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ApiError::MisdirectedRequest(_) => StatusCode::MISDIRECTED_REQUEST,
+            ApiError::UriTooLong(_) => StatusCode::URI_TOO_LONG,
+            ApiError::HeadersTooLarge(_) => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::Overloaded | ApiError::NotReady(_) => StatusCode::SERVICE_UNAVAILABLE,
@@ -78,6 +103,12 @@ impl ApiError {
             ApiError::InvalidInput(_) => "invalid_input",
             ApiError::TooLarge(_) => "too_large",
             ApiError::Unauthorized(_) => "unauthorized",
+            ApiError::Forbidden(_) => "forbidden",
+            ApiError::RequestTimeout(_) => "request_timeout",
+            ApiError::UnsupportedMediaType(_) => "unsupported_media_type",
+            ApiError::MisdirectedRequest(_) => "misdirected_request",
+            ApiError::UriTooLong(_) => "uri_too_long",
+            ApiError::HeadersTooLarge(_) => "headers_too_large",
             ApiError::NotFound(_) => "not_found",
             ApiError::Conflict(_) => "conflict",
             ApiError::Overloaded => "overloaded",

@@ -89,12 +89,35 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> ApiResult<T> {
 }
 
 /// True when `value` has no visible character: empty, whitespace, control
-/// characters and invisible format characters (zero-width space and joiners,
-/// word joiner, BOM, soft hyphen, direction marks, variation selectors).
+/// characters, invisible format characters (zero-width space and joiners,
+/// word joiner, BOM, soft hyphen, direction marks, variation selectors), the
+/// blank Braille pattern, and combining marks with no base character to
+/// attach to (they render as nothing, or as a dotted circle).
 pub fn is_blank(value: &str) -> bool {
     value
         .chars()
-        .all(|c| c.is_whitespace() || c.is_control() || is_invisible(c))
+        .all(|c| c.is_whitespace() || c.is_control() || is_invisible(c) || is_combining(c))
+}
+
+/// Combining marks (the main Unicode blocks): shown only on a base character.
+fn is_combining(c: char) -> bool {
+    matches!(
+        c,
+        '\u{0300}'..='\u{036F}'
+            | '\u{0483}'..='\u{0489}'
+            | '\u{0591}'..='\u{05BD}'
+            | '\u{0610}'..='\u{061A}'
+            | '\u{064B}'..='\u{065F}'
+            | '\u{0E31}'
+            | '\u{0E34}'..='\u{0E3A}'
+            | '\u{0E47}'..='\u{0E4E}'
+            | '\u{1AB0}'..='\u{1AFF}'
+            | '\u{1DC0}'..='\u{1DFF}'
+            | '\u{20D0}'..='\u{20FF}'
+            | '\u{302A}'..='\u{302F}'
+            | '\u{3099}'..='\u{309A}'
+            | '\u{FE20}'..='\u{FE2F}'
+    )
 }
 
 /// Default-ignorable and other zero-width characters that render as nothing.
@@ -112,6 +135,7 @@ fn is_invisible(c: char) -> bool {
             | '\u{200B}'..='\u{200F}'
             | '\u{202A}'..='\u{202E}'
             | '\u{2060}'..='\u{206F}'
+            | '\u{2800}'
             | '\u{3164}'
             | '\u{FE00}'..='\u{FE0F}'
             | '\u{FEFF}'
@@ -158,7 +182,10 @@ fn check_len(field: &str, value: &str, max: usize) -> ApiResult<()> {
 }
 
 /// Checks an id taken from a path or a body (`field` names it in errors):
-/// visible text, at most [`MAX_ID_BYTES`] bytes, no control characters.
+/// visible text, at most [`MAX_ID_BYTES`] bytes, no control characters, no
+/// path separators or `..` segments (ids name files in some stores and URLs
+/// in every client), no invisible or direction-changing characters (an id
+/// must read as what it is).
 pub fn check_id(field: &str, id: &str) -> ApiResult<()> {
     if is_blank(id) {
         return Err(ApiError::InvalidInput(format!(
@@ -173,6 +200,16 @@ pub fn check_id(field: &str, id: &str) -> ApiResult<()> {
     if id.chars().any(char::is_control) {
         return Err(ApiError::InvalidInput(format!(
             "`{field}` must not contain control characters"
+        )));
+    }
+    if id.contains('/') || id.contains('\\') || id.contains("..") {
+        return Err(ApiError::InvalidInput(format!(
+            "`{field}` must not contain `/`, `\\` or `..`"
+        )));
+    }
+    if id.chars().any(|c| is_invisible(c) || is_combining(c)) || id.trim() != id {
+        return Err(ApiError::InvalidInput(format!(
+            "`{field}` must not contain invisible or direction-changing characters, or start or end with spaces"
         )));
     }
     Ok(())

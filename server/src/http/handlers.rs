@@ -1,11 +1,11 @@
-//! Decision endpoints: triage, deflect (with chat context), suggest, search,
-//! feedback, and the pack's taxonomy for the pages.
+//! Agents' decision endpoints: triage, suggest, search, feedback, and the
+//! pack's taxonomy for the pages (the chat's are in `chat.rs`).
 
 use axum::extract::State;
 use axum::Json;
 use indexer::SearchRequest;
 use serde::Serialize;
-use triage::api::{ChatMessage, DeflectAction, DeflectResult, Feedback, TicketRequest};
+use triage::api::{Feedback, TicketRequest};
 
 use super::error::{ApiError, ApiResult};
 use super::extract::{
@@ -41,43 +41,6 @@ pub async fn triage(
         result.priority.label.as_deref().unwrap_or("none"),
     );
     Ok(Json(result))
-}
-
-/// What `POST /v1/deflect` returns: the decision plus the session it belongs to.
-#[derive(Serialize)]
-pub struct DeflectResponse {
-    /// The decision.
-    #[serde(flatten)]
-    pub result: DeflectResult,
-    /// The session id, echoed back (the engine keeps the session's last turns
-    /// as context for short follow-ups, per tenant).
-    pub session_id: Option<String>,
-}
-
-/// `POST /v1/deflect`: answer, clarify or hand off (with a prefilled ticket draft).
-pub async fn deflect(
-    State(state): State<AppState>,
-    caller: Caller,
-    ApiJson(mut msg): ApiJson<ChatMessage>,
-) -> ApiResult<Json<DeflectResponse>> {
-    let limits = state.limits();
-    check_text("text", &msg.text, true, limits)?;
-    check_short("customer_id", &msg.customer_id)?;
-    check_tenant(&msg.tenant)?;
-    msg.tenant = caller.tenant(&msg.tenant);
-    msg.session_id = msg.session_id.filter(|s| !s.trim().is_empty());
-    if let Some(s) = &msg.session_id {
-        check_id("session_id", s)?;
-    }
-    let session_id = msg.session_id.clone();
-    let result = state.run(move |e| Ok(e.deflect(&msg)?)).await?;
-    let outcome = match result.action {
-        DeflectAction::Answer => "answer",
-        DeflectAction::Clarify => "clarify",
-        DeflectAction::Handoff => "handoff",
-    };
-    state.metrics().observe_decision("deflect", outcome);
-    Ok(Json(DeflectResponse { result, session_id }))
 }
 
 /// `POST /v1/suggest`: similar resolved tickets, articles, predicted resolution.
@@ -122,14 +85,16 @@ pub async fn search(
             "`k` must be at most {MAX_K}"
         )));
     }
-    if let Some(forced) = caller.scope() {
+    if let Some(forced) = caller.listing_tenant() {
         req.filters.tenant = Some(forced.to_string());
     }
     Ok(Json(state.run(move |e| Ok(e.search(&req)?)).await?))
 }
 
 /// `POST /v1/feedback`: an agent's correction or confirmation, learned at once
-/// by the neighbour vote (and counted for the next retrain of the classifiers).
+/// by the neighbour vote (and counted by the engine for the tenant's next
+/// retrain); "this article solved it" teaches the message as an
+/// agent-approved phrasing.
 pub async fn feedback(
     State(state): State<AppState>,
     caller: Caller,
@@ -164,11 +129,7 @@ pub async fn feedback(
         check_id("solved_by_article", article)?;
     }
     fb.tenant = caller.tenant(&fb.tenant);
-    let relabels = fb.category.is_some() || fb.priority.is_some();
     let outcome = state.run(move |e| Ok(e.feedback(fb)?)).await?;
-    if relabels {
-        state.note_labelled_change();
-    }
     state.metrics().observe_decision("feedback", "accepted");
     Ok(Json(outcome))
 }

@@ -52,6 +52,12 @@ pub struct Metrics {
 impl Metrics {
     /// Records one finished request.
     pub fn observe_request(&self, route: &str, method: &str, status: u16, elapsed: Duration) {
+        // Labels come from a fixed set: any method string a client sends is
+        // not a new series (`/metrics` must not grow with what clients send).
+        let method = match method {
+            "GET" | "HEAD" | "POST" | "PUT" | "DELETE" | "PATCH" | "OPTIONS" => method,
+            _ => "other",
+        };
         if let Ok(mut m) = self.inner.lock() {
             *m.requests
                 .entry((route.to_string(), method.to_string(), status))

@@ -4,16 +4,21 @@
 //! and index in the background (`/readyz` turns 200 when done), then serves
 //! until SIGINT/SIGTERM, finishing in-flight requests and stopping background
 //! jobs at a resumable point. [`router`] builds the same service in-process
-//! for tests. Engine calls run on tokio's blocking pool, never on the async
-//! workers; embedding calls are micro-batched by [`batch::BatchingEmbedder`].
-//! Labelled changes are counted, and the classifiers retrained in the
+//! for tests. Every `/v1` route declares the key scope it needs
+//! ([`routes::operations`]; see docs/SECURITY.md). Engine calls run on tokio's
+//! blocking pool, never on the async workers; embedding calls are
+//! micro-batched by [`batch::BatchingEmbedder`]. The engine counts each
+//! tenant's labelled changes, and the classifiers are retrained in the
 //! background or on `POST /v1/admin/retrain` ([`retrain`]).
 
 mod admin;
+pub mod auth;
 pub mod batch;
+mod chat;
 mod documents;
 pub mod error;
 mod extract;
+mod guard;
 mod handlers;
 pub mod jobs;
 pub mod metrics;
@@ -21,23 +26,24 @@ mod middleware;
 mod openapi;
 mod ops;
 pub mod retrain;
+mod routes;
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, OnceLock};
 
 use anyhow::Context;
-use axum::routing::{get, post, put};
+use axum::routing::get;
 use axum::Router;
 use tokio::sync::Semaphore;
 use triage::engine::Engine;
 
-use crate::config::{Config, Limits};
+use crate::config::{ApiKey, Config, Limits};
 use error::{ApiError, ApiResult};
 use jobs::Jobs;
 use metrics::Metrics;
 use retrain::Retrainer;
 
-pub use middleware::Caller;
+pub use auth::Caller;
 
 /// Shared state of the service; cheap to clone.
 #[derive(Clone)]
@@ -49,7 +55,8 @@ struct Shared {
     engine: OnceLock<Arc<Engine>>,
     load_error: Mutex<Option<String>>,
     limits: Limits,
-    api_keys: BTreeMap<String, String>,
+    api_keys: BTreeMap<String, ApiKey>,
+    allowed_hosts: Vec<String>,
     permits: Arc<Semaphore>,
     metrics: Metrics,
     jobs: Jobs,
@@ -66,6 +73,7 @@ impl AppState {
                 load_error: Mutex::new(None),
                 limits: cfg.limits.clone(),
                 api_keys: cfg.api_keys.clone(),
+                allowed_hosts: cfg.allowed_hosts.clone(),
                 permits: Arc::new(Semaphore::new(cfg.limits.max_concurrency)),
                 metrics: Metrics::default(),
                 jobs: Jobs::new(&cfg.engine.data_dir),
@@ -88,13 +96,6 @@ impl AppState {
     /// current tokio runtime; it waits for the engine, and runs until aborted.
     pub fn start_background_retrain(&self) -> tokio::task::JoinHandle<()> {
         tokio::spawn(retrain::background(self.clone()))
-    }
-
-    /// Counts one write that changes labelled data (a ticket upsert, import or
-    /// delete, a category or priority correction): the classifiers learn it at
-    /// the next retrain.
-    pub fn note_labelled_change(&self) {
-        self.inner.retrainer.note_changes(1);
     }
 
     /// Records why the engine could not be loaded (shown by `/readyz`).
@@ -157,8 +158,12 @@ impl AppState {
         &self.inner.limits
     }
 
-    fn api_keys(&self) -> &BTreeMap<String, String> {
+    fn api_keys(&self) -> &BTreeMap<String, ApiKey> {
         &self.inner.api_keys
+    }
+
+    fn allowed_hosts(&self) -> &[String] {
+        &self.inner.allowed_hosts
     }
 
     fn permits(&self) -> Arc<Semaphore> {
@@ -182,39 +187,14 @@ impl AppState {
     }
 }
 
-/// The whole service: `/v1` API (authenticated, shed, timed out), health,
-/// metrics, OpenAPI and pages, all counted in `/metrics`.
+/// The whole service: `/v1` API (authenticated, scoped per route, read, shed,
+/// timed out), health, metrics, OpenAPI and pages, all counted in `/metrics`
+/// and checked by [`guard::check_request`].
 pub fn router(state: AppState) -> Router {
-    use axum::middleware::from_fn_with_state as mw;
-    let v1 = Router::new()
-        .route("/triage", post(handlers::triage))
-        .route("/deflect", post(handlers::deflect))
-        .route("/suggest", post(handlers::suggest))
-        .route("/search", post(handlers::search))
-        .route("/feedback", post(handlers::feedback))
-        .route("/pack", get(handlers::pack))
-        .route(
-            "/tickets/{id}",
-            put(documents::put_ticket)
-                .get(documents::get_ticket)
-                .delete(documents::delete_ticket),
-        )
-        .route(
-            "/articles/{id}",
-            put(documents::put_article).delete(documents::delete_article),
-        )
-        .route("/jobs/reclassify", post(documents::submit_reclassify))
-        .route("/jobs/{id}", get(documents::job_status))
-        .route("/jobs/{id}/labels", get(documents::job_labels))
-        .route_layer(mw(state.clone(), middleware::auth))
-        .route_layer(mw(state.clone(), middleware::timeout))
-        // Authenticated and shed like the rest, but not timed out: a retrain
-        // answers when it is done (seconds to tens of seconds).
-        .route(
-            "/admin/retrain",
-            post(admin::retrain).route_layer(mw(state.clone(), middleware::auth)),
-        )
-        .route_layer(mw(state.clone(), middleware::shed));
+    use axum::middleware::{from_fn, from_fn_with_state as mw};
+    let v1 = routes::v1(&state)
+        .layer(mw(state.clone(), auth::authenticate))
+        .layer(from_fn(guard::same_origin));
     Router::new()
         .nest("/v1", v1)
         .route("/v1/openapi.json", get(ops::openapi))
@@ -225,6 +205,7 @@ pub fn router(state: AppState) -> Router {
         .fallback(ops::not_found)
         .method_not_allowed_fallback(ops::method_not_allowed)
         .layer(mw(state.clone(), middleware::track))
+        .layer(mw(state.clone(), guard::check_request))
         .layer(tower_http::catch_panic::CatchPanicLayer::custom(
             ops::panic_response,
         ))
@@ -243,6 +224,18 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
     tracing::info!(
         "listening on http://{local} (pages: /chat, /agent; API: /v1, /v1/openapi.json)"
     );
+    if cfg.api_keys.is_empty() {
+        tracing::warn!(
+            "no API keys configured: every caller that reaches http://{local} is an administrator \
+             of every tenant{}; add keys (--api-key TOKEN=TENANT:SCOPE) before exposing the \
+             service (see docs/SECURITY.md)",
+            if cfg.allow_unauthenticated && !local.ip().is_loopback() {
+                " (--allow-unauthenticated)"
+            } else {
+                " (listening on loopback only)"
+            }
+        );
+    }
     // Machine-readable line for scripts and tests that bind port 0.
     println!("triage: listening on http://{local}");
     serve_on(listener, cfg, shutdown_signal()).await

@@ -4,24 +4,9 @@
 
 use serde_json::{json, Value};
 
-/// Paths and methods the document describes (and the router must serve).
+/// Routes outside `/v1`'s operation table that the document describes.
 #[cfg(test)]
-pub const OPERATIONS: &[(&str, &str)] = &[
-    ("/v1/triage", "post"),
-    ("/v1/deflect", "post"),
-    ("/v1/suggest", "post"),
-    ("/v1/search", "post"),
-    ("/v1/feedback", "post"),
-    ("/v1/pack", "get"),
-    ("/v1/tickets/{id}", "put"),
-    ("/v1/tickets/{id}", "get"),
-    ("/v1/tickets/{id}", "delete"),
-    ("/v1/articles/{id}", "put"),
-    ("/v1/articles/{id}", "delete"),
-    ("/v1/jobs/reclassify", "post"),
-    ("/v1/jobs/{id}", "get"),
-    ("/v1/jobs/{id}/labels", "get"),
-    ("/v1/admin/retrain", "post"),
+pub const PUBLIC: &[(&str, &str)] = &[
     ("/v1/openapi.json", "get"),
     ("/healthz", "get"),
     ("/readyz", "get"),
@@ -46,6 +31,9 @@ fn errors(codes: &[&str]) -> Value {
         let description = match *code {
             "400" => "Malformed JSON, invalid UTF-8, or an unreadable path or query string",
             "401" => "Missing or wrong API key",
+            "403" => "The key's scope does not cover this route, or a browser request from another origin",
+            "408" => "The request body did not arrive within the body read timeout",
+            "415" => "The body is not JSON (`Content-Type: application/json`)",
             "404" => "Unknown id",
             "409" => "A retrain is already running",
             "413" => "Body, a text field (or a short field such as `status`, 256 characters) or an id (256 bytes) over its limit",
@@ -88,8 +76,33 @@ fn op_with(
 
 const V1_ERRORS: &[&str] = &["400", "401", "413", "422", "500", "503", "504"];
 
-/// The document.
+/// The document, with each `/v1` operation's key scope (`x-scope`) and its
+/// 401/403 answers added from the operation table.
 pub fn document() -> Value {
+    let mut doc = paths_and_schemas();
+    for op in super::routes::operations() {
+        let path = format!("/v1{}", op.path);
+        let method = op.method.as_str().to_ascii_lowercase();
+        if let Some(o) = doc["paths"][&path][&method].as_object_mut() {
+            o.insert("x-scope".into(), json!(op.scope.as_str()));
+            let extra = errors(&["401", "403", "408", "415"]);
+            if let (Some(responses), Some(extra)) = (
+                o.get_mut("responses").and_then(Value::as_object_mut),
+                extra.as_object(),
+            ) {
+                for (code, answer) in extra {
+                    responses
+                        .entry(code.clone())
+                        .or_insert_with(|| answer.clone());
+                }
+            }
+        }
+    }
+    doc
+}
+
+/// The hand-written part of the document.
+fn paths_and_schemas() -> Value {
     let id_param =
         json!([{"name": "id", "in": "path", "required": true, "schema": {"type": "string"}}]);
     let tenant_param = json!({"name": "tenant", "in": "query", "required": false, "schema": {"type": "string"}, "description": "Tenant (ignored when an API key pins one)"});
@@ -104,13 +117,13 @@ pub fn document() -> Value {
         "info": {
             "title": "triage",
             "version": env!("CARGO_PKG_VERSION"),
-            "description": "Self-hosted AI triage and knowledge retrieval for support tickets (Chinese + English). With API keys configured, every /v1 route needs `Authorization: Bearer <key>` and acts for the key's tenant. A request that times out (504) is not cancelled: a write may still be applied, so re-read before retrying it."
+            "description": "Self-hosted AI triage and knowledge retrieval for support tickets (Chinese + English). With API keys configured, every /v1 route needs `Authorization: Bearer <key>` with a key whose scope covers the route (`x-scope`: chat < agent < admin) and acts for the key's tenant. A request that times out (504) is not cancelled: a write may still be applied, so re-read before retrying it."
         },
         "components": {
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
             "schemas": {
                 "Error": {"type": "object", "required": ["error"], "properties": {"error": {"type": "object", "required": ["code", "message"], "properties": {
-                    "code": {"type": "string", "enum": ["malformed_json", "bad_request", "invalid_input", "too_large", "unauthorized", "not_found", "conflict", "method_not_allowed", "overloaded", "not_ready", "timeout", "storage_unavailable", "corrupt", "internal"]},
+                    "code": {"type": "string", "enum": ["malformed_json", "bad_request", "invalid_input", "too_large", "unauthorized", "forbidden", "request_timeout", "unsupported_media_type", "misdirected_request", "uri_too_long", "headers_too_large", "not_found", "conflict", "method_not_allowed", "overloaded", "not_ready", "timeout", "storage_unavailable", "corrupt", "internal"]},
                     "message": {"type": "string"}}}}},
                 "TicketRequest": {"type": "object", "properties": {
                     "title": text("Subject line"), "body": text("Request text (title or body required)"),
@@ -131,14 +144,33 @@ pub fn document() -> Value {
                     "needs_human": {"type": "boolean"},
                     "neighbours": {"type": "array", "items": schema("Hit")}}},
                 "ChatMessage": {"type": "object", "required": ["text"], "properties": {
-                    "text": text("The customer's message"), "session_id": text("Conversation id: the last turns add context"),
+                    "text": text("The customer's message"), "session_id": text("The conversation id a previous reply issued (omit to start one)"),
                     "customer_id": {"type": "string"}, "tenant": {"type": "string"}}},
-                "DeflectResult": {"type": "object", "properties": {
+                "ChatReply": {"type": "object", "properties": {
                     "action": {"type": "string", "enum": ["answer", "clarify", "handoff"]}, "confidence": {"type": "number"},
-                    "candidates": {"type": "array", "items": any_object},
-                    "ticket_draft": {"type": ["object", "null"], "description": "On handoff: title, body and triage of the prefilled ticket"},
-                    "reasons": {"type": "array", "items": {"type": "string"}},
-                    "session_id": {"type": ["string", "null"]}, "context_turns": {"type": "integer"}}},
+                    "session_id": text("The conversation (issued by the service)"), "turn": {"type": "integer"},
+                    "candidates": {"type": "array", "items": {"type": "object", "properties": {
+                        "article": {"type": "object", "properties": {"id": {"type": "string"}, "question": {"type": "string"}, "answer": {"type": "string"}, "category": {"type": "string"}}},
+                        "confidence": {"type": "number"},
+                        "evidence": {"type": "object", "properties": {"similarity": {"type": "number"}, "matched_terms": {"type": "array", "items": {"type": "string"}}, "matched_phrasing": {"type": ["string", "null"]}}}}}},
+                    "ticket_draft": {"type": ["object", "null"], "description": "On handoff: the prefilled ticket (ChatDraft)"},
+                    "reasons": {"type": "array", "items": {"type": "string"}}}},
+                "ChatDraft": {"type": "object", "properties": {
+                    "title": {"type": "string"}, "body": {"type": "string"}, "category": {"type": ["string", "null"]},
+                    "priority": {"type": ["string", "null"]}, "queue": {"type": ["string", "null"]}, "needs_human": {"type": "boolean"},
+                    "fields": {"type": "array", "items": schema("FieldValue")}}},
+                "ChatFeedback": {"type": "object", "required": ["session_id", "turn", "article_id", "helpful"], "properties": {
+                    "session_id": {"type": "string"}, "turn": {"type": "integer"}, "article_id": {"type": "string"}, "helpful": {"type": "boolean"}, "tenant": {"type": "string"}}},
+                "ChatSession": {"type": "object", "required": ["session_id"], "properties": {"session_id": {"type": "string"}, "tenant": {"type": "string"}}},
+                "ChatTicketRequest": {"type": "object", "required": ["session_id"], "properties": {
+                    "session_id": {"type": "string"}, "title": {"type": "string"}, "body": {"type": "string"}, "contact": {"type": "string"}, "tenant": {"type": "string"}}},
+                "LearnedPhrasing": {"type": "object", "properties": {
+                    "id": {"type": "string"}, "tenant": {"type": "string"}, "article_id": {"type": "string"}, "text": text("Personal data masked"),
+                    "status": {"type": "string", "enum": ["candidate", "active", "removed"]}, "helpful_sessions": {"type": "integer"},
+                    "unhelpful_sessions": {"type": "integer"}, "source": {"type": "string", "enum": ["customer", "agent"]},
+                    "approved_by_agent": {"type": "boolean"}, "created_at": {"type": "string"}, "updated_at": {"type": "string"}}},
+                "LearnedList": {"type": "array", "items": schema("LearnedPhrasing")},
+                "ArticleRecord": {"type": "object", "properties": {"article": schema("Article"), "learned": {"type": "array", "items": schema("LearnedPhrasing")}}},
                 "Suggestions": {"type": "object", "properties": {
                     "similar_tickets": {"type": "array", "items": schema("Hit")}, "articles": {"type": "array", "items": schema("Hit")},
                     "duplicates": {"type": "array", "items": any_object}, "predicted_resolution": {"type": ["object", "null"]}}},
@@ -177,7 +209,7 @@ pub fn document() -> Value {
                     "done": {"type": "integer"}, "total": {"type": "integer"}, "rate_per_second": {"type": "number"},
                     "eta_seconds": {"type": ["number", "null"]}, "report": {"type": ["object", "null"], "description": "Summary once done; `input` and `output` are relative to the data directory"}, "error": {"type": ["string", "null"]}}},
                 "Retrained": {"type": "object", "properties": {
-                    "status": {"type": "string", "enum": ["retrained"]},
+                    "status": {"type": "string", "enum": ["retrained"]}, "tenant": {"type": "string"},
                     "labelled_examples": {"type": "integer", "description": "Tickets with a category the classifier learned from"},
                     "seconds": {"type": "number", "description": "Time the training took"}}}
             }
@@ -185,7 +217,18 @@ pub fn document() -> Value {
         "security": [{"bearer": []}, {}],
         "paths": {
             "/v1/triage": {"post": op("Triage a new request: category, priority, queue, fields, duplicates, evidence", Some("TicketRequest"), ok("The triage", "TriageResult"), V1_ERRORS)},
-            "/v1/deflect": {"post": op("Answer, clarify or hand off a chat message (handoff carries a ticket draft)", Some("ChatMessage"), ok("The decision", "DeflectResult"), V1_ERRORS)},
+            "/v1/deflect": {"post": op("Answer, clarify or hand off a chat message within its conversation (handoff carries a ticket draft)", Some("ChatMessage"), ok("The decision", "ChatReply"), V1_ERRORS)},
+            "/v1/chat/feedback": {"post": op("A customer's \"did this help?\" on an article the conversation was shown: the message becomes a candidate phrasing, used for others only after several conversations agree or an agent approves", Some("ChatFeedback"), ok("What became of it", "Object"), &["400", "401", "404", "413", "422", "500", "503", "504"])},
+            "/v1/chat/draft": {"post": op("The ticket draft of the conversation so far", Some("ChatSession"), ok("The draft", "ChatDraft"), &["400", "401", "404", "413", "422", "500", "503", "504"])},
+            "/v1/chat/tickets": {"post": op("Hand the conversation to a person: an open, unlabelled ticket with an id the service chooses", Some("ChatTicketRequest"), ok("The created ticket", "Object"), &["400", "401", "404", "413", "422", "500", "503", "504", "507"])},
+            "/v1/learned": {"get": {"summary": "Learned phrasings of the tenant (candidates first), to approve or remove", "parameters": [
+                {"name": "tenant", "in": "query", "required": false, "schema": {"type": "string"}},
+                {"name": "article", "in": "query", "required": false, "schema": {"type": "string"}},
+                {"name": "status", "in": "query", "required": false, "schema": {"type": "string", "enum": ["candidate", "active", "removed"]}}],
+                "responses": {"200": ok("Phrasings", "LearnedList"), "400": errors(&["400"])["400"].clone(), "503": errors(&["503"])["503"].clone()}}},
+            "/v1/learned/{id}/approve": {"parameters": with_tenant.clone(), "post": op("Approve a learned phrasing: it answers from now on", None, ok("The phrasing", "LearnedPhrasing"), &["400", "404", "500", "503", "504", "507"])},
+            "/v1/learned/{id}": {"parameters": with_tenant.clone(), "delete": op("Remove a learned phrasing: it stops answering and is not learned again from clicks", None, ok("The phrasing", "LearnedPhrasing"), &["400", "404", "500", "503", "504", "507"])},
+            "/v1/admin/stats": {"get": op("The tenant's documents, labels, corrections, learned phrasings and retrain status", None, ok("Statistics", "Object"), &["503"])},
             "/v1/suggest": {"post": op("Similar resolved tickets, articles and a predicted resolution", Some("TicketRequest"), ok("Suggestions", "Suggestions"), V1_ERRORS)},
             "/v1/search": {"post": op("Hybrid search with filters and explanations", Some("SearchRequest"), ok("Hits, best first", "HitList"), V1_ERRORS)},
             "/v1/feedback": {"post": op("An agent's correction or confirmation, stored as a labelled example: it decides the same request at once, and reaches similar ones through the neighbour vote at once and the model at the next retrain", Some("Feedback"), ok("What was learned", "Object"), V1_ERRORS)},
@@ -199,17 +242,18 @@ pub fn document() -> Value {
             "/v1/articles/{id}": {
                 "parameters": id_param,
                 "put": op("Insert or replace an article (the path id wins); searchable on return", Some("Article"), ok("Stored", "Written"), &["400", "401", "413", "422", "500", "503", "504", "507"]),
-                "delete": {"summary": "Delete an article", "parameters": [with_tenant[1].clone()], "responses": {"200": ok("Deleted", "Written"), "400": errors(&["400"])["400"].clone(), "404": errors(&["404"])["404"].clone(), "401": errors(&["401"])["401"].clone(), "507": errors(&["507"])["507"].clone()}}
+                "get": {"summary": "An article with its learned phrasings", "parameters": [with_tenant[1].clone()], "responses": {"200": ok("The article", "ArticleRecord"), "400": errors(&["400"])["400"].clone(), "404": errors(&["404"])["404"].clone()}},
+                "delete": {"summary": "Delete an article (and its learned phrasings)", "parameters": [with_tenant[1].clone()], "responses": {"200": ok("Deleted", "Written"), "400": errors(&["400"])["400"].clone(), "404": errors(&["404"])["404"].clone(), "401": errors(&["401"])["401"].clone(), "507": errors(&["507"])["507"].clone()}}
             },
             "/v1/jobs/reclassify": {"post": op_with("Start a background reclassification of the given tickets", Some("ReclassifyJob"), "202",
                 json!({"description": "Accepted; poll the Location", "content": {"application/json": {"schema": schema("JobStatus")}}}), &["400", "401", "413", "422", "503", "507"])},
             "/v1/jobs/{id}": {"parameters": id_param, "get": op("A job's state, progress (rate, ETA) and report", None, ok("Status", "JobStatus"), &["400", "401", "404", "500"])},
-            "/v1/admin/retrain": {"post": op("Retrain the category and priority classifiers from every labelled ticket now; answers when done (not subject to the request timeout)", None, ok("Retrained", "Retrained"), &["401", "409", "500", "503"])},
+            "/v1/admin/retrain": {"post": op("Retrain the caller's tenant's category and priority classifiers from its labelled tickets (and the shared pack) now; answers when done (not subject to the request timeout)", None, ok("Retrained", "Retrained"), &["401", "409", "500", "503"])},
             "/v1/jobs/{id}/labels": {"parameters": id_param, "get": {"summary": "The job's label lines so far", "responses": {"200": {"description": "JSON lines", "content": {"application/x-ndjson": {}}}, "404": errors(&["404"])["404"].clone()}}},
             "/v1/openapi.json": {"get": {"summary": "This document", "security": [], "responses": {"200": {"description": "OpenAPI 3.1", "content": {"application/json": {}}}}}},
             "/healthz": {"get": {"summary": "Liveness", "security": [], "responses": {"200": {"description": "Up"}}}},
-            "/readyz": {"get": {"summary": "Readiness: model and index loaded", "security": [], "responses": {"200": {"description": "Ready, with index statistics and the retrain status (pending changes, last training)"}, "503": errors(&["503"])["503"].clone()}}},
-            "/metrics": {"get": {"summary": "Prometheus metrics", "security": [], "responses": {"200": {"description": "Text exposition format", "content": {"text/plain": {}}}}}}
+            "/readyz": {"get": {"summary": "Readiness: model and index loaded", "security": [], "responses": {"200": {"description": "Ready; for an operator (admin key of the default tenant, or no keys configured) with index statistics and the retrain status"}, "503": errors(&["503"])["503"].clone()}}},
+            "/metrics": {"get": {"summary": "Prometheus metrics (with keys configured: an admin key of the default tenant)", "responses": {"200": {"description": "Text exposition format", "content": {"text/plain": {}}}, "401": errors(&["401"])["401"].clone(), "403": errors(&["403"])["403"].clone()}}}
         }
     })
 }
@@ -221,10 +265,22 @@ mod tests {
     #[test]
     fn every_listed_operation_is_documented_with_its_schemas() {
         let doc = document();
-        for (path, method) in OPERATIONS {
+        for op in crate::http::routes::operations() {
+            let (path, method) = (
+                format!("/v1{}", op.path),
+                op.method.as_str().to_ascii_lowercase(),
+            );
+            let documented = &doc["paths"][&path][&method];
+            assert!(
+                documented.is_object(),
+                "{method} {path} missing from the document"
+            );
+            assert_eq!(documented["x-scope"], op.scope.as_str(), "{method} {path}");
+        }
+        for (path, method) in PUBLIC {
             assert!(
                 doc["paths"][path][method].is_object(),
-                "{method} {path} missing from the document"
+                "{method} {path} missing"
             );
         }
         // Every $ref points at a defined schema.

@@ -2,41 +2,61 @@
 //! document, and the JSON answers for unknown routes, wrong methods and panics.
 
 use axum::extract::State;
-use axum::http::{header, StatusCode};
+use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::json;
 
 use super::error::{ApiError, ApiResult};
 use super::metrics::stats_gauges;
-use super::AppState;
+use super::{auth, AppState};
 
 /// `GET /healthz`: the process is up.
 pub async fn healthz() -> Json<serde_json::Value> {
     Json(json!({"status": "ok"}))
 }
 
-/// `GET /readyz`: 200 once the model and index are loaded, else 503 with why;
-/// with the engine's statistics and the retrain status (pending changes, last
-/// training).
-pub async fn readyz(State(state): State<AppState>) -> ApiResult<Json<serde_json::Value>> {
+/// `GET /readyz`: 200 once the model and index are loaded, else 503 with why.
+/// An operator (an admin key of the default tenant, or anyone without keys)
+/// also gets the engine's statistics and the retrain status; others only the
+/// status: the service's totals are nobody else's business.
+pub async fn readyz(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+) -> ApiResult<Json<serde_json::Value>> {
     let engine = state.engine()?;
-    let stats = tokio::task::spawn_blocking(move || serde_json::to_value(engine.stats()))
-        .await
-        .map_err(|_| ApiError::Internal("reading engine statistics failed".into()))?
-        .map_err(|e| ApiError::Internal(format!("engine statistics: {e}")))?;
-    let retrain = serde_json::to_value(state.retrainer().status())
-        .map_err(|e| ApiError::Internal(format!("retrain status: {e}")))?;
+    let operator = matches!(auth::identify(&state, &headers), Ok(Some(c)) if c.is_operator());
+    if !operator {
+        return Ok(Json(json!({"status": "ready"})));
+    }
+    let retrainer = state.retrainer();
+    let (stats, retrain) = tokio::task::spawn_blocking(move || {
+        (
+            serde_json::to_value(engine.stats(None)),
+            serde_json::to_value(retrainer.status(Some(&engine), None)),
+        )
+    })
+    .await
+    .map_err(|_| ApiError::Internal("reading engine statistics failed".into()))?;
+    let stats = stats.map_err(|e| ApiError::Internal(format!("engine statistics: {e}")))?;
+    let retrain = retrain.map_err(|e| ApiError::Internal(format!("retrain status: {e}")))?;
     Ok(Json(
         json!({"status": "ready", "stats": stats, "retrain": retrain}),
     ))
 }
 
-/// `GET /metrics`: Prometheus text format.
-pub async fn metrics(State(state): State<AppState>) -> Response {
+/// `GET /metrics`: Prometheus text format; with API keys configured, for an
+/// admin key of the default tenant only (Prometheus sends it as
+/// `authorization: {credentials: ...}` in the scrape config).
+pub async fn metrics(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    if let Err(e) = auth::operator(&state, &headers) {
+        return e.into_response();
+    }
     let mut gauges = Vec::new();
-    if let Ok(engine) = state.engine() {
-        let stats = tokio::task::spawn_blocking(move || serde_json::to_value(engine.stats())).await;
+    let engine = state.engine().ok();
+    if let Some(engine) = engine.clone() {
+        let stats =
+            tokio::task::spawn_blocking(move || serde_json::to_value(engine.stats(None))).await;
         if let Ok(Ok(stats)) = stats {
             gauges.extend(stats_gauges(&stats));
         }
@@ -49,7 +69,16 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
             bytes as f64,
         ));
     }
-    gauges.extend(retrain_gauges(&state.retrainer().status()));
+    let retrainer = state.retrainer();
+    let status = match engine {
+        Some(engine) => tokio::task::spawn_blocking(move || retrainer.status(Some(&engine), None))
+            .await
+            .ok(),
+        None => Some(retrainer.status(None, None)),
+    };
+    if let Some(status) = status {
+        gauges.extend(retrain_gauges(&status));
+    }
     gauges.push((
         "triage_ready".to_string(),
         "1 when the model and index are loaded.".to_string(),
@@ -79,7 +108,7 @@ fn retrain_gauges(s: &super::retrain::RetrainStatus) -> Vec<(String, String, f64
     let mut out = vec![
         (
             "triage_retrain_pending_changes",
-            "Labelled changes (ticket writes, corrections) not yet learned by the classifiers.",
+            "Labelled changes (ticket writes, corrections) of all tenants not yet learned by the classifiers.",
             s.pending_changes as f64,
         ),
         (

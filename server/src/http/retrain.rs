@@ -1,16 +1,19 @@
 //! Retraining the classifier heads while the service runs.
 //!
 //! Ticket writes and agent corrections reach the neighbour vote at once, but
-//! the engine's linear heads only learn them when [`Engine::retrain`] runs
-//! (seconds of CPU at tens of thousands of tickets). The [`Retrainer`] counts
-//! the labelled changes since the last training, runs at most one retrain at a
-//! time on tokio's blocking pool, and keeps what `/readyz` and `/metrics`
-//! report. [`background`] retrains when the [`RetrainPolicy`] says one is due;
-//! `POST /v1/admin/retrain` retrains on demand. A failed (or panicking)
-//! retrain keeps the previous heads and is logged; it never stops the server.
+//! a tenant's linear heads only learn them when [`Engine::retrain`] runs for
+//! that tenant (seconds of CPU at tens of thousands of tickets). The engine
+//! counts each tenant's labelled changes where they happen
+//! ([`Engine::pending_changes`]); the [`Retrainer`] runs at most one retrain
+//! at a time on tokio's blocking pool, and keeps what `/readyz`, `/metrics`
+//! and `/v1/admin/stats` report. [`background`] retrains a tenant when the
+//! [`RetrainPolicy`] says one is due; `POST /v1/admin/retrain` retrains the
+//! caller's tenant on demand. A failed (or panicking) retrain keeps the
+//! previous heads and is logged; it never stops the server.
 
+use std::collections::HashMap;
 use std::panic::AssertUnwindSafe;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -22,7 +25,7 @@ use super::AppState;
 use crate::config::RetrainPolicy;
 
 /// Shortest and longest pause between two background checks: the check is a
-/// few atomic loads, so it can run often; it never needs to run more often
+/// few map lookups, so it can run often; it never needs to run more often
 /// than the minimum interval itself.
 const MIN_CHECK: Duration = Duration::from_millis(100);
 const MAX_CHECK: Duration = Duration::from_secs(5);
@@ -50,20 +53,23 @@ impl Trigger {
 pub struct Retrained {
     /// Always `retrained`.
     pub status: &'static str,
-    /// Tickets with a category the classifier learned from.
+    /// The tenant whose heads were retrained.
+    pub tenant: String,
+    /// The tenant's tickets with a category the classifier learned from.
     pub labelled_examples: usize,
     /// Wall-clock seconds the training took.
     pub seconds: f64,
 }
 
-/// What `/readyz` reports about retraining.
+/// What `/readyz` and `/v1/admin/stats` report about retraining.
 #[derive(Debug, Clone, Serialize)]
 pub struct RetrainStatus {
-    /// Labelled changes (ticket writes, corrections) the heads have not learned yet.
+    /// Labelled changes (ticket writes, corrections) the heads have not
+    /// learned yet: of the tenant asked about, or of all tenants.
     pub pending_changes: u64,
     /// Whether a retrain is running now.
     pub running: bool,
-    /// When the heads were last trained (Unix seconds; engine load counts), if they were.
+    /// When heads were last trained (Unix seconds; engine load counts), if they were.
     pub last_trained_unix: Option<u64>,
     /// Seconds the last successful retrain took (none before the first).
     pub last_duration_seconds: Option<f64>,
@@ -73,18 +79,20 @@ pub struct RetrainStatus {
     pub failed: u64,
     /// Why the last retrain failed, if it did.
     pub last_error: Option<String>,
-    /// The policy: background retrain after this many changes (0 = never)...
+    /// The policy: background retrain after this many changes of a tenant (0 = never)...
     pub after_changes: u64,
-    /// ...and at least this many seconds after the last training.
+    /// ...and at least this many seconds after that tenant's last training.
     pub min_interval_secs: u64,
 }
 
 /// Counters and timestamps behind [`RetrainStatus`].
 struct History {
-    /// Start of the last training or attempt (engine load counts): the
-    /// minimum interval runs from here, so a failing retrain is not retried
-    /// in a tight loop.
-    last_attempt: Instant,
+    /// When the engine was loaded (which trains every tenant's heads).
+    loaded: Instant,
+    /// Start of each tenant's last training or attempt: the minimum interval
+    /// runs from here (engine load counts), so a failing retrain is not
+    /// retried in a tight loop.
+    last_attempt: HashMap<String, Instant>,
     last_trained: Option<SystemTime>,
     last_duration: Option<Duration>,
     completed: u64,
@@ -102,10 +110,9 @@ pub(crate) struct TestHold {
     pub release: std::sync::mpsc::Receiver<()>,
 }
 
-/// Pending-change counter, one-at-a-time guard and history of retraining.
+/// One-at-a-time guard and history of retraining.
 pub struct Retrainer {
     policy: RetrainPolicy,
-    pending: AtomicU64,
     running: Arc<AtomicBool>,
     history: Mutex<History>,
     #[cfg(test)]
@@ -136,14 +143,14 @@ pub fn check_interval(policy: &RetrainPolicy) -> Duration {
 }
 
 impl Retrainer {
-    /// A retrainer following `policy`, with nothing pending.
+    /// A retrainer following `policy`.
     pub fn new(policy: RetrainPolicy) -> Retrainer {
         Retrainer {
             policy,
-            pending: AtomicU64::new(0),
             running: Arc::new(AtomicBool::new(false)),
             history: Mutex::new(History {
-                last_attempt: Instant::now(),
+                loaded: Instant::now(),
+                last_attempt: HashMap::new(),
                 last_trained: None,
                 last_duration: None,
                 completed: 0,
@@ -167,19 +174,8 @@ impl Retrainer {
     /// Records that the engine was just opened, which trains the heads.
     pub fn engine_loaded(&self) {
         let mut h = self.history();
-        h.last_attempt = Instant::now();
+        h.loaded = Instant::now();
         h.last_trained = Some(SystemTime::now());
-    }
-
-    /// Counts `n` writes that change labelled data (ticket upserts, imports,
-    /// deletes, corrections).
-    pub fn note_changes(&self, n: u64) {
-        self.pending.fetch_add(n, Ordering::SeqCst);
-    }
-
-    /// Labelled changes not yet learned by the heads.
-    pub fn pending(&self) -> u64 {
-        self.pending.load(Ordering::SeqCst)
     }
 
     /// Whether a retrain is running.
@@ -197,17 +193,37 @@ impl Retrainer {
             })
     }
 
-    /// Whether the background task should retrain now.
-    pub fn due(&self) -> bool {
-        let since = self.history().last_attempt.elapsed();
-        !self.running() && is_due(&self.policy, self.pending(), since)
+    /// The tenants whose background retrain is due now, most pending first.
+    pub fn due(&self, engine: &Engine) -> Vec<String> {
+        if self.running() {
+            return Vec::new();
+        }
+        let h = self.history();
+        let mut due: Vec<(String, u64)> = engine
+            .pending_changes()
+            .into_iter()
+            .filter(|(tenant, pending)| {
+                let since = h.last_attempt.get(tenant).unwrap_or(&h.loaded).elapsed();
+                is_due(&self.policy, *pending, since)
+            })
+            .collect();
+        due.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+        due.into_iter().map(|(t, _)| t).collect()
     }
 
-    /// What `/readyz` and `/metrics` report.
-    pub fn status(&self) -> RetrainStatus {
+    /// What `/readyz` and `/v1/admin/stats` report: pending changes of
+    /// `tenant` (`None`: of all tenants).
+    pub fn status(&self, engine: Option<&Engine>, tenant: Option<&str>) -> RetrainStatus {
+        let pending = engine.map_or(0, |e| {
+            e.pending_changes()
+                .into_iter()
+                .filter(|(t, _)| tenant.is_none_or(|x| x == t))
+                .map(|(_, n)| n)
+                .sum()
+        });
         let h = self.history();
         RetrainStatus {
-            pending_changes: self.pending(),
+            pending_changes: pending,
             running: self.running(),
             last_trained_unix: h
                 .last_trained
@@ -222,13 +238,15 @@ impl Retrainer {
         }
     }
 
-    /// Retrains `engine` now on the blocking pool and answers when done:
-    /// 409 when a retrain is already running, the engine's error when training
-    /// fails (the previous heads stay in use). The bookkeeping happens on the
-    /// blocking thread, so it completes even if the caller goes away.
+    /// Retrains `tenant`'s heads now on the blocking pool and answers when
+    /// done: 409 when a retrain is already running, the engine's error when
+    /// training fails (the previous heads stay in use). The bookkeeping
+    /// happens on the blocking thread, so it completes even if the caller
+    /// goes away.
     pub async fn retrain(
         self: &Arc<Self>,
         engine: Arc<Engine>,
+        tenant: String,
         trigger: Trigger,
     ) -> ApiResult<Retrained> {
         let guard = self.try_begin().ok_or_else(|| {
@@ -237,7 +255,7 @@ impl Retrainer {
             )
         })?;
         let this = Arc::clone(self);
-        tokio::task::spawn_blocking(move || this.run(&engine, trigger, guard))
+        tokio::task::spawn_blocking(move || this.run(&engine, &tenant, trigger, guard))
             .await
             .map_err(|e| {
                 // `run` catches panics; this is a cancelled blocking task (runtime shutdown).
@@ -247,41 +265,35 @@ impl Retrainer {
     }
 
     /// One retrain on the current (blocking) thread, holding `guard`.
-    fn run(&self, engine: &Engine, trigger: Trigger, guard: RunGuard) -> ApiResult<Retrained> {
+    fn run(
+        &self,
+        engine: &Engine,
+        tenant: &str,
+        trigger: Trigger,
+        guard: RunGuard,
+    ) -> ApiResult<Retrained> {
         let _guard = guard;
         #[cfg(test)]
         self.wait_for_test_hold();
-        let taken = self.pending();
         let started = Instant::now();
-        self.history().last_attempt = started;
+        self.history()
+            .last_attempt
+            .insert(tenant.to_string(), started);
         tracing::info!(
             trigger = trigger.as_str(),
-            pending_changes = taken,
+            tenant,
             "retraining the classifiers"
         );
-        let result = std::panic::catch_unwind(AssertUnwindSafe(|| engine.retrain()));
+        let result = std::panic::catch_unwind(AssertUnwindSafe(|| engine.retrain(tenant)));
         let elapsed = started.elapsed();
-        let failure = match result {
-            Ok(Ok(())) => None,
-            Ok(Err(e)) => Some(ApiError::from(e)),
-            Err(_) => Some(ApiError::Internal("retraining panicked".into())),
+        let labelled_examples = match result {
+            Ok(Ok(n)) => n,
+            Ok(Err(e)) => return Err(self.failed(ApiError::from(e), trigger, elapsed)),
+            Err(_) => {
+                let err = ApiError::Internal("retraining panicked".into());
+                return Err(self.failed(err, trigger, elapsed));
+            }
         };
-        if let Some(err) = failure {
-            let mut h = self.history();
-            h.failed += 1;
-            h.last_error = Some(err.to_string());
-            drop(h);
-            tracing::error!(
-                trigger = trigger.as_str(),
-                seconds = elapsed.as_secs_f64(),
-                "retraining failed, keeping the previous classifiers: {err}"
-            );
-            return Err(err);
-        }
-        // Only this (slot-holding) code subtracts, so `pending >= taken`; changes
-        // counted meanwhile stay pending for the next retrain.
-        self.pending.fetch_sub(taken, Ordering::SeqCst);
-        let labelled_examples = engine.stats().labelled_examples;
         {
             let mut h = self.history();
             h.completed += 1;
@@ -291,15 +303,31 @@ impl Retrainer {
         }
         tracing::info!(
             trigger = trigger.as_str(),
+            tenant,
             labelled_examples,
             seconds = elapsed.as_secs_f64(),
             "classifiers retrained"
         );
         Ok(Retrained {
             status: "retrained",
+            tenant: tenant.to_string(),
             labelled_examples,
             seconds: elapsed.as_secs_f64(),
         })
+    }
+
+    /// Records a failed retrain and hands its error back.
+    fn failed(&self, err: ApiError, trigger: Trigger, elapsed: Duration) -> ApiError {
+        let mut h = self.history();
+        h.failed += 1;
+        h.last_error = Some(err.to_string());
+        drop(h);
+        tracing::error!(
+            trigger = trigger.as_str(),
+            seconds = elapsed.as_secs_f64(),
+            "retraining failed, keeping the previous classifiers: {err}"
+        );
+        err
     }
 
     #[cfg(test)]
@@ -312,8 +340,9 @@ impl Retrainer {
     }
 }
 
-/// The background task: every few seconds, retrains when [`Retrainer::due`].
-/// Runs until aborted; returns at once when background retraining is off.
+/// The background task: every few seconds, retrains the tenants that are
+/// [`Retrainer::due`]. Runs until aborted; returns at once when background
+/// retraining is off.
 pub async fn background(state: AppState) {
     let retrainer = state.retrainer();
     let policy = retrainer.policy().clone();
@@ -328,12 +357,13 @@ pub async fn background(state: AppState) {
         let Ok(engine) = state.engine() else {
             continue;
         };
-        if !retrainer.due() {
-            continue;
+        for tenant in retrainer.due(&engine) {
+            // Failures are logged where they happen and the next attempt waits the
+            // minimum interval; a conflict means an operator's retrain got there first.
+            let _ = retrainer
+                .retrain(Arc::clone(&engine), tenant, Trigger::Background)
+                .await;
         }
-        // Failures are logged where they happen and the next attempt waits the
-        // minimum interval; a conflict means an operator's retrain got there first.
-        let _ = retrainer.retrain(engine, Trigger::Background).await;
     }
 }
 
@@ -372,11 +402,8 @@ mod tests {
         let g = r.try_begin().expect("free");
         assert!(r.running());
         assert!(r.try_begin().is_none());
-        r.note_changes(3);
-        assert!(!r.due(), "not due while running");
         drop(g);
         assert!(!r.running());
-        assert!(r.due());
-        assert_eq!(r.status().pending_changes, 3);
+        assert!(r.try_begin().is_some());
     }
 }

@@ -16,8 +16,18 @@ const COMMON_JS: &str = include_str!("assets/common.js");
 const CHAT_JS: &str = include_str!("assets/chat.js");
 const AGENT_JS: &str = include_str!("assets/agent.js");
 
-/// Routes of the pages and their assets.
+/// What the pages may load and who may frame them: only their own scripts,
+/// styles and API, no inline code, never inside another site's frame.
+const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; \
+                   connect-src 'self'; form-action 'self'; base-uri 'none'; frame-ancestors 'none'";
+
+/// Routes of the pages and their assets, each answer with the security headers.
 pub fn routes() -> Router<AppState> {
+    use axum::http::HeaderValue;
+    use tower_http::set_header::SetResponseHeaderLayer;
+    let header = |name, value: &'static str| {
+        SetResponseHeaderLayer::overriding(name, HeaderValue::from_static(value))
+    };
     Router::new()
         .route("/", get(|| async { Redirect::to("/chat") }))
         .route("/chat", get(|| async { Html(CHAT_HTML) }))
@@ -29,6 +39,9 @@ pub fn routes() -> Router<AppState> {
         .route("/assets/common.js", get(|| async { asset(JS, COMMON_JS) }))
         .route("/assets/chat.js", get(|| async { asset(JS, CHAT_JS) }))
         .route("/assets/agent.js", get(|| async { asset(JS, AGENT_JS) }))
+        .layer(header(header::CONTENT_SECURITY_POLICY, CSP))
+        .layer(header(header::X_FRAME_OPTIONS, "DENY"))
+        .layer(header(header::REFERRER_POLICY, "no-referrer"))
 }
 
 const JS: &str = "text/javascript";

@@ -55,7 +55,7 @@
       at = sp.e;
     }
     out.push(chars.slice(at).join(""));
-    return el("div", { style: "white-space:pre-wrap;font-size:14px;margin-top:8px" }, out);
+    return el("div", { class: "pre" }, out);
   }
 
   function fieldsCard(t, text) {
@@ -93,7 +93,7 @@
       s.articles.length ? s.articles.slice(0, 4).map((h) => {
         const d = hitDoc(h);
         return el("div", { class: "hit" }, el("strong", {}, d.question || d.id),
-          el("div", { style: "font-size:13px" }, (d.answer || "").slice(0, 220)), explain(h));
+          el("div", { class: "small" }, (d.answer || "").slice(0, 220)), explain(h));
       }) : el("span", { class: "muted" }, "无 / none"));
     const cards = [el("div", { class: "grid2" }, similar, articles)];
     if (s.predicted_resolution) {
@@ -182,7 +182,34 @@
     }
   }
 
+  // Learned phrasings: candidates wait for more customers or an agent; an
+  // agent approves (it answers from now on) or removes (never learned again).
+  async function refreshLearned() {
+    const list = $("learned-list");
+    try {
+      const items = await api("GET", "/v1/learned");
+      if (!items.length) { list.replaceChildren(el("span", { class: "muted" }, "暂无 / none yet")); return; }
+      list.replaceChildren(...items.map((p) => {
+        const act = (verb, path, method) => el("button", { "data-testid": "learned-" + verb, onclick: async () => {
+          try { await api(method, path); refreshLearned(); } catch (e) { list.prepend(el("div", { class: "error" }, e.message)); }
+        } }, verb === "approve" ? "✓ 批准 / Approve" : "✕ 移除 / Remove");
+        const id = encodeURIComponent(p.id);
+        return el("div", { class: "hit", "data-testid": "learned-item", "data-id": p.id, "data-status": p.status },
+          el("div", {}, el("strong", {}, p.text), el("span", { class: "badge" + (p.status === "active" ? " ok" : p.status === "removed" ? " bad" : " warn") }, p.status)),
+          el("div", { class: "muted" }, "→ " + p.article_id + " · " + (p.source === "agent" ? "坐席 / agent" : "客户 / customers") +
+            " · 👍 " + p.helpful_sessions + " · 👎 " + p.unhelpful_sessions),
+          el("div", { class: "row" },
+            p.status !== "active" ? act("approve", "/v1/learned/" + id + "/approve", "POST") : null,
+            p.status !== "removed" ? act("remove", "/v1/learned/" + id, "DELETE") : null));
+      }));
+    } catch (e) {
+      list.replaceChildren(el("div", { class: "error" }, "载入失败 / Could not load: " + e.message));
+    }
+  }
+
   fillSamples();
+  refreshLearned();
+  $("learned-refresh").addEventListener("click", refreshLearned);
   $("ticket-form").addEventListener("submit", analyze);
   $("load").addEventListener("click", load);
   $("accept").addEventListener("click", () => {

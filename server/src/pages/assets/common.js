@@ -14,8 +14,8 @@ const Triage = (() => {
     try { data = await res.json(); } catch (_) { /* empty body */ }
     if (!res.ok) {
       const msg = data && data.error ? data.error.message : res.statusText;
-      if (res.status === 401) {
-        const k = prompt("API key / 访问密钥:");
+      if (res.status === 401 || res.status === 403) {
+        const k = prompt((res.status === 403 ? "此密钥无权访问 / This key may not do that. " : "") + "API key / 访问密钥:");
         if (k) { localStorage.setItem(KEY, k); return api(method, path, body); }
       }
       throw new Error(msg + " (" + res.status + ")");
@@ -30,6 +30,8 @@ const Triage = (() => {
       if (v === undefined || v === null || v === false) continue;
       if (k.startsWith("on")) node.addEventListener(k.slice(2), v);
       else if (k === "class") node.className = v;
+      // Through the CSSOM: the pages' Content-Security-Policy refuses style attributes.
+      else if (k === "style") node.style.cssText = v;
       else node.setAttribute(k, v === true ? "" : v);
     }
     for (const c of children.flat()) {

@@ -14,7 +14,9 @@ use serde_json::{json, Value};
 use tower::ServiceExt;
 
 use super::*;
-use crate::config::{EngineSettings, Limits, RetrainPolicy};
+use crate::config::{ApiKey, EngineSettings, Limits, RetrainPolicy, Scope};
+
+mod security;
 
 /// Hashing embedder that sleeps on texts containing `SLOW` (to test timeouts and shedding).
 struct TestEmbedder(triage::hashembed::HashEmbedder);
@@ -66,6 +68,7 @@ struct Harness {
     _dir: tempfile::TempDir,
 }
 
+/// `keys` as `(token, "tenant:scope")`.
 fn config(data_dir: PathBuf, keys: &[(&str, &str)], limits: Limits) -> Config {
     Config {
         addr: "127.0.0.1:0".parse().unwrap(),
@@ -74,11 +77,29 @@ fn config(data_dir: PathBuf, keys: &[(&str, &str)], limits: Limits) -> Config {
             pack_dir: pack_dir(),
             model: models::ModelSource::Named("unused".into()),
             model_cache: PathBuf::from("unused"),
+            learn: triage::learned::LearnPolicy::default(),
         },
         api_keys: keys
             .iter()
-            .map(|(k, t)| (k.to_string(), t.to_string()))
+            .map(|(k, grant)| {
+                let (tenant, scope) = grant.rsplit_once(':').expect("tenant:scope");
+                let scope = match scope {
+                    "chat" => Scope::Chat,
+                    "agent" => Scope::Agent,
+                    "admin" => Scope::Admin,
+                    other => panic!("scope {other}"),
+                };
+                (
+                    k.to_string(),
+                    ApiKey {
+                        tenant: tenant.into(),
+                        scope,
+                    },
+                )
+            })
             .collect(),
+        allow_unauthenticated: false,
+        allowed_hosts: Vec::new(),
         limits,
         // Off: the shared engine must not retrain under other tests' feet.
         retrain: RetrainPolicy {
@@ -114,10 +135,7 @@ fn open_test_engine(data_dir: PathBuf) -> Arc<Engine> {
         triage::hashembed::HashEmbedder::new(256),
     ))));
     let engine = Engine::open(
-        triage::engine::EngineConfig {
-            pack_dir: pack_dir(),
-            data_dir,
-        },
+        triage::engine::EngineConfig::new(pack_dir(), data_dir),
         embedder,
     )
     .unwrap();
@@ -237,15 +255,11 @@ async fn decisions_return_their_documented_shapes() {
         "{t}"
     );
 
-    let (s, d) = post(
-        &h.app,
-        "/v1/deflect",
-        json!({"text": "空调不制冷怎么办", "session_id": "s1"}),
-    )
-    .await;
+    let (s, d) = post(&h.app, "/v1/deflect", json!({"text": "空调不制冷怎么办"})).await;
     assert_eq!(s, StatusCode::OK, "{d}");
     assert!(["answer", "clarify", "handoff"].contains(&d["action"].as_str().unwrap()));
-    assert_eq!(d["session_id"], "s1");
+    assert_eq!(d["session_id"].as_str().map(str::len), Some(32), "{d}");
+    assert_eq!(d["turn"], 1, "{d}");
     if d["action"] == "handoff" {
         assert!(d["ticket_draft"].is_object(), "{d}");
     }
@@ -383,7 +397,10 @@ async fn upserts_are_searchable_on_return_and_the_path_id_wins() {
 
 #[tokio::test]
 async fn api_keys_are_required_and_pin_the_tenant() {
-    let h = harness_with(&[("key-a", "acme"), ("key-b", "globex")], Limits::default());
+    let h = harness_with(
+        &[("key-a", "acme:agent"), ("key-b", "globex:agent")],
+        Limits::default(),
+    );
     let app = &h.app;
     let body = || Some(json!({"body": "hello"}).to_string().into_bytes());
     let (s, b) = call(app, Method::POST, "/v1/triage", None, body()).await;
@@ -535,7 +552,20 @@ async fn every_documented_operation_is_routed() {
     let h = harness();
     // Hold the retrain slot: the admin route must answer (409), not retrain the shared engine.
     let _slot = h.state.retrainer().try_begin().expect("no retrain running");
-    for (path, method) in openapi::OPERATIONS {
+    let ops = routes::operations()
+        .into_iter()
+        .map(|op| {
+            (
+                format!("/v1{}", op.path),
+                op.method.as_str().to_ascii_lowercase(),
+            )
+        })
+        .chain(
+            openapi::PUBLIC
+                .iter()
+                .map(|(p, m)| (p.to_string(), m.to_string())),
+        );
+    for (path, method) in ops {
         let uri = path.replace("{id}", "x");
         let method = Method::from_bytes(method.to_uppercase().as_bytes()).unwrap();
         let body = matches!(method, Method::POST | Method::PUT).then(|| b"{}".to_vec());
@@ -551,27 +581,35 @@ async fn every_documented_operation_is_routed() {
 }
 
 #[tokio::test]
-async fn deflect_sessions_are_per_tenant_and_echoed() {
+async fn deflect_sessions_are_issued_per_tenant_and_carry_context() {
     let h = harness();
-    let (_, first) = post(
-        &h.app,
-        "/v1/deflect",
-        json!({"text": "我的洗衣机", "session_id": "c1"}),
-    )
-    .await;
-    assert_eq!(first["session_id"], "c1");
+    let (_, first) = post(&h.app, "/v1/deflect", json!({"text": "我的洗衣机"})).await;
+    let id = first["session_id"].as_str().unwrap().to_string();
     let (s, second) = post(
         &h.app,
         "/v1/deflect",
-        json!({"text": "还是漏水", "session_id": "c1"}),
+        json!({"text": "还是漏水", "session_id": id}),
     )
     .await;
     assert_eq!(s, StatusCode::OK);
+    assert_eq!(
+        (second["session_id"].as_str(), second["turn"].as_u64()),
+        (Some(id.as_str()), Some(2))
+    );
     if second["action"] == "handoff" {
         // The draft carries the whole conversation.
         let body = second["ticket_draft"]["body"].as_str().unwrap_or_default();
         assert!(body.contains("洗衣机") && body.contains("漏水"), "{second}");
     }
+    // Another tenant naming the id gets a conversation of its own.
+    let (_, other) = post(
+        &h.app,
+        "/v1/deflect",
+        json!({"text": "还是漏水", "session_id": id, "tenant": "elsewhere"}),
+    )
+    .await;
+    assert_ne!(other["session_id"], id.as_str(), "{other}");
+    assert_eq!(other["turn"], 1, "{other}");
     let (s, b) = post(
         &h.app,
         "/v1/deflect",
@@ -642,7 +680,7 @@ async fn pages_are_served() {
 async fn raw_get_status(addr: std::net::SocketAddr, path: &str) -> Option<u16> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut stream = tokio::net::TcpStream::connect(addr).await.ok()?;
-    let req = format!("GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n");
+    let req = format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n");
     stream.write_all(req.as_bytes()).await.ok()?;
     let mut buf = Vec::new();
     stream.read_to_end(&mut buf).await.ok()?;
@@ -798,25 +836,36 @@ async fn put_zb_tickets(app: &Router, category: &str, range: std::ops::Range<usi
     }
 }
 
-/// The category the engine ranks first for a `zorblax` request of tenant
-/// `rt-b`, which has no tickets: no neighbour of its own votes, so only the
-/// linear head (and the pack's examples) can know what `zorblax` means.
-async fn zb_probe_top(app: &Router) -> String {
+/// The category the engine ranks first for a `zorblax` request of `tenant`,
+/// which must have no tickets at the time: no neighbour of its own votes, so
+/// only its linear head (and the pack's examples) can know what `zorblax` means.
+async fn zb_probe_top(app: &Router, tenant: &str) -> String {
     let (s, t) = post(
         app,
         "/v1/triage",
-        json!({"tenant": "rt-b", "title": "zorblax 控制器 报警", "body": "zorblax 控制器 面板 qwv 闪烁 vrunk"}),
+        json!({"tenant": tenant, "title": "zorblax 控制器 报警", "body": "zorblax 控制器 面板 qwv 闪烁 vrunk"}),
     )
     .await;
     assert_eq!(s, StatusCode::OK, "{t}");
     assert!(
         t["neighbours"].as_array().is_some_and(|n| n.is_empty()),
-        "rt-b has no tickets: {t}"
+        "{tenant} has no tickets: {t}"
     );
     t["category"]["alternatives"][0]["label"]
         .as_str()
         .unwrap_or_else(|| panic!("no alternatives: {t}"))
         .to_string()
+}
+
+/// Deletes the `ZB-*` tickets of `rt-a`.
+async fn delete_zb_tickets(app: &Router) {
+    for i in 0..ZB_TICKETS {
+        let uri = format!("/v1/tickets/ZB-{i}?tenant=rt-a");
+        assert_eq!(
+            call(app, Method::DELETE, &uri, None, None).await.0,
+            StatusCode::OK
+        );
+    }
 }
 
 /// Two leaf categories of the pack other than `avoid`.
@@ -840,16 +889,16 @@ async fn retrain_status(app: &Router) -> Value {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn admin_retrain_teaches_the_linear_head_a_relabelled_ticket() {
+async fn admin_retrain_teaches_the_tenants_head_and_no_other() {
     let h = private_harness(RetrainPolicy {
         after_changes: 0,
         min_interval: Duration::ZERO,
     });
     let app = &h.app;
-    let untrained = zb_probe_top(app).await;
+    let untrained = zb_probe_top(app, "rt-a").await;
+    assert_eq!(zb_probe_top(app, "rt-b").await, untrained);
     let (first, second) = two_other_leaves(app, &untrained).await;
     let ready = retrain_status(app).await;
-    let labelled_before = ready["stats"]["labelled_examples"].as_u64().unwrap();
     assert_eq!(ready["retrain"]["pending_changes"], 0, "{ready}");
     assert!(ready["retrain"]["last_trained_unix"].is_u64(), "{ready}");
 
@@ -879,15 +928,19 @@ async fn admin_retrain_teaches_the_linear_head_a_relabelled_ticket() {
     assert_eq!(s, StatusCode::OK);
     let ready = retrain_status(app).await;
     assert_eq!(ready["retrain"]["pending_changes"], ZB_TICKETS, "{ready}");
-    // Written, but not learned yet: the neighbours of rt-a cannot vote for rt-b.
-    assert_eq!(zb_probe_top(app).await, untrained);
+    let (_, stats) = call(app, Method::GET, "/v1/admin/stats?tenant=rt-b", None, None).await;
+    assert_eq!(stats["retrain"]["pending_changes"], 0, "{stats}");
 
-    let (s, r) = post(app, "/v1/admin/retrain", json!({})).await;
+    let (s, r) = post(app, "/v1/admin/retrain?tenant=rt-a", json!({})).await;
     assert_eq!(s, StatusCode::OK, "{r}");
-    assert_eq!(r["status"], "retrained", "{r}");
+    assert_eq!(
+        (r["status"].as_str(), r["tenant"].as_str()),
+        (Some("retrained"), Some("rt-a")),
+        "{r}"
+    );
     assert_eq!(
         r["labelled_examples"].as_u64(),
-        Some(labelled_before + ZB_TICKETS as u64),
+        Some(ZB_TICKETS as u64),
         "{r}"
     );
     assert!(r["seconds"].as_f64().is_some_and(|s| s > 0.0), "{r}");
@@ -895,38 +948,50 @@ async fn admin_retrain_teaches_the_linear_head_a_relabelled_ticket() {
     assert_eq!(ready["retrain"]["pending_changes"], 0, "{ready}");
     assert_eq!(ready["retrain"]["completed"], 1, "{ready}");
     assert_eq!(ready["retrain"]["running"], false, "{ready}");
-    assert_eq!(zb_probe_top(app).await, first, "the head learned zorblax");
-
-    // Relabel every one of them: the head keeps the old label until the next retrain.
-    put_zb_tickets(app, &second, 0..ZB_TICKETS).await;
-    assert_eq!(zb_probe_top(app).await, first);
-    let (s, r) = post(app, "/v1/admin/retrain", json!({})).await;
-    assert_eq!(s, StatusCode::OK, "{r}");
+    // One tenant's data never trains another's head (before: rt-b got `first`).
     assert_eq!(
-        zb_probe_top(app).await,
+        zb_probe_top(app, "rt-b").await,
+        untrained,
+        "rt-a's tickets moved rt-b"
+    );
+
+    // With its tickets gone (not retrained yet), only rt-a's head knows zorblax.
+    delete_zb_tickets(app).await;
+    assert_eq!(
+        zb_probe_top(app, "rt-a").await,
+        first,
+        "the head learned zorblax"
+    );
+
+    // A relabel is learned at the next retrain.
+    put_zb_tickets(app, &second, 0..ZB_TICKETS).await;
+    let (s, r) = post(app, "/v1/admin/retrain?tenant=rt-a", json!({})).await;
+    assert_eq!(s, StatusCode::OK, "{r}");
+    delete_zb_tickets(app).await;
+    assert_eq!(
+        zb_probe_top(app, "rt-a").await,
         second,
         "the head learned the relabel"
     );
+    assert_eq!(zb_probe_top(app, "rt-b").await, untrained);
 
     // Deleting labelled tickets counts too, and shows in /metrics.
-    let (s, _) = call(
-        app,
-        Method::DELETE,
-        "/v1/tickets/ZB-0?tenant=rt-a",
-        None,
-        None,
-    )
-    .await;
-    assert_eq!(s, StatusCode::OK);
     let (_, m) = call(app, Method::GET, "/metrics", None, None).await;
     let m = m.as_str().unwrap();
-    assert!(m.contains("triage_retrain_pending_changes 1\n"), "{m}");
+    assert!(
+        m.contains(&format!("triage_retrain_pending_changes {ZB_TICKETS}\n")),
+        "{m}"
+    );
     assert!(m.contains("triage_retrain_completed 2\n"), "{m}");
     assert!(m.contains("triage_retrain_last_duration_seconds "), "{m}");
     assert!(
         m.contains("triage_retrain_last_trained_timestamp_seconds "),
         "{m}"
     );
+    // Retraining a tenant without labelled tickets falls back to the pack's heads.
+    let (s, r) = post(app, "/v1/admin/retrain?tenant=rt-a", json!({})).await;
+    assert_eq!(s, StatusCode::OK, "{r}");
+    assert_eq!(zb_probe_top(app, "rt-a").await, untrained);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -981,7 +1046,7 @@ async fn background_retrain_fires_after_enough_labelled_changes() {
         min_interval: Duration::ZERO,
     });
     let task = h.state.start_background_retrain();
-    let untrained = zb_probe_top(&h.app).await;
+    let untrained = zb_probe_top(&h.app, "rt-a").await;
     let (category, _) = two_other_leaves(&h.app, &untrained).await;
     // All changes but one: ticket writes...
     put_zb_tickets(&h.app, &category, 0..ZB_TICKETS - 1).await;
@@ -1014,17 +1079,20 @@ async fn background_retrain_fires_after_enough_labelled_changes() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
     assert_eq!(ready["retrain"]["pending_changes"], 0, "{ready}");
-    assert_eq!(
-        zb_probe_top(&h.app).await,
-        category,
-        "the head learned zorblax"
-    );
+    // The tenant that changed was retrained, and only it.
+    assert_eq!(zb_probe_top(&h.app, "rt-b").await, untrained);
     task.abort();
+    delete_zb_tickets(&h.app).await;
+    assert_eq!(
+        zb_probe_top(&h.app, "rt-a").await,
+        category,
+        "rt-a's head learned zorblax"
+    );
 }
 
 #[tokio::test]
 async fn admin_retrain_needs_an_api_key_when_keys_are_set() {
-    let h = harness_with(&[("key-a", "acme")], Limits::default());
+    let h = harness_with(&[("key-a", "acme:admin")], Limits::default());
     let (s, b) = call(&h.app, Method::POST, "/v1/admin/retrain", None, None).await;
     assert_error(s, &b, StatusCode::UNAUTHORIZED, "unauthorized");
     let (s, b) = call(
@@ -1036,7 +1104,7 @@ async fn admin_retrain_needs_an_api_key_when_keys_are_set() {
     )
     .await;
     assert_error(s, &b, StatusCode::UNAUTHORIZED, "unauthorized");
-    assert_eq!(h.state.retrainer().status().completed, 0);
+    assert_eq!(h.state.retrainer().status(None, None).completed, 0);
 }
 
 /// Waits (up to a minute) until `n` concurrency slots are free, i.e. the work

@@ -1,0 +1,231 @@
+//! Request hygiene before any work: the address a request is for, where a
+//! browser sent it from, how big its head is, and how fast its body arrives.
+//!
+//! * [`check_request`] (every route): a `Host` the service does not answer
+//!   to is refused with 421 — without keys only loopback names are accepted,
+//!   so a DNS-rebinding page cannot read the API; a URI over
+//!   [`MAX_URI_BYTES`] gets 414 and a head over [`MAX_HEADER_BYTES`] 431,
+//!   both in the JSON error shape (hyper answers bare for even larger ones);
+//!   `nosniff` goes on every answer.
+//! * [`same_origin`] (`/v1`): a browser request from another origin
+//!   (`Origin` not this host, or `null`) is refused with 403, so a web page
+//!   an agent opens cannot post to the API on their behalf.
+//! * [`read_body`] (each `/v1` route, before its concurrency slot): a body
+//!   must be JSON (`Content-Type: application/json`, else 415: `text/plain`
+//!   and form posts are what cross-site pages can send without asking); a
+//!   declared length over the limit is refused at once (413); the body is
+//!   read under [`crate::config::Limits::body_read_timeout`] (408 when the
+//!   client is too slow; 400 for a malformed chunked body), so a slow sender
+//!   never holds an engine slot.
+
+use axum::body::{Body, Bytes};
+use axum::extract::{Request, State};
+use axum::http::header::{CONTENT_LENGTH, CONTENT_TYPE, HOST, ORIGIN};
+use axum::http::{HeaderValue, Method};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use http_body_util::{BodyExt, LengthLimitError, Limited};
+
+use super::error::ApiError;
+use super::AppState;
+
+/// Longest request URI (path and query) answered with a JSON error instead of 414.
+pub const MAX_URI_BYTES: usize = 8 * 1024;
+/// Largest request head (all header names and values) before 431.
+pub const MAX_HEADER_BYTES: usize = 32 * 1024;
+
+/// Host names a service without keys answers to (any port).
+const LOOPBACK_HOSTS: &[&str] = &["localhost", "127.0.0.1", "[::1]"];
+
+/// The host part of a `Host` or origin authority (`[::1]:8080` → `[::1]`).
+fn host_name(authority: &str) -> &str {
+    let authority = authority.trim();
+    if let Some(end) = authority.find(']') {
+        return &authority[..=end];
+    }
+    authority.split(':').next().unwrap_or(authority)
+}
+
+/// Whether the service answers requests addressed to `host`.
+fn host_allowed(state: &AppState, host: &str) -> bool {
+    let allowed = state.allowed_hosts();
+    let name = host_name(host);
+    let listed = |h: &String| h.eq_ignore_ascii_case(host) || h.eq_ignore_ascii_case(name);
+    if !allowed.is_empty() {
+        return allowed.iter().any(listed)
+            || (state.api_keys().is_empty()
+                && LOOPBACK_HOSTS.iter().any(|l| l.eq_ignore_ascii_case(name)));
+    }
+    if state.api_keys().is_empty() {
+        return LOOPBACK_HOSTS.iter().any(|l| l.eq_ignore_ascii_case(name));
+    }
+    true
+}
+
+/// The `Host` / URI / head-size checks of every request (see the module docs).
+pub async fn check_request(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    let refused = if req.uri().to_string().len() > MAX_URI_BYTES {
+        Some(ApiError::UriTooLong(format!(
+            "the request URI is longer than {MAX_URI_BYTES} bytes"
+        )))
+    } else if req
+        .headers()
+        .iter()
+        .map(|(k, v)| k.as_str().len() + v.len() + 4)
+        .sum::<usize>()
+        > MAX_HEADER_BYTES
+    {
+        Some(ApiError::HeadersTooLarge(format!(
+            "the request headers are larger than {MAX_HEADER_BYTES} bytes"
+        )))
+    } else {
+        let host = req
+            .headers()
+            .get(HOST)
+            .and_then(|h| h.to_str().ok())
+            .map(str::to_string)
+            .or_else(|| req.uri().authority().map(|a| a.to_string()));
+        match host {
+            Some(h) if host_allowed(&state, &h) => None,
+            Some(h) => Some(ApiError::MisdirectedRequest(format!(
+                "this service does not answer to host `{}`{}",
+                h.chars().take(100).collect::<String>(),
+                if state.api_keys().is_empty() {
+                    " (without API keys only loopback names are served; see --allowed-host)"
+                } else {
+                    " (see --allowed-host)"
+                }
+            ))),
+            // Browsers always send a Host: a request without one is not a
+            // rebinding page (HTTP/1.0 clients, in-process calls).
+            None => None,
+        }
+    };
+    let mut response = match refused {
+        Some(e) => e.into_response(),
+        None => next.run(req).await,
+    };
+    response.headers_mut().insert(
+        axum::http::header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    response
+}
+
+/// Refuses browser requests from another origin (see the module docs).
+pub async fn same_origin(req: Request, next: Next) -> Response {
+    if let Some(origin) = req.headers().get(ORIGIN) {
+        let origin = origin.to_str().unwrap_or("null").trim();
+        let host = req
+            .headers()
+            .get(HOST)
+            .and_then(|h| h.to_str().ok())
+            .unwrap_or_default();
+        let authority = origin
+            .strip_prefix("https://")
+            .or_else(|| origin.strip_prefix("http://"));
+        if authority.is_none_or(|a| !a.eq_ignore_ascii_case(host)) {
+            return ApiError::Forbidden(format!(
+                "cross-origin request from `{}` refused: the API answers pages of its own origin only",
+                origin.chars().take(100).collect::<String>()
+            ))
+            .into_response();
+        }
+    }
+    next.run(req).await
+}
+
+/// Whether a `Content-Type` names JSON (`application/json`, `application/*+json`).
+fn is_json(content_type: &str) -> bool {
+    let essence = content_type
+        .split(';')
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .to_ascii_lowercase();
+    essence == "application/json"
+        || (essence.starts_with("application/") && essence.ends_with("+json"))
+}
+
+/// Reads a `/v1` request's body before it takes a concurrency slot (see the
+/// module docs). Requests without a body pass as they are.
+pub async fn read_body(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    let limits = state.limits();
+    let (parts, body) = req.into_parts();
+    let declared = parts
+        .headers
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    let has_body = matches!(parts.method, Method::POST | Method::PUT | Method::PATCH)
+        || declared.is_some_and(|n| n > 0);
+    if !has_body {
+        return next.run(Request::from_parts(parts, body)).await;
+    }
+    if declared.is_some_and(|n| n > limits.max_body_bytes as u64) {
+        return ApiError::TooLarge(format!(
+            "request body is larger than {} bytes",
+            limits.max_body_bytes
+        ))
+        .into_response();
+    }
+    let content_type = parts
+        .headers
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    if declared != Some(0) && !is_json(content_type) {
+        return ApiError::UnsupportedMediaType(format!(
+            "request bodies are JSON: send `Content-Type: application/json` (got `{}`)",
+            content_type.chars().take(100).collect::<String>()
+        ))
+        .into_response();
+    }
+    let read = tokio::time::timeout(
+        limits.body_read_timeout,
+        Limited::new(body, limits.max_body_bytes).collect(),
+    )
+    .await;
+    let bytes: Bytes = match read {
+        Err(_) => {
+            return ApiError::RequestTimeout(format!(
+                "the request body did not arrive within {} ms",
+                limits.body_read_timeout.as_millis()
+            ))
+            .into_response()
+        }
+        Ok(Err(e)) if e.downcast_ref::<LengthLimitError>().is_some() => {
+            return ApiError::TooLarge(format!(
+                "request body is larger than {} bytes",
+                limits.max_body_bytes
+            ))
+            .into_response()
+        }
+        Ok(Err(e)) => {
+            return ApiError::BadRequest(format!("the request body could not be read: {e}"))
+                .into_response()
+        }
+        Ok(Ok(collected)) => collected.to_bytes(),
+    };
+    next.run(Request::from_parts(parts, Body::from(bytes)))
+        .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn host_names_and_json_types() {
+        assert_eq!(host_name("[::1]:8080"), "[::1]");
+        assert_eq!(host_name("localhost:8080"), "localhost");
+        assert_eq!(host_name("example.com"), "example.com");
+        assert!(is_json("application/json"));
+        assert!(is_json("application/json; charset=utf-8"));
+        assert!(is_json("Application/Problem+JSON"));
+        assert!(!is_json("text/plain"));
+        assert!(!is_json("application/x-www-form-urlencoded"));
+        assert!(!is_json("multipart/form-data; boundary=x"));
+        assert!(!is_json(""));
+    }
+}
