@@ -197,7 +197,7 @@
         return el("div", { class: "hit", "data-testid": "learned-item", "data-id": p.id, "data-status": p.status },
           el("div", {}, el("strong", {}, p.text), el("span", { class: "badge" + (p.status === "active" ? " ok" : p.status === "removed" ? " bad" : " warn") }, p.status)),
           el("div", { class: "muted" }, "→ " + p.article_id + " · " + (p.source === "agent" ? "坐席 / agent" : "客户 / customers") +
-            " · 👍 " + p.helpful_sessions + " · 👎 " + p.unhelpful_sessions),
+            " · 有帮助 / helped " + p.helpful_sessions + " · 没帮助 / not " + p.unhelpful_sessions),
           el("div", { class: "row" },
             p.status !== "active" ? act("approve", "/v1/learned/" + id + "/approve", "POST") : null,
             p.status !== "removed" ? act("remove", "/v1/learned/" + id, "DELETE") : null));
