@@ -29,6 +29,20 @@ pub enum Error {
         /// What is wrong with it.
         reason: String,
     },
+    /// Files of the full-text index are missing or fail their checksum (found
+    /// when opening): searches would silently rank wrongly or fail later, so
+    /// the index is not opened.
+    #[error(
+        "{dir}: the index is damaged: {}. Restore the data directory from a backup, or rebuild \
+         it: move it aside and re-ingest the tickets and articles into an empty data directory",
+        list_damage(.files)
+    )]
+    Damaged {
+        /// The data directory.
+        dir: PathBuf,
+        /// Every damaged file, relative to the data directory, in path order.
+        files: Vec<DamagedFile>,
+    },
     /// Reading or writing a file failed.
     #[error("{path}: {source}")]
     Io {
@@ -70,6 +84,44 @@ pub enum Error {
         /// What is wrong with the line.
         reason: String,
     },
+}
+
+/// One damaged file of an index (see [`Error::Damaged`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DamagedFile {
+    /// Path relative to the data directory, e.g. `tantivy/<segment>.pos`.
+    pub path: PathBuf,
+    /// What is wrong with it.
+    pub problem: Damage,
+}
+
+/// What is wrong with a [`DamagedFile`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Damage {
+    /// The last commit needs the file but it does not exist.
+    Missing,
+    /// The contents do not match the checksum written with them.
+    ChecksumMismatch,
+    /// The file cannot be read or is too short to hold its footer.
+    Unreadable(String),
+}
+
+impl std::fmt::Display for Damage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Damage::Missing => f.write_str("missing"),
+            Damage::ChecksumMismatch => f.write_str("checksum mismatch"),
+            Damage::Unreadable(why) => write!(f, "unreadable: {why}"),
+        }
+    }
+}
+
+fn list_damage(files: &[DamagedFile]) -> String {
+    files
+        .iter()
+        .map(|d| format!("{} ({})", d.path.display(), d.problem))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 impl Error {

@@ -28,7 +28,7 @@ use crate::doc::{Article, DocKind, Document, Ticket};
 use crate::schema::{self, Fields, Meta};
 use crate::text::{self, stable_hash, ANALYZER};
 use crate::vectors::{self, new_graph, Slot, VectorState};
-use crate::{graph_store, manifest, Error};
+use crate::{graph_store, manifest, verify, Error};
 
 /// Sub-directory holding the tantivy index.
 const TANTIVY_DIR: &str = "tantivy";
@@ -132,9 +132,11 @@ fn has_segment_files(tdir: &Path) -> bool {
 
 impl Index {
     /// Opens the index in `dir`, creating it if absent. Refuses an index built
-    /// with another model ([`Error::ModelMismatch`]); damaged files give
-    /// [`Error::Corrupt`]; a damaged or stale graph is rebuilt from the
-    /// documents.
+    /// with another model ([`Error::ModelMismatch`]). Every file the last
+    /// commit needs is checked to exist and match its checksum: a missing or
+    /// damaged one gives [`Error::Damaged`] naming them all; an unreadable
+    /// manifest or `meta.json` gives [`Error::Corrupt`]. A damaged or stale
+    /// graph is only a cache: it is rebuilt from the documents (logged).
     pub fn open(dir: &Path, embedder: Arc<dyn TextEmbedder>) -> Result<Index, Error> {
         let dim = embedder.dim();
         if dim == 0 {
@@ -183,7 +185,9 @@ impl Index {
         let corrupt = |e: &dyn std::fmt::Display| Error::corrupt(tdir, e.to_string());
         let mmap = MmapDirectory::open(tdir).map_err(|e| corrupt(&e))?;
         let index = if has_tantivy {
-            tantivy::Index::open(mmap).map_err(|e| corrupt(&e))?
+            let index = tantivy::Index::open(mmap).map_err(|e| corrupt(&e))?;
+            verify::check_tantivy(dir, tdir, &index)?;
+            index
         } else {
             tantivy::Index::create(mmap, schema::build(), IndexSettings::default())?
         };
@@ -219,12 +223,18 @@ impl Index {
         let (graph, graph_vids) = match graph_store::load(dir, dim) {
             Ok(Some((g, vids))) if vids.iter().all(|&v| v < next_vid) => (g, vids),
             Ok(Some(_)) => {
-                tracing::warn!("graph dump refers to unknown vectors; rebuilding it");
+                tracing::warn!(
+                    "graph dump refers to unknown vectors; rebuilding it from the documents \
+                     (it is a cache: nothing is lost)"
+                );
                 (new_graph(rows.len()), Vec::new())
             }
             Ok(None) => (new_graph(rows.len()), Vec::new()),
             Err(e) => {
-                tracing::warn!(error = %e, "graph dump unusable; rebuilding it");
+                tracing::warn!(
+                    error = %e,
+                    "graph dump unusable; rebuilding it from the documents (it is a cache: nothing is lost)"
+                );
                 (new_graph(rows.len()), Vec::new())
             }
         };

@@ -20,12 +20,13 @@ mod schema;
 mod search;
 mod text;
 mod vectors;
+mod verify;
 
 pub use doc::{
     Article, DocKind, Document, Explanation, Filters, Fusion, Hit, SearchMode, SearchRequest,
     Ticket,
 };
-pub use error::Error;
+pub use error::{Damage, DamagedFile, Error};
 pub use index::{Index, IndexStats};
 pub use ingest::IngestReport;
 pub use search::MAX_K;

@@ -136,6 +136,118 @@ fn missing_tantivy_meta_with_segments_is_refused_not_wiped() {
     assert_eq!(files(), before, "segment files were touched");
 }
 
+/// An index of one commit (one segment) with 300 tickets, one of them deleted
+/// (so the segment has an alive-docs `.del` file too).
+fn one_segment_index(dir: &Path) {
+    let index = open(dir);
+    let tickets: Vec<Ticket> = (0..300)
+        .map(|i| {
+            ticket(
+                &i.to_string(),
+                &format!("空调不制冷 {i}"),
+                "空调开了半小时还是热风",
+            )
+        })
+        .collect();
+    index.upsert_tickets(tickets).unwrap();
+    assert!(index.delete(DocKind::Ticket, "", "7").unwrap());
+}
+
+/// The one segment file of `dir` ending in `ext` (e.g. `.term`).
+fn segment_file(dir: &Path, ext: &str) -> std::path::PathBuf {
+    let tdir = dir.join("tantivy");
+    let found: Vec<_> = std::fs::read_dir(&tdir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.to_string_lossy().ends_with(ext))
+        .collect();
+    assert_eq!(found.len(), 1, "{ext}: {found:?}");
+    found[0].clone()
+}
+
+/// Asserts that opening `dir` fails with [`Error::Damaged`] naming exactly
+/// `file` (relative to `dir`) with `problem`, and that the message says what to do.
+fn assert_damaged(dir: &Path, file: &Path, problem: fn(&indexer::Damage) -> bool) {
+    let err = open_err(dir);
+    let rel = file.strip_prefix(dir).unwrap();
+    match &err {
+        Error::Damaged { files, .. } => {
+            assert_eq!(files.len(), 1, "{err}");
+            assert_eq!(files[0].path, rel, "{err}");
+            assert!(problem(&files[0].problem), "{err}");
+        }
+        other => panic!("expected Error::Damaged, got {other}"),
+    }
+    let msg = err.to_string();
+    assert!(msg.contains(&rel.display().to_string()), "{msg}");
+    assert!(msg.contains("backup") && msg.contains("re-ingest"), "{msg}");
+}
+
+#[test]
+fn an_intact_index_with_deletes_passes_verification() {
+    let dir = tempfile::tempdir().unwrap();
+    one_segment_index(dir.path());
+    segment_file(dir.path(), ".del");
+    let index = open(dir.path());
+    assert_eq!(index.len(DocKind::Ticket), 299);
+    assert_eq!(index.search(&bm25("空调")).unwrap().len(), 10);
+}
+
+#[test]
+fn flipped_bytes_in_a_term_file_refuses_to_open() {
+    let dir = tempfile::tempdir().unwrap();
+    one_segment_index(dir.path());
+    let term = segment_file(dir.path(), ".term");
+    let mut bytes = std::fs::read(&term).unwrap();
+    // Up to 8 KB from a quarter in, in the data (not the footer at the end).
+    let start = bytes.len() / 4;
+    let end = (start + 8192).min(bytes.len() / 2);
+    bytes[start..end].iter_mut().for_each(|b| *b ^= 0x5a);
+    std::fs::write(&term, bytes).unwrap();
+    assert_damaged(dir.path(), &term, |d| {
+        *d == indexer::Damage::ChecksumMismatch
+    });
+}
+
+#[test]
+fn a_deleted_pos_file_refuses_to_open() {
+    let dir = tempfile::tempdir().unwrap();
+    one_segment_index(dir.path());
+    let pos = segment_file(dir.path(), ".pos");
+    std::fs::remove_file(&pos).unwrap();
+    assert_damaged(dir.path(), &pos, |d| *d == indexer::Damage::Missing);
+}
+
+#[test]
+fn a_deleted_alive_docs_file_refuses_to_open() {
+    let dir = tempfile::tempdir().unwrap();
+    one_segment_index(dir.path());
+    let del = segment_file(dir.path(), ".del");
+    std::fs::remove_file(&del).unwrap();
+    assert_damaged(dir.path(), &del, |d| *d == indexer::Damage::Missing);
+}
+
+#[test]
+fn a_truncated_store_file_refuses_to_open() {
+    let dir = tempfile::tempdir().unwrap();
+    one_segment_index(dir.path());
+    let store = segment_file(dir.path(), ".store");
+    let len = std::fs::metadata(&store).unwrap().len();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&store)
+        .unwrap()
+        .set_len(len / 2)
+        .unwrap();
+    assert_damaged(dir.path(), &store, |d| {
+        matches!(
+            d,
+            indexer::Damage::ChecksumMismatch | indexer::Damage::Unreadable(_)
+        )
+    });
+}
+
 #[test]
 fn writes_during_a_background_rebuild_reach_the_new_graph() {
     let dir = tempfile::tempdir().unwrap();
