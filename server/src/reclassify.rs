@@ -12,7 +12,7 @@
 
 use std::collections::{BTreeMap, HashSet};
 use std::fs::{File, OpenOptions};
-use std::io::{BufRead, BufReader, Read, Seek, SeekFrom, Write};
+use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
@@ -204,6 +204,14 @@ pub fn run_cli(
         )
         .context("progress bar template")?,
     );
+    let json_path = with_suffix(report_base, "json");
+    let md_path = with_suffix(report_base, "md");
+    check_distinct(&[
+        ("--in", input),
+        ("--out", output),
+        ("the JSON report", &json_path),
+        ("the Markdown report", &md_path),
+    ])?;
     let mut first = true;
     let report = run(engine, input, output, &RunOptions::default(), &mut |p| {
         if first {
@@ -217,6 +225,23 @@ pub fn run_cli(
     })?;
     bar.finish_and_clear();
     write_report(&report, report_base)?;
+    if report.tickets == 0 {
+        match report.errors.first() {
+            Some(e) => bail!(
+                "{}: none of its {} non-blank lines is a valid ticket (line {}: {}); nothing \
+                 was classified — see {}",
+                input.display(),
+                report.error_count,
+                e.line,
+                e.message,
+                md_path.display()
+            ),
+            None => bail!(
+                "{}: no tickets in it; nothing was classified",
+                input.display()
+            ),
+        }
+    }
     Ok(report)
 }
 
@@ -235,6 +260,7 @@ pub fn run(
     on_progress: &mut dyn FnMut(Progress),
 ) -> anyhow::Result<Report> {
     let started = Instant::now();
+    check_distinct(&[("the input", input), ("the output", output)])?;
     let total = count_records(input)?;
     let (mut done, repaired) = recover_output(output)?;
     let resumed = done.len();
@@ -404,51 +430,111 @@ fn count_records(input: &Path) -> anyhow::Result<usize> {
 }
 
 /// Reads the ids already written to `output`, truncating a torn last line.
-/// Returns the ids and whether a torn line was removed. A damaged line that is
-/// not the last one means the file was edited or is not ours: refuse it.
+/// Returns the ids and whether a torn line was removed.
+///
+/// Only our own label files are resumed: every complete line must be a label
+/// line, and an unterminated last line (the write a crash cut off) is cut
+/// away only when the lines before it are ours, or, as the only content, when
+/// it is the start of a label line. Any other non-empty file is refused
+/// untouched, so a wrong `--out` never destroys someone else's file.
 fn recover_output(output: &Path) -> anyhow::Result<(HashSet<String>, bool)> {
     let mut done = HashSet::new();
-    let mut file = match OpenOptions::new().read(true).write(true).open(output) {
-        Ok(f) => f,
+    let bytes = match std::fs::read(output) {
+        Ok(b) => b,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok((done, false)),
-        Err(e) => return Err(e).with_context(|| format!("opening {}", output.display())),
+        Err(e) => return Err(e).with_context(|| format!("reading {}", output.display())),
     };
-    let mut bytes = Vec::new();
-    file.read_to_end(&mut bytes)
-        .with_context(|| format!("reading {}", output.display()))?;
+    let not_ours = |line_no: usize, what: &str| {
+        anyhow::anyhow!(
+            "{}: not a label file of `triage reclassify` (line {line_no} {what}); refusing to \
+             resume or overwrite it — choose another --out, or fix or remove that file",
+            output.display()
+        )
+    };
     let mut offset = 0usize;
     let mut line_no = 0usize;
-    while offset < bytes.len() {
+    while let Some(len) = bytes[offset..].iter().position(|b| *b == b'\n') {
         line_no += 1;
-        let end = bytes[offset..]
-            .iter()
-            .position(|b| *b == b'\n')
-            .map(|p| offset + p);
-        let parsed = end.and_then(|e| serde_json::from_slice::<LabelLine>(&bytes[offset..e]).ok());
-        match (end, parsed) {
-            (Some(e), Some(line)) => {
-                done.insert(line.id);
-                offset = e + 1;
-            }
-            (Some(e), None) if e + 1 < bytes.len() => bail!(
-                "{}: line {line_no} is not a label line and is not the last line; \
-                 the file was modified — use another --out or fix the line",
-                output.display()
-            ),
-            _ => {
-                tracing::warn!(
-                    "{}: line {line_no} is incomplete (interrupted write); redoing it",
-                    output.display()
+        let line: LabelLine = serde_json::from_slice(&bytes[offset..offset + len])
+            .map_err(|_| not_ours(line_no, "is not a label line"))?;
+        done.insert(line.id);
+        offset += len + 1;
+    }
+    let torn = &bytes[offset..];
+    if torn.is_empty() {
+        return Ok((done, false));
+    }
+    if done.is_empty() && !starts_like_a_label_line(torn) {
+        return Err(not_ours(
+            line_no + 1,
+            "is neither a label line nor the start of one",
+        ));
+    }
+    tracing::warn!(
+        "{}: line {} is incomplete (interrupted write); redoing it",
+        output.display(),
+        line_no + 1
+    );
+    OpenOptions::new()
+        .write(true)
+        .open(output)
+        .and_then(|f| f.set_len(offset as u64).and_then(|()| f.sync_all()))
+        .with_context(|| format!("truncating {}", output.display()))?;
+    Ok((done, true))
+}
+
+/// Whether `fragment` can be what a crash left of the first label line: a
+/// prefix of its serialisation (which always starts with the id), or the
+/// zeros a file system may leave in place of unwritten data.
+fn starts_like_a_label_line(fragment: &[u8]) -> bool {
+    const HEAD: &[u8] = b"{\"id\":\"";
+    let n = fragment.len().min(HEAD.len());
+    fragment[..n] == HEAD[..n] || fragment.iter().all(|b| *b == 0)
+}
+
+/// Refuses paths that name the same file twice (the same path spelled
+/// differently, a symlink, or on unix a hard link: same device and inode),
+/// before anything is opened for writing: writing one would destroy the other.
+fn check_distinct(paths: &[(&str, &Path)]) -> anyhow::Result<()> {
+    for (i, (name_a, a)) in paths.iter().enumerate() {
+        for (name_b, b) in &paths[i + 1..] {
+            if same_file(a, b) {
+                bail!(
+                    "{name_a} ({}) and {name_b} ({}) are the same file; refusing to write over it",
+                    a.display(),
+                    b.display()
                 );
-                file.set_len(offset as u64)
-                    .and_then(|()| file.seek(SeekFrom::End(0)).map(|_| ()))
-                    .and_then(|()| file.sync_all())
-                    .with_context(|| format!("truncating {}", output.display()))?;
-                return Ok((done, true));
             }
         }
     }
-    Ok((done, false))
+    Ok(())
+}
+
+/// Whether two paths name the same file, existing or about to be created.
+fn same_file(a: &Path, b: &Path) -> bool {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        if let (Ok(ma), Ok(mb)) = (std::fs::metadata(a), std::fs::metadata(b)) {
+            return ma.dev() == mb.dev() && ma.ino() == mb.ino();
+        }
+    }
+    canonical(a) == canonical(b)
+}
+
+/// The canonical form of `path`; for a file that does not exist yet, that of
+/// its directory joined with its name.
+fn canonical(path: &Path) -> PathBuf {
+    if let Ok(p) = std::fs::canonicalize(path) {
+        return p;
+    }
+    let absolute = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
+    match (absolute.parent(), absolute.file_name()) {
+        (Some(dir), Some(name)) => std::fs::canonicalize(dir)
+            .map(|d| d.join(name))
+            .unwrap_or(absolute.clone()),
+        _ => absolute,
+    }
 }
 
 /// Counts the whole output file into a report (input fields left default).
@@ -578,8 +664,121 @@ fn sync_parent(path: &Path) {
     }
 }
 
+/// One engine on the demo pack with a model-free hashing embedder, shared by
+/// the unit tests of this module and of the jobs. Embeddings of texts holding
+/// `GATE-<name>` wait until the test opens that gate, so a test can hold a
+/// run on a ticket without depending on timing.
+#[cfg(test)]
+pub(crate) mod test_engine {
+    use std::collections::{HashMap, HashSet};
+    use std::path::{Path, PathBuf};
+    use std::sync::{Arc, Condvar, Mutex, OnceLock};
+    use std::time::{Duration, Instant};
+
+    use models::{EmbedKind, TextEmbedder};
+    use triage::engine::{Engine, EngineConfig};
+
+    /// Longest a gated embedding or a test's wait lasts before giving up.
+    const BOUND: Duration = Duration::from_secs(60);
+
+    #[derive(Default)]
+    struct Gates {
+        open: HashSet<String>,
+        entered: HashMap<String, usize>,
+    }
+
+    fn gates() -> &'static (Mutex<Gates>, Condvar) {
+        static GATES: OnceLock<(Mutex<Gates>, Condvar)> = OnceLock::new();
+        GATES.get_or_init(Default::default)
+    }
+
+    fn gate_of(text: &str) -> Option<String> {
+        let at = text.find("GATE-")? + "GATE-".len();
+        let name: String = text[at..]
+            .chars()
+            .take_while(char::is_ascii_alphanumeric)
+            .collect();
+        Some(name)
+    }
+
+    /// Lets every embedding of gate `name` through, now and later.
+    pub fn open_gate(name: &str) {
+        let (lock, changed) = gates();
+        lock.lock().unwrap().open.insert(name.to_string());
+        changed.notify_all();
+    }
+
+    /// Waits until `n` embeddings of gate `name` have started.
+    pub fn wait_entered(name: &str, n: usize) {
+        let (lock, changed) = gates();
+        let started = Instant::now();
+        let mut g = lock.lock().unwrap();
+        while g.entered.get(name).copied().unwrap_or(0) < n {
+            assert!(
+                started.elapsed() < BOUND,
+                "gate {name}: fewer than {n} entered"
+            );
+            g = changed
+                .wait_timeout(g, Duration::from_millis(100))
+                .unwrap()
+                .0;
+        }
+    }
+
+    struct GatedEmbedder(triage::hashembed::HashEmbedder);
+
+    impl TextEmbedder for GatedEmbedder {
+        fn embed(&self, texts: &[&str], kind: EmbedKind) -> Result<Vec<Vec<f32>>, models::Error> {
+            for name in texts.iter().filter_map(|t| gate_of(t)) {
+                let (lock, changed) = gates();
+                let mut g = lock.lock().unwrap();
+                *g.entered.entry(name.clone()).or_default() += 1;
+                changed.notify_all();
+                let _ = changed
+                    .wait_timeout_while(g, BOUND, |g| !g.open.contains(&name))
+                    .unwrap();
+            }
+            self.0.embed(texts, kind)
+        }
+        fn dim(&self) -> usize {
+            self.0.dim()
+        }
+        fn name(&self) -> &str {
+            "test-hash"
+        }
+    }
+
+    /// The shared engine (opened once per test binary).
+    pub fn engine() -> Arc<Engine> {
+        static ENGINE: OnceLock<Arc<Engine>> = OnceLock::new();
+        Arc::clone(ENGINE.get_or_init(|| {
+            // A static is never dropped: remove what finished runs left.
+            let tmp = std::env::temp_dir();
+            for entry in std::fs::read_dir(&tmp).into_iter().flatten().flatten() {
+                let name = entry.file_name().to_string_lossy().into_owned();
+                if let Some(pid) = name.strip_prefix("triage-unit-engine-") {
+                    if !Path::new("/proc").join(pid).exists() {
+                        let _ = std::fs::remove_dir_all(entry.path());
+                    }
+                }
+            }
+            let data_dir = tmp.join(format!("triage-unit-engine-{}", std::process::id()));
+            let pack_dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../fixtures/demo-pack");
+            let embedder = Arc::new(GatedEmbedder(triage::hashembed::HashEmbedder::new(256)));
+            Arc::new(Engine::open(EngineConfig::new(pack_dir, data_dir), embedder).unwrap())
+        }))
+    }
+
+    /// A JSONL line of a ticket with a clear category.
+    pub fn ticket_line(id: &str, text: &str) -> String {
+        serde_json::json!({"id": id, "title": "洗衣机漏水", "body": text, "category": "repair.water_leak"})
+            .to_string()
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    use super::test_engine::{engine, ticket_line};
     use super::*;
 
     fn line(id: &str, old: &str, new: Option<&str>) -> String {
@@ -667,5 +866,128 @@ mod tests {
         assert!(parse_ticket(b"\xff").unwrap_err().contains("UTF-8"));
         assert!(parse_ticket(b"[1]").unwrap_err().contains("not a ticket"));
         assert_eq!(parse_ticket(b"{\"id\": \"t1\"}").unwrap().id, "t1");
+    }
+
+    #[test]
+    fn an_unrelated_existing_output_is_refused_untouched() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("notes.txt");
+        for content in [
+            "my one line\n",
+            "my one line",
+            "{\"id\": \"x\", \"note\": \"a JSON line that is not a label line\"}\n",
+            "\n",
+            &format!("{}not ours\n", line("a", "x", Some("x"))),
+        ] {
+            std::fs::write(&out, content).unwrap();
+            let err = recover_output(&out).unwrap_err().to_string();
+            assert!(
+                err.contains("notes.txt") && err.contains("not a label file"),
+                "{content:?}: {err}"
+            );
+            assert_eq!(std::fs::read_to_string(&out).unwrap(), content);
+        }
+    }
+
+    #[test]
+    fn a_torn_first_label_line_is_redone() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("labels.jsonl");
+        for torn in ["{\"id\":\"K-9", "{", "\0\0\0\0"] {
+            std::fs::write(&out, torn).unwrap();
+            let (done, repaired) = recover_output(&out).unwrap();
+            assert!(repaired && done.is_empty(), "{torn:?}");
+            assert_eq!(std::fs::read(&out).unwrap(), b"", "{torn:?}");
+        }
+        std::fs::write(&out, "").unwrap();
+        assert_eq!(recover_output(&out).unwrap(), (HashSet::new(), false));
+    }
+
+    #[test]
+    fn the_cli_refuses_a_foreign_output_and_writes_nothing() {
+        let engine = engine();
+        let dir = tempfile::tempdir().unwrap();
+        let input = dir.path().join("tickets.jsonl");
+        std::fs::write(&input, ticket_line("F-1", "洗衣机底部漏水") + "\n").unwrap();
+        let out = dir.path().join("results.txt");
+        std::fs::write(&out, "results of last quarter\n").unwrap();
+        let base = dir.path().join("results.report");
+        let err = run_cli(&engine, &input, &out, &base, false).unwrap_err();
+        assert!(format!("{err:#}").contains("results.txt"), "{err:#}");
+        assert_eq!(
+            std::fs::read_to_string(&out).unwrap(),
+            "results of last quarter\n"
+        );
+        assert!(!with_suffix(&base, "json").exists() && !with_suffix(&base, "md").exists());
+    }
+
+    #[test]
+    fn the_same_file_as_input_and_output_is_refused_before_writing() {
+        let engine = engine();
+        let dir = tempfile::tempdir().unwrap();
+        let input = dir.path().join("tickets.jsonl");
+        let text = ticket_line("S-1", "洗衣机底部漏水") + "\n";
+        std::fs::write(&input, &text).unwrap();
+        let symlink = dir.path().join("link.jsonl");
+        std::os::unix::fs::symlink(&input, &symlink).unwrap();
+        let hardlink = dir.path().join("hard.jsonl");
+        std::fs::hard_link(&input, &hardlink).unwrap();
+        let spelled = dir.path().join(".").join("tickets.jsonl");
+        let base = dir.path().join("r");
+        for out in [&input, &symlink, &hardlink, &spelled] {
+            let err = run_cli(&engine, &input, out, &base, false).unwrap_err();
+            assert!(format!("{err:#}").contains("same file"), "{err:#}");
+            let err = run(&engine, &input, out, &RunOptions::default(), &mut |_| {}).unwrap_err();
+            assert!(format!("{err:#}").contains("same file"), "{err:#}");
+            assert_eq!(std::fs::read_to_string(&input).unwrap(), text);
+        }
+        // A report path naming the input or the output is refused too.
+        let out = dir.path().join("labels.jsonl");
+        for base in [dir.path().join("tickets"), dir.path().join("labels")] {
+            let (input, out) = (input.with_extension("json"), out.with_extension("json"));
+            std::fs::write(&input, &text).unwrap();
+            let err = run_cli(&engine, &input, &out, &base, false).unwrap_err();
+            assert!(format!("{err:#}").contains("same file"), "{err:#}");
+            assert_eq!(std::fs::read_to_string(&input).unwrap(), text);
+            assert!(!out.exists());
+        }
+        assert!(!out.exists());
+    }
+
+    #[test]
+    fn an_input_without_a_valid_ticket_is_an_error() {
+        let engine = engine();
+        let dir = tempfile::tempdir().unwrap();
+        let input = dir.path().join("tickets.jsonl");
+        let out = dir.path().join("labels.jsonl");
+        let base = dir.path().join("labels.report");
+        std::fs::write(&input, "not json\n{\"id\": \"\"}\n[1]\n").unwrap();
+        let err = format!(
+            "{:#}",
+            run_cli(&engine, &input, &out, &base, false).unwrap_err()
+        );
+        assert!(
+            err.contains("none of its 3 non-blank lines is a valid ticket")
+                && err.contains("line 1"),
+            "{err}"
+        );
+        // The report says which lines were bad.
+        let report: Report =
+            serde_json::from_slice(&std::fs::read(with_suffix(&base, "json")).unwrap()).unwrap();
+        assert_eq!((report.tickets, report.error_count), (0, 3));
+        std::fs::write(&input, "\n\n").unwrap();
+        let err = format!(
+            "{:#}",
+            run_cli(&engine, &input, &out, &base, false).unwrap_err()
+        );
+        assert!(err.contains("no tickets"), "{err}");
+        // One valid ticket among bad lines is a success.
+        std::fs::write(
+            &input,
+            format!("oops\n{}\n", ticket_line("V-1", "洗衣机底部漏水")),
+        )
+        .unwrap();
+        let report = run_cli(&engine, &input, &out, &base, false).unwrap();
+        assert_eq!((report.tickets, report.error_count), (1, 1));
     }
 }
