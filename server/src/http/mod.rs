@@ -21,6 +21,7 @@ mod extract;
 mod guard;
 mod handlers;
 pub mod jobs;
+pub mod listen;
 pub mod metrics;
 mod middleware;
 mod openapi;
