@@ -1,6 +1,9 @@
 //! Scale benchmark of the index on synthetic documents.
 //!
-//! `cargo run --release -p indexer --example bench -- [--docs N] [--queries Q] [--dim D] [--clusters C] [--spread S] [--ef 32,64,128,256]`
+//! `cargo run --release -p indexer --example bench -- [--docs N] [--queries Q] [--dim D] [--clusters C] [--spread S] [--ef 32,64,128,256] [--keep DIR]`
+//! (`--keep DIR` builds the index in DIR and leaves it there; `--reopen DIR`
+//! with the same `--dim --clusters --spread` only times the checksum pass and
+//! opening it again.)
 //!
 //! `--clusters 0` (default) draws uniformly random directions, the hardest
 //! case for a graph index; `--clusters C` draws each vector near one of C
@@ -236,9 +239,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let clusters: usize = arg(&args, "--clusters").map_or(Ok(0), |s| s.parse())?;
     let spread: f32 = arg(&args, "--spread").map_or(Ok(1.0), |s| s.parse())?;
     let emb = Arc::new(SeededEmbedder::new(dim, clusters, spread));
+    if let Some(dir) = arg(&args, "--reopen") {
+        return reopen(std::path::Path::new(&dir), emb);
+    }
     let mut rng = StdRng::seed_from_u64(42);
     let tmp = tempfile::tempdir()?;
-    let data = tmp.path().join("data");
+    let data = arg(&args, "--keep").map_or_else(|| tmp.path().join("data"), Into::into);
     let jsonl = tmp.path().join("tickets.jsonl");
 
     let mut doc_vectors = Vec::with_capacity(n);
@@ -362,8 +368,29 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         index.len(DocKind::Ticket)
     );
     drop(index);
-    // The checksum pass `Index::open` makes over every committed file (part
-    // of the reopen time above), timed alone with tantivy's own check.
+    verify_alone(&data)
+}
+
+/// `--reopen DIR`: only times the checksum pass alone, then opening, of an
+/// index kept with `--keep DIR` (e.g. after dropping it from the page cache).
+fn reopen(
+    data: &std::path::Path,
+    emb: Arc<SeededEmbedder>,
+) -> Result<(), Box<dyn std::error::Error>> {
+    verify_alone(data)?;
+    let t = Instant::now();
+    let index = Index::open(data, emb)?;
+    println!(
+        "reopen {:.2} s with {} docs",
+        t.elapsed().as_secs_f64(),
+        index.len(DocKind::Ticket)
+    );
+    Ok(())
+}
+
+/// The checksum pass `Index::open` makes over every committed file (part of
+/// the reopen time), timed alone with tantivy's own check.
+fn verify_alone(data: &std::path::Path) -> Result<(), Box<dyn std::error::Error>> {
     let t = Instant::now();
     let tantivy = tantivy::Index::open_in_dir(data.join("tantivy"))?;
     let damaged = tantivy.validate_checksum()?;
