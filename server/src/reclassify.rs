@@ -165,11 +165,14 @@ pub fn run_args(
     args: &ReclassifyArgs,
     model: &crate::config::ModelFlags,
 ) -> anyhow::Result<Report> {
-    let engine = args.engine.settings(model).open_engine()?;
     let base = args
         .report
         .clone()
         .unwrap_or_else(|| default_report_base(&args.output));
+    // Refuse wrong paths at once, not after minutes of loading the model.
+    check_paths(&args.input, &args.output, &base)?;
+    scan_output(&args.output)?;
+    let engine = args.engine.settings(model).open_engine()?;
     let report = run_cli(&engine, &args.input, &args.output, &base, !args.no_progress)?;
     println!(
         "{} tickets: {} changed, {} unchanged, {} abstained, {} bad lines; report: {}.md / .json",
@@ -204,14 +207,7 @@ pub fn run_cli(
         )
         .context("progress bar template")?,
     );
-    let json_path = with_suffix(report_base, "json");
-    let md_path = with_suffix(report_base, "md");
-    check_distinct(&[
-        ("--in", input),
-        ("--out", output),
-        ("the JSON report", &json_path),
-        ("the Markdown report", &md_path),
-    ])?;
+    check_paths(input, output, report_base)?;
     let mut first = true;
     let report = run(engine, input, output, &RunOptions::default(), &mut |p| {
         if first {
@@ -234,7 +230,7 @@ pub fn run_cli(
                 report.error_count,
                 e.line,
                 e.message,
-                md_path.display()
+                with_suffix(report_base, "md").display()
             ),
             None => bail!(
                 "{}: no tickets in it; nothing was classified",
@@ -243,6 +239,17 @@ pub fn run_cli(
         }
     }
     Ok(report)
+}
+
+/// Refuses a CLI run whose input, output and report paths are not four
+/// distinct files.
+fn check_paths(input: &Path, output: &Path, report_base: &Path) -> anyhow::Result<()> {
+    check_distinct(&[
+        ("--in", input),
+        ("--out", output),
+        ("the JSON report", &with_suffix(report_base, "json")),
+        ("the Markdown report", &with_suffix(report_base, "md")),
+    ])
 }
 
 /// `labels.jsonl` → `labels.report` (the `.json` / `.md` extensions are added on write).
@@ -429,19 +436,31 @@ fn count_records(input: &Path) -> anyhow::Result<usize> {
     Ok(n)
 }
 
-/// Reads the ids already written to `output`, truncating a torn last line.
-/// Returns the ids and whether a torn line was removed.
+/// What an existing output file holds.
+struct Existing {
+    /// Ids of its complete label lines.
+    done: HashSet<String>,
+    /// Length of its complete lines when an unterminated last line follows.
+    torn_at: Option<u64>,
+}
+
+/// Reads the ids already written to `output` (without changing it).
 ///
 /// Only our own label files are resumed: every complete line must be a label
-/// line, and an unterminated last line (the write a crash cut off) is cut
-/// away only when the lines before it are ours, or, as the only content, when
-/// it is the start of a label line. Any other non-empty file is refused
-/// untouched, so a wrong `--out` never destroys someone else's file.
-fn recover_output(output: &Path) -> anyhow::Result<(HashSet<String>, bool)> {
+/// line, and an unterminated last line (the write a crash cut off) is
+/// accepted only when the lines before it are ours, or, as the only content,
+/// when it is the start of a label line. Any other non-empty file is refused,
+/// so a wrong `--out` never destroys someone else's file.
+fn scan_output(output: &Path) -> anyhow::Result<Existing> {
     let mut done = HashSet::new();
     let bytes = match std::fs::read(output) {
         Ok(b) => b,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok((done, false)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Ok(Existing {
+                done,
+                torn_at: None,
+            })
+        }
         Err(e) => return Err(e).with_context(|| format!("reading {}", output.display())),
     };
     let not_ours = |line_no: usize, what: &str| {
@@ -461,24 +480,33 @@ fn recover_output(output: &Path) -> anyhow::Result<(HashSet<String>, bool)> {
         offset += len + 1;
     }
     let torn = &bytes[offset..];
-    if torn.is_empty() {
-        return Ok((done, false));
-    }
-    if done.is_empty() && !starts_like_a_label_line(torn) {
+    if !torn.is_empty() && done.is_empty() && !starts_like_a_label_line(torn) {
         return Err(not_ours(
             line_no + 1,
             "is neither a label line nor the start of one",
         ));
     }
+    Ok(Existing {
+        done,
+        torn_at: (!torn.is_empty()).then_some(offset as u64),
+    })
+}
+
+/// [`scan_output`], then cuts a torn last line away (it is redone). Returns
+/// the ids done and whether a torn line was removed.
+fn recover_output(output: &Path) -> anyhow::Result<(HashSet<String>, bool)> {
+    let Existing { done, torn_at } = scan_output(output)?;
+    let Some(len) = torn_at else {
+        return Ok((done, false));
+    };
     tracing::warn!(
-        "{}: line {} is incomplete (interrupted write); redoing it",
-        output.display(),
-        line_no + 1
+        "{}: its last line is incomplete (interrupted write); redoing it",
+        output.display()
     );
     OpenOptions::new()
         .write(true)
         .open(output)
-        .and_then(|f| f.set_len(offset as u64).and_then(|()| f.sync_all()))
+        .and_then(|f| f.set_len(len).and_then(|()| f.sync_all()))
         .with_context(|| format!("truncating {}", output.display()))?;
     Ok((done, true))
 }
