@@ -317,6 +317,22 @@ pub async fn job_status(
     Ok(Json(state.jobs().status(&id, caller.listing_tenant())?))
 }
 
+/// `DELETE /v1/jobs/{id}`: cancels a queued or running job of the caller's
+/// tenant (durably: it is not resumed after a restart); 409 once it has finished.
+pub async fn cancel_job(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiPath(id): ApiPath<String>,
+) -> ApiResult<Json<JobStatus>> {
+    check_id("id", &id)?;
+    let tenant = caller.listing_tenant().map(str::to_string);
+    let jobs_state = state.clone();
+    let status = state
+        .blocking(move || jobs_state.jobs().cancel(&id, tenant.as_deref()))
+        .await??;
+    Ok(Json(status))
+}
+
 /// `GET /v1/jobs/{id}/labels`: the job's label lines so far (JSON lines).
 pub async fn job_labels(
     State(state): State<AppState>,

@@ -296,10 +296,6 @@ impl Jobs {
     /// is fsynced in the job directory, so the job is not resumed after a
     /// restart. Cancelling a cancelled job returns its status again; a job
     /// that has already finished (done or failed) is a 409 `conflict`.
-    #[cfg_attr(
-        not(test),
-        expect(dead_code, reason = "until the route DELETE /v1/jobs/{id} calls it")
-    )]
     pub fn cancel(&self, id: &str, tenant: Option<&str>) -> ApiResult<JobStatus> {
         if let Some(why) = self.corrupt.lock().ok().and_then(|c| c.get(id).cloned()) {
             return Err(ApiError::Corrupt(why));

@@ -7,13 +7,6 @@
 //! bodies and clients that stop reading their response), TCP_NODELAY, and a
 //! graceful shutdown that finishes in-flight requests. Counters in
 //! [`ConnStats`] feed `/metrics`.
-#![cfg_attr(
-    not(test),
-    expect(
-        dead_code,
-        reason = "until `serve_on` serves with it instead of axum::serve"
-    )
-)]
 
 use std::collections::HashMap;
 use std::future::Future;

@@ -62,6 +62,7 @@ struct Shared {
     metrics: Metrics,
     jobs: Jobs,
     retrainer: Arc<Retrainer>,
+    connections: Arc<listen::ConnStats>,
     data_dir: std::path::PathBuf,
 }
 
@@ -79,6 +80,7 @@ impl AppState {
                 metrics: Metrics::default(),
                 jobs: Jobs::new(&cfg.engine.data_dir),
                 retrainer: Arc::new(Retrainer::new(cfg.retrain.clone())),
+                connections: Arc::new(listen::ConnStats::default()),
                 data_dir: cfg.engine.data_dir.clone(),
             }),
         }
@@ -181,6 +183,10 @@ impl AppState {
 
     fn retrainer(&self) -> Arc<Retrainer> {
         Arc::clone(&self.inner.retrainer)
+    }
+
+    fn connections(&self) -> Arc<listen::ConnStats> {
+        Arc::clone(&self.inner.connections)
     }
 
     fn data_dir(&self) -> &std::path::Path {
@@ -296,10 +302,24 @@ async fn serve_on(
         }
     };
     let retrain_task = state.start_background_retrain();
-    let served = axum::serve(listener, router(state.clone()))
-        .with_graceful_shutdown(until)
-        .await
-        .context("serving HTTP");
+    // Slow heads and idle keep-alives end at the header deadline and slow
+    // bodies at the body deadline; the socket's idle timer is the backstop for
+    // clients that stop reading. It also runs while a handler works, so it
+    // stays well above the request timeout and a retrain (which is not timed out).
+    let limits = listen::ConnLimits {
+        idle_timeout: std::time::Duration::from_secs(300)
+            .max(cfg.limits.request_timeout + std::time::Duration::from_secs(10)),
+        ..listen::ConnLimits::default()
+    };
+    let served = listen::serve(
+        listener,
+        router(state.clone()),
+        limits,
+        state.connections(),
+        until,
+    )
+    .await
+    .context("serving HTTP");
     retrain_task.abort();
     served?;
     if state.retrainer().running() {

@@ -205,7 +205,7 @@ fn paths_and_schemas() -> Value {
                 "Object": any_object,
                 "ReclassifyJob": {"type": "object", "required": ["tickets"], "properties": {"tickets": {"type": "array", "items": schema("Ticket")}}},
                 "JobStatus": {"type": "object", "properties": {
-                    "id": {"type": "string"}, "kind": {"type": "string"}, "state": {"type": "string", "enum": ["queued", "running", "done", "failed"]},
+                    "id": {"type": "string"}, "kind": {"type": "string"}, "state": {"type": "string", "enum": ["queued", "running", "done", "failed", "cancelled"]},
                     "done": {"type": "integer"}, "total": {"type": "integer"}, "rate_per_second": {"type": "number"},
                     "eta_seconds": {"type": ["number", "null"]}, "report": {"type": ["object", "null"], "description": "Summary once done; `input` and `output` are relative to the data directory"}, "error": {"type": ["string", "null"]}}},
                 "Retrained": {"type": "object", "properties": {
@@ -247,7 +247,8 @@ fn paths_and_schemas() -> Value {
             },
             "/v1/jobs/reclassify": {"post": op_with("Start a background reclassification of the given tickets", Some("ReclassifyJob"), "202",
                 json!({"description": "Accepted; poll the Location", "content": {"application/json": {"schema": schema("JobStatus")}}}), &["400", "401", "413", "422", "503", "507"])},
-            "/v1/jobs/{id}": {"parameters": id_param, "get": op("A job's state, progress (rate, ETA) and report", None, ok("Status", "JobStatus"), &["400", "401", "404", "500"])},
+            "/v1/jobs/{id}": {"parameters": id_param, "get": op("A job's state, progress (rate, ETA) and report", None, ok("Status", "JobStatus"), &["400", "401", "404", "500"]),
+                "delete": op("Cancel a queued or running job (durably; it is not resumed after a restart)", None, ok("Status", "JobStatus"), &["400", "401", "404", "409", "500", "503"])},
             "/v1/admin/retrain": {"post": op("Retrain the caller's tenant's category and priority classifiers from its labelled tickets (and the shared pack) now; answers when done (not subject to the request timeout)", None, ok("Retrained", "Retrained"), &["401", "409", "500", "503"])},
             "/v1/jobs/{id}/labels": {"parameters": id_param, "get": {"summary": "The job's label lines so far", "responses": {"200": {"description": "JSON lines", "content": {"application/x-ndjson": {}}}, "404": errors(&["404"])["404"].clone()}}},
             "/v1/openapi.json": {"get": {"summary": "This document", "security": [], "responses": {"200": {"description": "OpenAPI 3.1", "content": {"application/json": {}}}}}},

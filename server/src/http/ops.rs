@@ -79,6 +79,16 @@ pub async fn metrics(State(state): State<AppState>, headers: HeaderMap) -> Respo
     if let Some(status) = status {
         gauges.extend(retrain_gauges(&status));
     }
+    let c = state.connections().snapshot();
+    for (name, help, value) in [
+        ("triage_connections_open", "Client connections open now.", c.open as f64),
+        ("triage_connections_accepted_total", "Client connections accepted since start.", c.accepted as f64),
+        ("triage_connections_refused_total", "Connections closed at once: over the global or per-IP cap.", c.refused as f64),
+        ("triage_connections_header_timeouts_total", "Connections closed because the request head did not arrive in time (also idle keep-alive).", c.header_timeouts as f64),
+        ("triage_connections_idle_timeouts_total", "Connections closed because a read or write made no progress in time.", c.idle_timeouts as f64),
+    ] {
+        gauges.push((name.to_string(), help.to_string(), value));
+    }
     gauges.push((
         "triage_ready".to_string(),
         "1 when the model and index are loaded.".to_string(),

@@ -115,6 +115,12 @@ fn table() -> Vec<(Operation, MethodRouter<AppState>)> {
         ),
         op(Method::GET, "/jobs/{id}", Admin, get(documents::job_status)),
         op(
+            Method::DELETE,
+            "/jobs/{id}",
+            Admin,
+            delete(documents::cancel_job),
+        ),
+        op(
             Method::GET,
             "/jobs/{id}/labels",
             Admin,

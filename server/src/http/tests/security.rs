@@ -809,3 +809,32 @@ async fn slow_bodies_never_hold_the_engine_slots() {
     }
     server.abort();
 }
+
+#[tokio::test]
+async fn jobs_can_be_cancelled_by_their_tenant_only() {
+    let h = keyed();
+    let tickets: Vec<Value> = (0..3000)
+        .map(|i| json!({"id": format!("C-{i}"), "body": format!("空调不制冷 第{i}台")}))
+        .collect();
+    let (s, job) = send(
+        &h.app,
+        Method::POST,
+        "/v1/jobs/reclassify",
+        Some("a-admin"),
+        json!({"tickets": tickets}),
+    )
+    .await;
+    assert_eq!(s, StatusCode::ACCEPTED, "{job}");
+    let uri = format!("/v1/jobs/{}", job["id"].as_str().unwrap());
+    // Another tenant's admin neither sees nor cancels it.
+    let (s, b) = call(&h.app, Method::DELETE, &uri, Some("k-admin"), None).await;
+    assert_error(s, &b, StatusCode::NOT_FOUND, "not_found");
+    let (s, b) = call(&h.app, Method::DELETE, &uri, Some("a-admin"), None).await;
+    assert_eq!(
+        (s, b["state"].as_str()),
+        (StatusCode::OK, Some("cancelled")),
+        "{b}"
+    );
+    let (_, b) = call(&h.app, Method::GET, &uri, Some("a-admin"), None).await;
+    assert_eq!(b["state"], "cancelled", "{b}");
+}
