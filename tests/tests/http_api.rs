@@ -139,11 +139,11 @@ fn every_route_and_the_decisions_that_need_the_real_model() {
     // Customers teach the chat together, never alone: "this helped" from one
     // conversation leaves the next customer's answer as it was; from three
     // different conversations the same question is answered.
-    let article = d["candidates"][0]["article"]["id"].clone();
+    let chosen = d["candidates"][0]["article"]["id"].clone();
     let vote = |d: &Value| {
         let (s, b) = server.post(
             "/v1/chat/feedback",
-            &json!({"session_id": d["session_id"], "turn": d["turn"], "article_id": article, "helpful": true}),
+            &json!({"session_id": d["session_id"], "turn": d["turn"], "article_id": chosen, "helpful": true}),
         );
         assert_eq!(s, 200, "{b}");
         b
@@ -160,7 +160,7 @@ fn every_route_and_the_decisions_that_need_the_real_model() {
     let (_, learned) = server.post("/v1/deflect", &json!({"text": "怎么开发票"}));
     assert_eq!(learned["action"], "answer", "{learned}");
     assert_eq!(
-        learned["candidates"][0]["article"]["id"], article,
+        learned["candidates"][0]["article"]["id"], chosen,
         "{learned}"
     );
     assert!(probs.iter().all(|&p| p >= 0.2), "{d}");
