@@ -339,7 +339,7 @@ impl Index {
                     continue;
                 };
                 let embed_text = match &doc {
-                    Document::Ticket(t) => text::ticket_embed_text(t),
+                    Document::Ticket(t) => text::ticket_text(&t.title, &t.body),
                     Document::Article(a) => text::article_embed_text(a),
                 };
                 let thash = stable_hash(&embed_text);

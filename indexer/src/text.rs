@@ -10,7 +10,7 @@ use tantivy::tokenizer::{
     Language, LowerCaser, RemoveLongFilter, Stemmer, TextAnalyzer, Token, TokenStream, Tokenizer,
 };
 
-use crate::doc::{Article, Document, Ticket};
+use crate::doc::{Article, Document};
 
 /// Name under which the analyzer is registered in the tantivy index.
 pub(crate) const ANALYZER: &str = "zh_en";
@@ -146,10 +146,22 @@ pub(crate) fn terms(analyzer: &mut TextAnalyzer, text: &str) -> Vec<String> {
     out
 }
 
-/// The text embedded for a ticket: title and body (the resolution describes
-/// the fix, not the problem, so it stays out of the vector).
-pub(crate) fn ticket_embed_text(t: &Ticket) -> String {
-    join_nonempty([t.title.as_str(), t.body.as_str()])
+/// The text a ticket is embedded as: its title and body, each trimmed, the
+/// non-empty ones joined by a newline. The resolution describes the fix, not
+/// the problem, so it stays out of the vector.
+///
+/// This is the one rule for it: a caller that embeds a request to compare with
+/// stored tickets (or reuses a stored ticket's vector only while its text is
+/// unchanged) must build the text here, or stored and request vectors silently
+/// stop matching.
+///
+/// ```
+/// assert_eq!(indexer::ticket_text(" No power ", "The TV is dead.\n"), "No power\nThe TV is dead.");
+/// assert_eq!(indexer::ticket_text("", "only a body"), "only a body");
+/// assert_eq!(indexer::ticket_text(" ", ""), "");
+/// ```
+pub fn ticket_text(title: &str, body: &str) -> String {
+    join_nonempty([title, body])
 }
 
 /// The text embedded for an article: its question and alternative phrasings.

@@ -16,7 +16,9 @@ use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
-use indexer::{Article, DocKind, Document, Filters, Hit, Index, SearchMode, SearchRequest, Ticket};
+use indexer::{
+    ticket_text, Article, DocKind, Document, Filters, Hit, Index, SearchMode, SearchRequest, Ticket,
+};
 use models::{EmbedKind, TextEmbedder};
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
@@ -162,17 +164,8 @@ pub struct Engine {
 /// cannot be called without the lock.
 pub(crate) type WriteLock<'a> = MutexGuard<'a, ()>;
 
-/// The text a ticket or request is embedded as (the indexer's ticket text:
-/// title and body, trimmed, joined by a newline).
-pub(crate) fn ticket_text(title: &str, body: &str) -> String {
-    [title.trim(), body.trim()]
-        .into_iter()
-        .filter(|p| !p.is_empty())
-        .collect::<Vec<_>>()
-        .join("\n")
-}
-
-/// Like [`ticket_text`], refusing a request with neither title nor body.
+/// The text a request is embedded as ([`ticket_text`], the indexer's rule for
+/// stored tickets), refusing a request with neither title nor body.
 fn request_text(title: &str, body: &str) -> Result<String> {
     let text = ticket_text(title, body);
     if text.is_empty() {

@@ -17,10 +17,10 @@ use std::sync::Mutex;
 use serde::{Deserialize, Serialize};
 
 use crate::api::{Feedback, FeedbackOutcome};
-use crate::engine::{now_rfc3339, ticket_text, Engine, WriteLock};
+use crate::engine::{now_rfc3339, Engine, WriteLock};
 use crate::error::{Error, Result};
 use crate::faqbank::FaqBank;
-use indexer::Ticket;
+use indexer::{ticket_text, Ticket};
 
 /// One stored correction.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

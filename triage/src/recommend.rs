@@ -4,11 +4,10 @@
 
 use std::collections::BTreeMap;
 
-use indexer::{DocKind, Document, Explanation, Hit, Ticket};
+use indexer::{ticket_text, DocKind, Document, Explanation, Hit, Ticket};
 use time::OffsetDateTime;
 
 use crate::api::{Duplicate, FieldValue, PredictedResolution};
-use crate::engine::ticket_text;
 use crate::error::Result;
 use crate::memory::TicketMemory;
 use crate::pack::FieldSpec;
