@@ -243,7 +243,7 @@ pub struct EngineSettings {
     /// The model cache directory.
     pub model_cache: PathBuf,
     /// When phrasings learned from chats answer other customers.
-    pub learn: triage::learned::LearnPolicy,
+    pub learn: triage::LearnPolicy,
 }
 
 /// The whole service configuration.
@@ -501,7 +501,7 @@ fn resolve_engine(
         pack_dir,
         model: source,
         model_cache,
-        learn: triage::learned::LearnPolicy::default(),
+        learn: triage::LearnPolicy::default(),
     }
 }
 
@@ -524,7 +524,7 @@ fn default_pack_dir() -> PathBuf {
 impl EngineSettings {
     /// Loads the embedding model (fetching the default one if missing), wraps it
     /// in the micro-batching embedder and opens the engine on the data directory.
-    pub fn open_engine(&self) -> anyhow::Result<triage::engine::Engine> {
+    pub fn open_engine(&self) -> anyhow::Result<triage::Engine> {
         let embedder = models::Embedder::load_source(
             &self.model,
             &self.model_cache,
@@ -534,11 +534,11 @@ impl EngineSettings {
         let batching = BatchingEmbedder::new(Arc::new(embedder));
         std::fs::create_dir_all(&self.data_dir)
             .with_context(|| format!("creating data directory {}", self.data_dir.display()))?;
-        let cfg = triage::engine::EngineConfig {
+        let cfg = triage::EngineConfig {
             learn: self.learn,
-            ..triage::engine::EngineConfig::new(self.pack_dir.clone(), self.data_dir.clone())
+            ..triage::EngineConfig::new(self.pack_dir.clone(), self.data_dir.clone())
         };
-        triage::engine::Engine::open(cfg, Arc::new(batching)).with_context(|| {
+        triage::Engine::open(cfg, Arc::new(batching)).with_context(|| {
             format!(
                 "opening the engine (pack {}, data {})",
                 self.pack_dir.display(),

@@ -20,7 +20,7 @@ use std::time::Instant;
 use anyhow::{bail, Context};
 use indexer::Ticket;
 use serde::{Deserialize, Serialize};
-use triage::engine::Engine;
+use triage::Engine;
 
 /// Label given to abstentions in reports.
 pub const ABSTAIN: &str = "(needs human)";
@@ -704,7 +704,7 @@ pub(crate) mod test_engine {
     use std::time::{Duration, Instant};
 
     use models::{EmbedKind, TextEmbedder};
-    use triage::engine::{Engine, EngineConfig};
+    use triage::{Engine, EngineConfig};
 
     /// Longest a gated embedding or a test's wait lasts before giving up.
     const BOUND: Duration = Duration::from_secs(60);

@@ -11,7 +11,7 @@ use std::time::Instant;
 
 use models::{default_cache_dir, Embedder, EmbedderOptions, ModelSource};
 use triage::api::{ChatMessage, Feedback, TicketRequest};
-use triage::engine::{Engine, EngineConfig};
+use triage::{Engine, EngineConfig};
 
 fn request(body: &str) -> TicketRequest {
     TicketRequest {

@@ -16,7 +16,7 @@ use models::{default_cache_dir, EmbedKind, Embedder, EmbedderOptions, ModelSourc
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use triage::eval::{self, CachedEmbedder, DeflectCase, FaqEntry};
-use triage::verifier::Verifier;
+use triage::Verifier;
 
 #[derive(Deserialize)]
 struct Labelled {
@@ -74,7 +74,7 @@ fn run() -> Result<(), String> {
             let threshold: f32 = opts
                 .get("threshold")
                 .and_then(|t| t.parse().ok())
-                .unwrap_or(triage::pack::DEFAULT_CLASSIFY_ABSTAIN);
+                .unwrap_or(triage::DEFAULT_CLASSIFY_ABSTAIN);
             let kind = match opts.get("kind").map(String::as_str) {
                 Some("passage") => EmbedKind::Passage,
                 _ => EmbedKind::Query,

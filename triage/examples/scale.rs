@@ -17,8 +17,8 @@ use std::time::Instant;
 
 use indexer::{Index, Ticket};
 use triage::api::{ChatMessage, TicketRequest};
-use triage::engine::{Engine, EngineConfig};
 use triage::hashembed::HashEmbedder;
+use triage::{Engine, EngineConfig};
 
 const PACK: &str = "fixtures/demo-pack";
 const OPENERS: [&str; 8] = [

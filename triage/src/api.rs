@@ -264,7 +264,7 @@ pub struct ArticleRecord {
     /// The article as written.
     pub article: Article,
     /// Phrasings learned from chats and agents, with their status and source.
-    pub learned: Vec<crate::learned::LearnedPhrasing>,
+    pub learned: Vec<LearnedPhrasing>,
 }
 
 /// Side-panel recommendations for an agent.
@@ -331,7 +331,7 @@ pub struct FeedbackOutcome {
     /// The article that got the message as a new phrasing, if any.
     pub article_updated: Option<String>,
     /// The learned phrasing the message became, if any.
-    pub learned_phrasing: Option<crate::learned::LearnedPhrasing>,
+    pub learned_phrasing: Option<LearnedPhrasing>,
 }
 
 /// Counts and model facts for `/readyz`, `/metrics` and the CLI.
@@ -355,4 +355,43 @@ pub struct EngineStats {
     pub model: String,
     /// Pack name.
     pub pack: String,
+}
+
+/// Where a learned phrasing stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LearnedStatus {
+    /// Proposed by customers; not used for answers yet.
+    Candidate,
+    /// An entry of the FAQ bank: answers like the article's own phrasings.
+    Active,
+    /// Removed by an agent: not used, and not learned again from clicks.
+    Removed,
+}
+
+/// A phrasing of an article learned from chats, as agents see it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LearnedPhrasing {
+    /// Stable id (`lp-` and 16 hex digits of a digest of tenant, article and text).
+    pub id: String,
+    /// Tenant.
+    pub tenant: String,
+    /// The article it is a phrasing of.
+    pub article_id: String,
+    /// The text, personal data masked.
+    pub text: String,
+    /// Candidate, active or removed.
+    pub status: LearnedStatus,
+    /// Distinct chat sessions that said the article helped with this text.
+    pub helpful_sessions: usize,
+    /// Distinct chat sessions that said it did not.
+    pub unhelpful_sessions: usize,
+    /// `customer` (learned from chat clicks) or `agent` (taught by an agent).
+    pub source: String,
+    /// Whether an agent approved or taught it.
+    pub approved_by_agent: bool,
+    /// When it was first proposed (RFC 3339).
+    pub created_at: String,
+    /// When it last changed (RFC 3339).
+    pub updated_at: String,
 }

@@ -6,9 +6,10 @@
 
 use models::{EmbedKind, Error as ModelError, TextEmbedder};
 
-use crate::textsim::Units;
+use crate::model::textsim::Units;
 
-/// Feature-hashing embedder over [`Units`] and their bigrams.
+/// Feature-hashing embedder over a text's units (each CJK character, each
+/// ASCII word or number) and their bigrams.
 #[derive(Debug, Clone)]
 pub struct HashEmbedder {
     dim: usize,

@@ -1,39 +1,43 @@
 //! The triage domain: what the service decides about a support request.
 //!
-//! A tenant [`pack`] configures the taxonomy, priorities, urgency lexicon,
-//! queues, field patterns and thresholds. The [`engine::Engine`] combines the
+//! A tenant [`Pack`] configures the taxonomy, priorities, urgency lexicon,
+//! queues, field patterns and thresholds. The [`Engine`] combines the
 //! embedding model and the hybrid index with those rules to classify,
 //! prioritise, prefill fields, deflect FAQs, recommend similar tickets and
-//! learn from agent corrections. [`eval`] measures all of it.
+//! learn from agent corrections; its requests and responses are the types in
+//! [`api`], which the server serialises. [`eval`] measures the models on
+//! plain labelled data.
 //!
-//! This crate knows nothing of HTTP; the request/response types in [`api`]
-//! are what the server serialises.
+//! This crate knows nothing of HTTP. Inside, the modules depend one way,
+//! from the bottom up: [`api`] and the pack types; the learned models
+//! (`model`); the stores (`store`); the pack sync; the decisions
+//! (`decide`); the engine that wires them together (`engine`); the
+//! evaluation.
+
+#![warn(missing_docs)]
 
 pub mod api;
-pub mod calibrate;
-pub mod chat;
-pub mod classify;
-pub mod deflect;
-pub mod domain;
-pub mod engine;
-pub mod error;
+mod clock;
+mod decide;
+mod engine;
+mod error;
 pub mod eval;
-pub mod faqbank;
-pub mod feedback;
-pub mod fields;
 pub mod hashembed;
-pub mod headcache;
-pub mod keyunits;
-pub mod knn;
-pub mod learned;
-pub mod logreg;
-pub mod memory;
-pub mod pack;
-pub mod packsync;
-pub mod priority;
-pub mod privacy;
-pub mod recommend;
-pub mod textsim;
-pub mod verifier;
+mod model;
+mod pack;
+mod store;
 
-pub use error::{Error, Result};
+pub use crate::{
+    decide::{
+        fields::FieldExtractor,
+        priority::{LexiconHit, PriorityRules},
+    },
+    engine::{Engine, EngineConfig},
+    error::{Error, Result},
+    model::{keyunits::KeyUnits, verifier::Verifier},
+    pack::{
+        sync::{sync_pack, SyncReport},
+        Category, FieldSpec, Pack, Priority, Queue, Thresholds, DEFAULT_CLASSIFY_ABSTAIN,
+    },
+    store::learned::LearnPolicy,
+};

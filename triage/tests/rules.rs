@@ -5,10 +5,10 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 use triage::api::{FieldValue, LabelDecision, ScoredLabel};
-use triage::fields::FieldExtractor;
-use triage::pack::{FieldSpec, Pack};
-use triage::priority::PriorityRules;
 use triage::Error;
+use triage::FieldExtractor;
+use triage::PriorityRules;
+use triage::{FieldSpec, Pack};
 
 // ------------------------------------------------------------------ helpers
 

@@ -70,7 +70,7 @@ pub struct ClassifyArgs {
     /// Abstention threshold on the calibrated probability; defaults to a pack's
     /// default `[thresholds] classify_abstain`, so the report measures what the
     /// service does with a pack that does not set it.
-    #[arg(long, default_value_t = triage::pack::DEFAULT_CLASSIFY_ABSTAIN)]
+    #[arg(long, default_value_t = triage::DEFAULT_CLASSIFY_ABSTAIN)]
     threshold: f32,
     #[command(flatten)]
     cache: CacheArgs,

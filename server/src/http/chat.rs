@@ -1,7 +1,7 @@
 //! The customer chat's endpoints (scope `chat`): deflect a message, say
 //! whether a shown article helped, review and submit a handoff ticket. What
 //! they return is what the chat shows: the customer's own words and the
-//! articles' questions and answers (see `triage::chat`).
+//! articles' questions and answers (see the rules in `triage/src/engine/chat.rs`).
 
 use axum::extract::State;
 use axum::Json;

@@ -8,8 +8,8 @@ use axum::Json;
 use indexer::{Article, Ticket};
 use serde::{Deserialize, Serialize};
 use triage::api::ArticleRecord;
-use triage::engine::Engine;
-use triage::learned::{LearnedPhrasing, LearnedStatus};
+use triage::api::{LearnedPhrasing, LearnedStatus};
+use triage::Engine;
 
 use super::error::{ApiError, ApiResult};
 use super::extract::{

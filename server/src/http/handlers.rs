@@ -140,10 +140,10 @@ pub struct PackSummary {
     name: String,
     description: String,
     default_language: String,
-    thresholds: triage::pack::Thresholds,
-    queues: Vec<triage::pack::Queue>,
-    categories: Vec<triage::pack::Category>,
-    priorities: Vec<triage::pack::Priority>,
+    thresholds: triage::Thresholds,
+    queues: Vec<triage::Queue>,
+    categories: Vec<triage::Category>,
+    priorities: Vec<triage::Priority>,
 }
 
 /// `GET /v1/pack`: the taxonomy, priorities, queues and thresholds in use.

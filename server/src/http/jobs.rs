@@ -25,7 +25,7 @@ use std::time::Instant;
 
 use indexer::Ticket;
 use serde::{Deserialize, Serialize};
-use triage::engine::Engine;
+use triage::Engine;
 
 use super::error::{ApiError, ApiResult};
 use crate::reclassify::{self, Progress, Report, RunOptions};

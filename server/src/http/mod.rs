@@ -36,7 +36,7 @@ use anyhow::Context;
 use axum::routing::get;
 use axum::Router;
 use tokio::sync::Semaphore;
-use triage::engine::Engine;
+use triage::Engine;
 
 use crate::config::{ApiKey, Config, Limits};
 use error::{ApiError, ApiResult};

@@ -18,7 +18,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
-use triage::engine::Engine;
+use triage::Engine;
 
 use super::error::{ApiError, ApiResult};
 use super::AppState;

@@ -7,11 +7,11 @@ use std::time::Instant;
 use models::{EmbedKind, TextEmbedder};
 use serde::Serialize;
 
-use crate::calibrate::expected_calibration_error;
-use crate::classify::{argmax, Classifier, ClassifierOptions, TrainSummary};
-use crate::domain::factor as domain_factor;
 use crate::error::{Error, Result};
-use crate::knn::VectorSet;
+use crate::model::calibrate::expected_calibration_error;
+use crate::model::classify::{argmax, Classifier, ClassifierOptions, TrainSummary};
+use crate::model::domain::factor as domain_factor;
+use crate::model::knn::VectorSet;
 
 /// Confidence thresholds of the accuracy-vs-coverage table.
 const TABLE_THRESHOLDS: [f32; 10] = [0.0, 0.3, 0.4, 0.5, 0.55, 0.6, 0.7, 0.8, 0.9, 0.95];

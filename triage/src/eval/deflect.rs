@@ -12,15 +12,15 @@ use models::{EmbedKind, TextEmbedder};
 use serde::{Deserialize, Serialize};
 
 use crate::api::DeflectAction;
-use crate::deflect::{decide, rank, Deflector, ScoredArticle};
+use crate::decide::deflect::{decide, rank, Deflector, ScoredArticle};
 use crate::error::{Error, Result};
 use crate::eval::classify::embed_all;
-use crate::faqbank::Candidate;
-use crate::faqbank::FaqBank;
-use crate::keyunits::KeyUnits;
+use crate::model::keyunits::KeyUnits;
+use crate::model::textsim::Units;
+use crate::model::verifier::{answer_features, is_latin, Verifier};
 use crate::pack::Thresholds;
-use crate::textsim::Units;
-use crate::verifier::{answer_features, is_latin, Verifier};
+use crate::store::faqbank::Candidate;
+use crate::store::faqbank::FaqBank;
 
 /// One FAQ line: `{"id","question","answer"}` (alternative phrasings optional).
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]

@@ -77,7 +77,7 @@ fn config(data_dir: PathBuf, keys: &[(&str, &str)], limits: Limits) -> Config {
             pack_dir: pack_dir(),
             model: models::ModelSource::Named("unused".into()),
             model_cache: PathBuf::from("unused"),
-            learn: triage::learned::LearnPolicy::default(),
+            learn: triage::LearnPolicy::default(),
         },
         api_keys: keys
             .iter()
@@ -134,11 +134,7 @@ fn open_test_engine(data_dir: PathBuf) -> Arc<Engine> {
     let embedder = Arc::new(batch::BatchingEmbedder::new(Arc::new(TestEmbedder(
         triage::hashembed::HashEmbedder::new(256),
     ))));
-    let engine = Engine::open(
-        triage::engine::EngineConfig::new(pack_dir(), data_dir),
-        embedder,
-    )
-    .unwrap();
+    let engine = Engine::open(triage::EngineConfig::new(pack_dir(), data_dir), embedder).unwrap();
     Arc::new(engine)
 }
 

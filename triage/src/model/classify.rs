@@ -1,7 +1,7 @@
 //! A calibrated classifier over embeddings: linear softmax head + kNN vote.
 //!
 //! Training picks the L2 strength on held-out folds, fits the combined
-//! score's weights (see [`crate::calibrate`]) on the held-out predictions, and
+//! score's weights (see [`crate::model::calibrate`]) on the held-out predictions, and
 //! retrains the head on everything. The kNN memory is not owned here: callers
 //! pass the neighbours they found (the engine's live example store sees
 //! corrections at once; the evaluation uses the training set).
@@ -12,11 +12,11 @@ use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use serde::{Deserialize, Serialize};
 
-use crate::calibrate::{Calibration, HeldOut};
-use crate::domain::{signals, DomainGuard};
 use crate::error::{Error, Result};
-use crate::knn::{vote, VectorSet};
-use crate::logreg::{LogReg, TrainOptions};
+use crate::model::calibrate::{Calibration, HeldOut};
+use crate::model::domain::{signals, DomainGuard};
+use crate::model::knn::{vote, VectorSet};
+use crate::model::logreg::{LogReg, TrainOptions};
 
 /// Settings for [`Classifier::train`].
 #[derive(Debug, Clone)]
@@ -217,7 +217,7 @@ impl Classifier {
                 .map(|g| {
                     let rows = rows_for(g, t0);
                     let cal = Calibration::fit(&rows, false);
-                    (g, crate::calibrate::nll(&rows, cal))
+                    (g, crate::model::calibrate::nll(&rows, cal))
                 })
                 .min_by(|a, b| a.1.total_cmp(&b.1))
                 .map(|(g, _)| g)
@@ -232,7 +232,8 @@ impl Classifier {
                     (t, cal, rows)
                 })
                 .min_by(|a, b| {
-                    crate::calibrate::nll(&a.2, a.1).total_cmp(&crate::calibrate::nll(&b.2, b.1))
+                    crate::model::calibrate::nll(&a.2, a.1)
+                        .total_cmp(&crate::model::calibrate::nll(&b.2, b.1))
                 })
                 .unwrap_or_else(|| {
                     let rows = rows_for(best_l2, t0);

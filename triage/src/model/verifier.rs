@@ -16,13 +16,13 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
-use crate::faqbank::{Candidate, FaqBank};
-use crate::keyunits::KeyUnits;
-use crate::logreg::{LogReg, TrainOptions};
-use crate::textsim::{edit_similarity, jaccard, Units};
+use crate::model::keyunits::KeyUnits;
+use crate::model::logreg::{LogReg, TrainOptions};
+use crate::model::textsim::{edit_similarity, jaccard, Units};
+use crate::store::faqbank::{Candidate, FaqBank};
 
 /// The verifier shipped with the crate.
-const BUILTIN: &str = include_str!("../verifier.json");
+const BUILTIN: &str = include_str!("../../verifier.json");
 
 /// Names of the base evidence, in the order [`features`] computes it. The
 /// feature vector holds them three times: as they are; multiplied by
@@ -187,21 +187,23 @@ pub fn answer_features(logit: f32, gap: f32, latin: bool, features: &[f32]) -> V
 /// Fitted verifier weights (the JSON file format).
 ///
 /// Two stages: the candidate scorer ranks phrasings (`weights`, `bias` over
-/// [`FEATURES`]); the answer calibration (`answer_weights`, `answer_bias` over
-/// [`answer_feature_names`]) turns an article's score, its lead over the best other
+/// the evidence named in `features`); the answer calibration (`answer_weights`,
+/// `answer_bias` over the article's score, its lead and that evidence) turns an article's score, its lead over the best other
 /// article and its best phrasing's evidence into the probability that answering
 /// with it is right.
 /// The second stage is fitted on whole messages, so a bank holding several
 /// paraphrases of the message does not depress the confidence.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Verifier {
-    /// Feature names the weights belong to (must equal [`feature_names`]).
+    /// Feature names the weights belong to (must be the names this version
+    /// computes, or loading refuses the file: refit it).
     pub features: Vec<String>,
     /// One weight per feature.
     pub weights: Vec<f32>,
     /// Intercept.
     pub bias: f32,
-    /// Answer-calibration weights over [`answer_feature_names`].
+    /// Answer-calibration weights: the article's score, its lead over the best
+    /// other article, the script, then one per feature.
     pub answer_weights: Vec<f32>,
     /// Answer-calibration intercept.
     pub answer_bias: f32,
@@ -285,8 +287,8 @@ impl Verifier {
                 .sum::<f32>()
     }
 
-    /// Probability that answering with an article is right, from
-    /// [`answer_features`] (its score, its lead over the best other article —
+    /// Probability that answering with an article is right, from its answer
+    /// features (its score, its lead over the best other article —
     /// negative when it trails —, the script, and its best phrasing's evidence).
     pub fn answer_probability(&self, answer_features: &[f32]) -> f32 {
         let z = self.answer_bias
@@ -362,7 +364,7 @@ fn logistic(rows: &[(Vec<f32>, bool)], dim: usize, l2: f32) -> Result<(Vec<f32>,
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::keyunits::KEY_UNIT_FEATURES;
+    use crate::model::keyunits::KEY_UNIT_FEATURES;
 
     #[test]
     fn builtin_weights_load_and_match_the_feature_list() {

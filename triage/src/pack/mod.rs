@@ -11,9 +11,12 @@ use std::path::{Path, PathBuf};
 use indexer::{Article, Ticket};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
 use toml::Spanned;
 
 use crate::error::{Error, Result};
+
+pub mod sync;
 
 /// Default of `[thresholds] classify_abstain`: below this calibrated probability a
 /// label decision abstains. Also the default of `triage eval classify --threshold`,
@@ -64,7 +67,7 @@ pub struct Pack {
     /// an unrelated request is sent to a human instead of into a queue.
     pub out_of_scope: Vec<String>,
     /// Fingerprint of the documents the pack puts in the index (`tickets.jsonl` and
-    /// `articles.jsonl` as loaded; see [`crate::packsync::fingerprint`]): a data
+    /// `articles.jsonl` as loaded, SHA-256): a data
     /// directory re-ingests the pack when it changes.
     #[serde(skip)]
     pub fingerprint: String,
@@ -149,7 +152,7 @@ pub struct FieldSpec {
     pub infer: bool,
     /// Whether the value is personal data (a name, an address, an account):
     /// masked wherever the service keeps a customer's words for others, e.g.
-    /// in phrasings learned from chats (see [`crate::privacy`]).
+    /// in phrasings learned from chats.
     pub personal: bool,
 }
 
@@ -183,7 +186,7 @@ impl Pack {
             pack.tickets = tickets;
             tickets_source = Some(source);
         }
-        pack.fingerprint = crate::packsync::fingerprint(&[
+        pack.fingerprint = fingerprint(&[
             ("tickets.jsonl", tickets_source.as_deref()),
             ("articles.jsonl", articles_source.as_deref()),
         ]);
@@ -1092,9 +1095,53 @@ fn json_field_error<T: DeserializeOwned>(
     pack_error(file, line, &key, error.to_string())
 }
 
+/// A stable fingerprint of named file contents (`None` = the file is absent),
+/// `sha256:` and 64 hex digits. The names and lengths are hashed too, so
+/// moving text from one file to another, or deleting a file, changes it.
+pub fn fingerprint(parts: &[(&str, Option<&str>)]) -> String {
+    let mut h = Sha256::new();
+    for (name, content) in parts {
+        h.update((name.len() as u64).to_le_bytes());
+        h.update(name.as_bytes());
+        match content {
+            None => h.update(b"\x00absent"),
+            Some(text) => {
+                h.update((text.len() as u64).to_le_bytes());
+                h.update(text.as_bytes());
+            }
+        }
+    }
+    let digest = h.finalize();
+    let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+    format!("sha256:{hex}")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn fingerprint_is_stable_and_sees_every_change() {
+        let base = fingerprint(&[("t", Some("a\n")), ("a", Some("b\n"))]);
+        assert_eq!(base, fingerprint(&[("t", Some("a\n")), ("a", Some("b\n"))]));
+        assert!(
+            base.starts_with("sha256:") && base.len() == 7 + 64,
+            "{base}"
+        );
+        for other in [
+            fingerprint(&[("t", Some("a\n")), ("a", Some("c\n"))]),
+            fingerprint(&[("t", Some("a\nb\n")), ("a", Some(""))]),
+            fingerprint(&[("t", Some("a\n")), ("a", None)]),
+            fingerprint(&[("t", Some("a\n"))]),
+        ] {
+            assert_ne!(base, other);
+        }
+        // Pinned: the marker on disk must mean the same thing in every version.
+        assert_eq!(
+            fingerprint(&[]),
+            "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+        );
+    }
 
     #[test]
     fn line_of_counts_newlines_before_offset() {

@@ -15,7 +15,7 @@
 //!
 //! An agent may remove a phrasing; a removed one is never learned again from
 //! clicks. Texts are stored with personal data masked (see
-//! [`crate::privacy`]), at most [`MAX_TEXT_CHARS`] long, at most
+//! the privacy masker), at most [`MAX_TEXT_CHARS`] long, at most
 //! [`MAX_PER_ARTICLE`] per article: learned phrasings cannot grow without
 //! bound or slow the start down.
 //!
@@ -31,6 +31,8 @@ use std::sync::{Mutex, MutexGuard};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use crate::api::{LearnedPhrasing, LearnedStatus};
+use crate::clock::now_rfc3339;
 use crate::error::{Error, Result};
 
 /// Longest phrasing that is learned (characters, after masking).
@@ -49,45 +51,6 @@ impl Default for LearnPolicy {
     fn default() -> Self {
         LearnPolicy { min_sessions: 3 }
     }
-}
-
-/// Where a learned phrasing stands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum LearnedStatus {
-    /// Proposed by customers; not used for answers yet.
-    Candidate,
-    /// An entry of the FAQ bank: answers like the article's own phrasings.
-    Active,
-    /// Removed by an agent: not used, and not learned again from clicks.
-    Removed,
-}
-
-/// A phrasing of an article learned from chats, as agents see it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct LearnedPhrasing {
-    /// Stable id (`lp-` and 16 hex digits of a digest of tenant, article and text).
-    pub id: String,
-    /// Tenant.
-    pub tenant: String,
-    /// The article it is a phrasing of.
-    pub article_id: String,
-    /// The text, personal data masked.
-    pub text: String,
-    /// Candidate, active or removed.
-    pub status: LearnedStatus,
-    /// Distinct chat sessions that said the article helped with this text.
-    pub helpful_sessions: usize,
-    /// Distinct chat sessions that said it did not.
-    pub unhelpful_sessions: usize,
-    /// `customer` (learned from chat clicks) or `agent` (taught by an agent).
-    pub source: String,
-    /// Whether an agent approved or taught it.
-    pub approved_by_agent: bool,
-    /// When it was first proposed (RFC 3339).
-    pub created_at: String,
-    /// When it last changed (RFC 3339).
-    pub updated_at: String,
 }
 
 /// What one customer vote did.
@@ -462,7 +425,7 @@ impl LearnedStore {
         };
         if counted {
             self.record(Event::Vote {
-                at: crate::engine::now_rfc3339(),
+                at: now_rfc3339(),
                 tenant: tenant.to_string(),
                 article: article.to_string(),
                 text: text.to_string(),
@@ -497,7 +460,7 @@ impl LearnedStore {
             return Ok(None);
         }
         self.record(Event::Teach {
-            at: crate::engine::now_rfc3339(),
+            at: now_rfc3339(),
             tenant: tenant.to_string(),
             article: article.to_string(),
             text: text.to_string(),
@@ -511,7 +474,7 @@ impl LearnedStore {
             return Err(Error::NotFound(format!("learned phrasing `{id}`")));
         }
         self.record(Event::Approve {
-            at: crate::engine::now_rfc3339(),
+            at: now_rfc3339(),
             tenant: tenant.to_string(),
             id: id.to_string(),
         })?;
@@ -525,7 +488,7 @@ impl LearnedStore {
             return Err(Error::NotFound(format!("learned phrasing `{id}`")));
         }
         self.record(Event::Remove {
-            at: crate::engine::now_rfc3339(),
+            at: now_rfc3339(),
             tenant: tenant.to_string(),
             id: id.to_string(),
         })?;
@@ -545,7 +508,7 @@ impl LearnedStore {
             return Ok(());
         }
         self.record(Event::Forget {
-            at: crate::engine::now_rfc3339(),
+            at: now_rfc3339(),
             tenant: tenant.to_string(),
             article: article.to_string(),
         })
@@ -569,11 +532,6 @@ impl LearnedStore {
             .filter(|p| p.status == LearnedStatus::Active)
             .map(|p| p.text)
             .collect()
-    }
-
-    /// One learned phrasing of the tenant.
-    pub fn phrasing(&self, tenant: &str, id: &str) -> Option<LearnedPhrasing> {
-        self.get(tenant, id)
     }
 
     /// Counts of learned phrasings by status, for statistics.

@@ -10,7 +10,7 @@ use std::collections::BinaryHeap;
 use candle_core::{Device, Tensor};
 
 use crate::error::{Error, Result};
-use crate::logreg::num;
+use crate::model::logreg::num;
 
 /// A growable set of vectors of one dimension, addressed by insertion index.
 #[derive(Debug, Clone, Default)]

@@ -9,7 +9,7 @@ use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 
 use crate::error::Result;
-use crate::knn::VectorSet;
+use crate::model::knn::VectorSet;
 
 /// A ticket as the engine remembers it.
 #[derive(Debug, Clone)]
@@ -126,11 +126,6 @@ impl TicketMemory {
     /// Number of live tickets.
     pub fn len(&self) -> usize {
         self.slot_of.len()
-    }
-
-    /// True when no ticket is live.
-    pub fn is_empty(&self) -> bool {
-        self.slot_of.is_empty()
     }
 
     /// The `k` live examples most similar to `v` that `keep` accepts, best first.

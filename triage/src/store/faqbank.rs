@@ -12,8 +12,8 @@ use std::collections::{HashMap, HashSet};
 use indexer::Article;
 
 use crate::error::{Error, Result};
-use crate::knn::VectorSet;
-use crate::textsim::{Idf, Units};
+use crate::model::knn::VectorSet;
+use crate::model::textsim::{Idf, Units};
 
 /// One phrasing of an article.
 #[derive(Debug, Clone)]
@@ -24,7 +24,7 @@ pub struct Entry {
     pub text: String,
     /// Its units.
     pub units: Units,
-    /// Whether it was learned from chats (see [`crate::learned`]) rather than
+    /// Whether it was learned from chats (see [`crate::store::learned`]) rather than
     /// written in the article.
     pub learned: bool,
     alive: bool,
@@ -202,11 +202,6 @@ impl FaqBank {
             None => self.len(),
             Some(t) => self.slot_of.keys().filter(|(x, _)| x == t).count(),
         }
-    }
-
-    /// True when no article is live.
-    pub fn is_empty(&self) -> bool {
-        self.slot_of.is_empty()
     }
 
     /// Entry `i`.

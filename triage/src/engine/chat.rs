@@ -14,7 +14,7 @@
 //!   evidence of the ticket classifier.
 //! * Feedback ([`Engine::chat_feedback`]) is about an article this
 //!   conversation was shown in that turn, and only proposes the message as a
-//!   phrasing ([`crate::learned`]): it counts after several conversations
+//!   phrasing ([`crate::store::learned`]): it counts after several conversations
 //!   agree, or an agent approves it. Urgent messages are never learned.
 //! * A handoff ([`Engine::chat_ticket`]) creates an open, unlabelled ticket
 //!   with an id the service chooses: a customer cannot overwrite a ticket,
@@ -25,16 +25,18 @@ use std::collections::{HashMap, VecDeque};
 use indexer::Ticket;
 use models::EmbedKind;
 
+use crate::api::LearnedStatus;
 use crate::api::{
     ChatArticle, ChatCandidate, ChatDraft, ChatEvidence, ChatFeedback, ChatFeedbackOutcome,
     ChatMessage, ChatReply, ChatTicket, ChatTicketRequest, DeflectAction,
 };
-use crate::deflect::{decide, ScoredArticle};
-use crate::engine::{now_rfc3339, Engine};
+use crate::clock::now_rfc3339;
+use crate::decide::deflect::{decide, ScoredArticle};
+use crate::engine::Engine;
 use crate::error::{Error, Result};
-use crate::faqbank::FaqBank;
-use crate::learned::{LearnedStatus, MAX_TEXT_CHARS};
 use crate::pack::priority_rank;
+use crate::store::faqbank::FaqBank;
+use crate::store::learned::MAX_TEXT_CHARS;
 
 /// Conversations remembered, oldest evicted first.
 const MAX_SESSIONS: usize = 10_000;
@@ -280,8 +282,9 @@ impl Engine {
     /// A customer's "did this help?" on an article their conversation was
     /// shown: recorded, and (when it helped) the message proposed as a
     /// phrasing of the article, personal data masked. It answers other
-    /// customers only after customers of several conversations agree or an
-    /// agent approves it ([`crate::learned`]).
+    /// customers only after customers of several conversations agree (see
+    /// [`LearnPolicy`](crate::LearnPolicy)) or an agent approves it
+    /// ([`Engine::approve_learned`]).
     pub fn chat_feedback(&self, fb: &ChatFeedback) -> Result<ChatFeedbackOutcome> {
         let turn = {
             let sessions = self.sessions();

@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::classify::{Classifier, ClassifierOptions};
+use crate::model::classify::{Classifier, ClassifierOptions};
 
 /// Bumped when the stored format or the training method changes meaning.
 const FORMAT: &str = "heads-v1";

@@ -9,9 +9,9 @@ use time::OffsetDateTime;
 
 use crate::api::{Duplicate, FieldValue, PredictedResolution};
 use crate::error::Result;
-use crate::memory::TicketMemory;
+use crate::model::textsim::{containment, Units};
 use crate::pack::FieldSpec;
-use crate::textsim::{containment, Units};
+use crate::store::memory::TicketMemory;
 
 /// Most duplicates reported.
 const MAX_DUPLICATES: usize = 5;

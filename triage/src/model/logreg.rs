@@ -122,17 +122,7 @@ impl LogReg {
         Ok(out.into_iter().flatten().collect())
     }
 
-    /// Number of classes.
-    pub fn classes(&self) -> usize {
-        self.classes
-    }
-
-    /// Input dimension.
-    pub fn dim(&self) -> usize {
-        self.dim
-    }
-
-    /// Logits for one vector (length [`LogReg::dim`]).
+    /// Logits for one vector (of the input dimension it was trained on).
     pub fn logits(&self, x: &[f32]) -> Result<Vec<f32>> {
         if x.len() != self.dim {
             return Err(Error::InvalidInput(format!(

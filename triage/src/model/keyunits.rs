@@ -11,7 +11,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use serde::{Deserialize, Serialize};
 
-use crate::textsim::Units;
+use crate::model::textsim::Units;
 
 /// Weight of the evidence [`KeyUnits::evidence`] reports for a side with no
 /// unmatched unit (below any learned weight worth noting).
@@ -28,7 +28,9 @@ pub struct KeyUnits {
     weights: BTreeMap<String, f32>,
 }
 
-/// Names of the values [`KeyUnits::evidence`] returns, in order.
+/// Names of the values [`KeyUnits::evidence`] returns, in order (the
+/// verifier's feature list ends with them, which its tests check).
+#[cfg(test)]
 pub const KEY_UNIT_FEATURES: [&str; 5] = [
     "key_unmatched_query_max",
     "key_unmatched_faq_max",
@@ -85,7 +87,7 @@ impl KeyUnits {
     }
 
     /// Evidence about the units `query` and `faq` do not share, in the order of
-    /// [`KEY_UNIT_FEATURES`]: the largest weight on each side, the sum of the
+    /// `KEY_UNIT_FEATURES`: the largest weight on each side, the sum of the
     /// positive weights, the sum of all, and how many units are unmatched.
     pub fn evidence(&self, query: &Units, faq: &Units) -> [f32; 5] {
         let side = |a: &Units, b: &Units| -> Vec<f32> {

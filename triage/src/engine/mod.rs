@@ -23,27 +23,33 @@ use models::{EmbedKind, TextEmbedder};
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 
+mod chat;
+mod feedback;
+
 use crate::api::{
-    ArticleRecord, EngineStats, LabelDecision, ScoredLabel, Suggestions, TicketRequest,
-    TriageResult,
+    ArticleRecord, EngineStats, LabelDecision, LearnedPhrasing, ScoredLabel, Suggestions,
+    TicketRequest, TriageResult,
 };
-use crate::chat::Sessions;
-use crate::classify::{Classifier, ClassifierOptions};
-use crate::deflect::Deflector;
+use crate::clock::now_rfc3339;
+use crate::decide::deflect::Deflector;
+use crate::decide::fields::FieldExtractor;
+use crate::decide::priority::PriorityRules;
+use crate::decide::privacy::Masker;
+use crate::decide::recommend::{
+    duplicates, infer_fields, is_resolved, predict_resolution, ticket_hit,
+};
+use crate::engine::chat::Sessions;
 use crate::error::{Error, Result};
-use crate::faqbank::FaqBank;
-use crate::feedback::FeedbackLog;
-use crate::fields::FieldExtractor;
-use crate::headcache::{training_key, HeadCache};
-use crate::knn::VectorSet;
-use crate::learned::{LearnPolicy, LearnedPhrasing, LearnedStore};
-use crate::memory::{Example, TicketMemory};
+use crate::model::classify::{Classifier, ClassifierOptions};
+use crate::model::knn::VectorSet;
+use crate::model::textsim::Units;
+use crate::model::verifier::Verifier;
 use crate::pack::{priority_rank, Pack};
-use crate::priority::PriorityRules;
-use crate::privacy::Masker;
-use crate::recommend::{duplicates, infer_fields, is_resolved, predict_resolution, ticket_hit};
-use crate::textsim::Units;
-use crate::verifier::Verifier;
+use crate::store::faqbank::FaqBank;
+use crate::store::feedback::FeedbackLog;
+use crate::store::headcache::{training_key, HeadCache};
+use crate::store::learned::{LearnPolicy, LearnedStore};
+use crate::store::memory::{Example, TicketMemory};
 
 /// Neighbours that vote on labels and are shown as evidence.
 const K_NEIGHBOURS: usize = 10;
@@ -151,7 +157,7 @@ pub struct Engine {
     pub(crate) log: FeedbackLog,
     /// Trained heads kept across restarts (see [`HeadCache`]).
     heads: HeadCache,
-    /// Phrasings learned from chats and agents (see [`crate::learned`]).
+    /// Phrasings learned from chats and agents (see [`crate::store::learned`]).
     pub(crate) learned: LearnedStore,
     /// Chat sessions: their turns and the articles each turn showed.
     pub(crate) sessions: Mutex<Sessions>,
@@ -176,13 +182,6 @@ fn request_text(title: &str, body: &str) -> Result<String> {
     Ok(text)
 }
 
-/// Current time as RFC 3339.
-pub(crate) fn now_rfc3339() -> String {
-    OffsetDateTime::now_utc()
-        .format(&Rfc3339)
-        .unwrap_or_default()
-}
-
 impl Engine {
     /// Loads the pack, opens (or creates) the index in `data_dir`, ingests the
     /// pack's tickets and articles on first start, and trains the classifiers
@@ -196,7 +195,7 @@ impl Engine {
         let index = Index::open(&cfg.data_dir.join("index"), embedder.clone())?;
         let (log, records) = FeedbackLog::open(&cfg.data_dir.join("feedback.jsonl"))?;
         // Refuses another pack's data dir; re-ingests the pack when its documents changed.
-        crate::packsync::sync_pack(&cfg.data_dir, &pack, &index, &records, |p| {
+        crate::pack::sync::sync_pack(&cfg.data_dir, &pack, &index, &records, |p| {
             ingest_pack(&index, p)
         })?;
         let verifier_path = cfg.pack_dir.join("verifier.json");
@@ -1156,7 +1155,7 @@ fn is_labelled(t: &Ticket) -> bool {
 }
 
 /// Upserts the pack's tickets and articles into the index: all of them on first
-/// start, the new or changed ones when [`crate::packsync::sync_pack`] finds the
+/// start, the new or changed ones when [`crate::pack::sync::sync_pack`] finds the
 /// pack edited. Runs inside [`Engine::open`], before any request can write.
 fn ingest_pack(index: &Index, pack: &Pack) -> Result<()> {
     tracing::info!(

@@ -21,8 +21,8 @@
 
 use regex::Regex;
 
+use crate::decide::fields::FieldExtractor;
 use crate::error::{Error, Result};
-use crate::fields::FieldExtractor;
 use crate::pack::FieldSpec;
 
 /// Built-in extractor fields that are personal data.

@@ -11,9 +11,9 @@ use std::collections::HashMap;
 
 use crate::api::DeflectAction;
 use crate::error::Result;
-use crate::faqbank::{Candidate, FaqBank};
-use crate::textsim::Units;
-use crate::verifier::{answer_features, features, is_latin, Verifier};
+use crate::model::textsim::Units;
+use crate::model::verifier::{answer_features, features, is_latin, Verifier};
+use crate::store::faqbank::{Candidate, FaqBank};
 
 /// Phrasings each retriever contributes to the candidate set.
 const RETRIEVE_K: usize = 10;

@@ -1,0 +1,17 @@
+//! The decisions: pure functions from evidence and the pack's rules to an
+//! answer with its reasons.
+//!
+//! Each takes what a decision is made from (probabilities, neighbours, a
+//! text, the pack's rules and thresholds) and returns the decision together
+//! with the evidence for it, so each is unit-tested on small hand-made inputs
+//! without opening an engine: [`priority`] (the urgency lexicon's floor),
+//! [`fields`] (order numbers, phones, ... found in a text), [`privacy`]
+//! (masking personal data), [`recommend`] (duplicates, a predicted
+//! resolution, inferred fields) and [`deflect`] (answer, clarify or hand off
+//! a chat message).
+
+pub mod deflect;
+pub mod fields;
+pub mod priority;
+pub mod privacy;
+pub mod recommend;
