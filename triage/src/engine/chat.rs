@@ -75,7 +75,7 @@ struct Session {
 /// The chat conversations the engine remembers (in memory: a restart starts
 /// every conversation afresh).
 #[derive(Debug, Default)]
-pub(crate) struct Sessions {
+pub(super) struct Sessions {
     map: HashMap<String, Session>,
     order: VecDeque<String>,
 }

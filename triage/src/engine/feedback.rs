@@ -224,4 +224,9 @@ impl Engine {
             outcome,
         })
     }
+
+    /// Counts a stored correction.
+    fn count_correction(&self) {
+        self.write().corrections += 1;
+    }
 }
