@@ -9,14 +9,13 @@ use time::OffsetDateTime;
 
 use crate::api::{Duplicate, FieldValue, PredictedResolution};
 use crate::error::Result;
+use crate::model::knn::{vote_weights, VOTE_TEMPERATURE};
 use crate::model::textsim::{containment, Units};
 use crate::pack::FieldSpec;
 use crate::store::memory::TicketMemory;
 
 /// Most duplicates reported.
 const MAX_DUPLICATES: usize = 5;
-/// Softness of similarity weights in votes (cosine units).
-const VOTE_TEMPERATURE: f32 = 0.05;
 /// A predicted resolution needs at least this share of the weighted vote.
 const RESOLUTION_MIN_SHARE: f32 = 0.5;
 /// An inferred field needs at least this agreement.
@@ -101,15 +100,6 @@ pub fn duplicates(
     Ok(out)
 }
 
-/// Similarity weights `exp((s − best) / T)` of neighbours (best first).
-fn weights(neighbours: &[(usize, f32)]) -> Vec<f32> {
-    let best = neighbours.first().map(|n| n.1).unwrap_or(0.0);
-    neighbours
-        .iter()
-        .map(|(_, s)| ((s - best) / VOTE_TEMPERATURE).exp())
-        .collect()
-}
-
 /// Two resolutions count as the same fix when the shorter one's words are at
 /// least this much in the other (see [`containment`]): "更换进水阀" and
 /// "更换了进水阀，测试正常" agree, "更换进水阀" and "更换排水泵" do not.
@@ -128,7 +118,7 @@ pub fn predict_resolution(
     if resolved.len() < 2 {
         return None;
     }
-    let w = weights(resolved);
+    let w = vote_weights(resolved, VOTE_TEMPERATURE);
     let total: f32 = w.iter().sum();
     let units: Vec<Units> = resolved
         .iter()
@@ -172,7 +162,7 @@ pub fn infer_fields(
     if neighbours.is_empty() {
         return Vec::new();
     }
-    let w = weights(neighbours);
+    let w = vote_weights(neighbours, VOTE_TEMPERATURE);
     let total: f32 = w.iter().sum();
     let mut out = Vec::new();
     for spec in specs.iter().filter(|s| s.infer) {

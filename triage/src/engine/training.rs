@@ -12,8 +12,8 @@ use std::collections::{HashMap, HashSet};
 use indexer::{ticket_text, Ticket};
 use models::{EmbedKind, TextEmbedder};
 
-use super::triage::OUT_OF_SCOPE;
 use super::{Engine, Heads};
+use crate::decide::labels::{Head, Pool, OUT_OF_SCOPE};
 use crate::error::{Error, Result};
 use crate::model::classify::{Classifier, ClassifierOptions};
 use crate::model::knn::VectorSet;
@@ -95,13 +95,6 @@ impl Engine {
 /// Whether a ticket carries a label a head learns from.
 pub(super) fn is_labelled(t: &Ticket) -> bool {
     !t.category.is_empty() || !t.priority.is_empty()
-}
-
-/// Labelled vectors the vote consults besides the tenant's own tickets: one
-/// label per vector (empty = no label for this head).
-pub(super) struct Pool<'a> {
-    pub(super) vectors: &'a VectorSet,
-    pub(super) labels: &'a [String],
 }
 
 /// What the pack teaches every tenant besides the tenant's own tickets.
@@ -258,13 +251,6 @@ enum Owner<'a> {
     Pack,
 }
 
-/// Which head.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Head {
-    Category,
-    Priority,
-}
-
 /// One head's training rows: vectors row-major, one label per row, and how
 /// many rows are the owner's own tickets.
 struct TrainingSet {
@@ -349,10 +335,7 @@ fn training_set(
 /// tenant's heads keep the names they always had; other tenants' names carry
 /// a digest of the tenant (any string is a valid tenant).
 fn head_name(owner: Owner<'_>, head: Head) -> String {
-    let head = match head {
-        Head::Category => "category",
-        Head::Priority => "priority",
-    };
+    let head = head.name();
     match owner {
         Owner::Tenant("") => head.to_string(),
         Owner::Tenant(t) => {

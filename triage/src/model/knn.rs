@@ -231,9 +231,25 @@ impl TopK {
     }
 }
 
+/// Softness of a neighbour vote (in cosine units) where no training chose
+/// one: the label vote of a tenant without a trained head, the predicted
+/// resolution and inferred fields. A trained classifier picks its own.
+pub const VOTE_TEMPERATURE: f32 = 0.05;
+
+/// The weight of each neighbour's vote (neighbours best first): the one vote
+/// formula, `exp((sim − best_sim) / temperature)`. The nearest neighbour
+/// weighs 1; one `temperature` less similar weighs `1/e` of it.
+pub fn vote_weights(neighbours: &[(usize, f32)], temperature: f32) -> Vec<f32> {
+    let best = neighbours.first().map(|n| n.1).unwrap_or(0.0);
+    neighbours
+        .iter()
+        .map(|(_, s)| ((s - best) / temperature.max(1e-4)).exp())
+        .collect()
+}
+
 /// Similarity-weighted class distribution of neighbours.
 ///
-/// Each neighbour votes `exp((sim − best_sim) / temperature)` for its class;
+/// Each neighbour votes its [`vote_weights`] weight for its class;
 /// `label_of` maps a neighbour index to its class in `0..classes`. The result
 /// sums to one (uniform when there are no neighbours).
 pub fn vote(
@@ -243,12 +259,10 @@ pub fn vote(
     temperature: f32,
 ) -> Vec<f32> {
     let mut p = vec![0f32; classes];
-    let best = neighbours.first().map(|n| n.1).unwrap_or(0.0);
     let mut total = 0f32;
-    for &(i, s) in neighbours {
+    for (&(i, _), w) in neighbours.iter().zip(vote_weights(neighbours, temperature)) {
         let c = label_of(i);
         if c < classes {
-            let w = ((s - best) / temperature.max(1e-4)).exp();
             p[c] += w;
             total += w;
         }
