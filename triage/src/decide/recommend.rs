@@ -47,20 +47,39 @@ pub fn is_resolved(t: &Ticket) -> bool {
 /// appliance (不脱水 / 不制冷 / 漏水) close to each other.
 pub const DUPLICATE_MIN_OVERLAP: f32 = 0.5;
 
+/// A request whose likely duplicates are looked for.
+#[derive(Debug, Clone, Copy)]
+pub struct DuplicateQuery<'a> {
+    /// The request's passage vector.
+    pub vector: &'a [f32],
+    /// Its text, as embedded.
+    pub text: &'a str,
+    /// Its tenant: only that tenant's tickets are duplicates.
+    pub tenant: &'a str,
+    /// Its customer (may be empty): that customer's tickets come first.
+    pub customer_id: &'a str,
+    /// Cosine similarity a duplicate has at least (the pack's
+    /// `duplicate_similarity`).
+    pub similarity: f32,
+    /// Only tickets created within this many days of `now` count.
+    pub window_days: u32,
+    /// The time the window ends at.
+    pub now: OffsetDateTime,
+}
+
 /// Recent near-identical tickets of the same tenant, same customer first: at
-/// least `threshold` similar in meaning and [`DUPLICATE_MIN_OVERLAP`] in wording.
-#[allow(clippy::too_many_arguments)]
-pub fn duplicates(
-    memory: &TicketMemory,
-    v: &[f32],
-    text: &str,
-    tenant: &str,
-    customer_id: &str,
-    exclude_id: &str,
-    threshold: f32,
-    window_days: u32,
-    now: OffsetDateTime,
-) -> Result<Vec<Duplicate>> {
+/// least `query.similarity` similar in meaning and [`DUPLICATE_MIN_OVERLAP`]
+/// in wording.
+pub fn duplicates(memory: &TicketMemory, query: &DuplicateQuery<'_>) -> Result<Vec<Duplicate>> {
+    let DuplicateQuery {
+        vector,
+        text,
+        tenant,
+        customer_id,
+        similarity,
+        window_days,
+        now,
+    } = *query;
     // A huge window (e.g. u32::MAX days) reaches back to the earliest representable time.
     let since = now
         .checked_sub(time::Duration::days(i64::from(window_days)))
@@ -71,10 +90,9 @@ pub fn duplicates(
     );
     // Cut into units only when a candidate passes the cheaper tests.
     let units = std::cell::OnceCell::new();
-    let near = memory.nearest_at_least(v, 50, threshold, |e| {
+    let near = memory.nearest_at_least(vector, 50, similarity, |e| {
         e.created.is_some_and(|c| c >= since && c <= until)
             && e.ticket.tenant == tenant
-            && e.ticket.id != exclude_id
             && containment(
                 units.get_or_init(|| Units::new(text)),
                 &Units::new(&ticket_text(&e.ticket.title, &e.ticket.body)),
@@ -262,8 +280,17 @@ mod tests {
     fn duplicates_are_recent_similar_and_same_customer_first() {
         let m = memory();
         let now = OffsetDateTime::parse("2026-03-05T00:00:00Z", &Rfc3339).unwrap();
+        let query = |text, window_days, now| DuplicateQuery {
+            vector: &[1.0, 0.0],
+            text,
+            tenant: "",
+            customer_id: "C1",
+            similarity: 0.99,
+            window_days,
+            now,
+        };
         let text = "电视又开不了机了";
-        let d = duplicates(&m, &[1.0, 0.0], text, "", "C1", "", 0.99, 14, now).unwrap();
+        let d = duplicates(&m, &query(text, 14, now)).unwrap();
         assert_eq!(
             d.iter().map(|x| x.ticket.id.as_str()).collect::<Vec<_>>(),
             vec!["b", "a"]
@@ -271,18 +298,11 @@ mod tests {
         assert!(d[0].same_customer);
         let later = OffsetDateTime::parse("2026-06-01T00:00:00Z", &Rfc3339).unwrap();
         // As close in meaning, but other words: not a duplicate.
-        assert!(
-            duplicates(&m, &[1.0, 0.0], "冰箱漏水", "", "C1", "", 0.99, 14, now)
-                .unwrap()
-                .is_empty()
-        );
-        assert!(
-            duplicates(&m, &[1.0, 0.0], text, "", "C1", "", 0.99, 14, later)
-                .unwrap()
-                .is_empty()
-        );
-        let forever =
-            duplicates(&m, &[1.0, 0.0], text, "", "C1", "", 0.99, u32::MAX, later).unwrap();
+        assert!(duplicates(&m, &query("冰箱漏水", 14, now))
+            .unwrap()
+            .is_empty());
+        assert!(duplicates(&m, &query(text, 14, later)).unwrap().is_empty());
+        let forever = duplicates(&m, &query(text, u32::MAX, later)).unwrap();
         assert_eq!(forever.len(), 2);
     }
 

@@ -9,10 +9,10 @@ use models::EmbedKind;
 use time::OffsetDateTime;
 
 use super::{request_text, Engine, State};
-use crate::api::{Suggestions, TicketRequest, TriageResult};
+use crate::api::{Duplicate, Suggestions, TicketRequest, TriageResult};
 use crate::decide::labels::{queue_decision, with_default_priority, Head, LabelQuery, Request};
 use crate::decide::recommend::{
-    duplicates, infer_fields, is_resolved, predict_resolution, ticket_hit,
+    duplicates, infer_fields, is_resolved, predict_resolution, ticket_hit, DuplicateQuery,
 };
 use crate::error::Result;
 use crate::store::memory::Example;
@@ -29,18 +29,7 @@ impl Engine {
         let v = self.embed_one(&text, EmbedKind::Passage)?;
         let state = self.read();
         let mut result = self.decide_all(&state, &v, &text, &req.tenant, None)?;
-        let th = &self.pack.thresholds;
-        result.duplicates = duplicates(
-            &state.memory,
-            &v,
-            &text,
-            &req.tenant,
-            &req.customer_id,
-            "",
-            th.duplicate_similarity,
-            th.duplicate_window_days,
-            OffsetDateTime::now_utc(),
-        )?;
+        result.duplicates = self.duplicates(&state, &v, &text, req)?;
         Ok(result)
     }
 
@@ -193,7 +182,6 @@ impl Engine {
         let resolved = state.memory.nearest(&v, K_NEIGHBOURS, |e| {
             e.ticket.tenant == req.tenant && is_resolved(&e.ticket)
         })?;
-        let th = &self.pack.thresholds;
         Ok(Suggestions {
             similar_tickets: resolved
                 .iter()
@@ -202,19 +190,33 @@ impl Engine {
                 .map(|(r, (i, s))| ticket_hit(&state.memory.item(*i).ticket, *s, r + 1))
                 .collect(),
             articles,
-            duplicates: duplicates(
-                &state.memory,
-                &v,
-                &text,
-                &req.tenant,
-                &req.customer_id,
-                "",
-                th.duplicate_similarity,
-                th.duplicate_window_days,
-                OffsetDateTime::now_utc(),
-            )?,
+            duplicates: self.duplicates(&state, &v, &text, req)?,
             predicted_resolution: predict_resolution(&state.memory, &resolved),
         })
+    }
+
+    /// Recent likely duplicates of a request (embedded as `v`, with `text`),
+    /// by the pack's duplicate thresholds.
+    fn duplicates(
+        &self,
+        state: &State,
+        v: &[f32],
+        text: &str,
+        req: &TicketRequest,
+    ) -> Result<Vec<Duplicate>> {
+        let th = &self.pack.thresholds;
+        duplicates(
+            &state.memory,
+            &DuplicateQuery {
+                vector: v,
+                text,
+                tenant: &req.tenant,
+                customer_id: &req.customer_id,
+                similarity: th.duplicate_similarity,
+                window_days: th.duplicate_window_days,
+                now: OffsetDateTime::now_utc(),
+            },
+        )
     }
 
     /// Hybrid search over the index (filters, explanations).
