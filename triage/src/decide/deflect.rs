@@ -6,13 +6,18 @@
 //! between `deflect_clarify` and that, the customer chooses among 2–3
 //! candidates; below, the message goes to a human (this is also where
 //! out-of-scope messages end: nothing in the bank verifies).
+//!
+//! A message's candidates come from the FAQ bank's two retrievers; [`features`]
+//! computes the verifier's evidence for each (in the order of the verifier's
+//! `BASE_FEATURES`), [`rank`] scores the articles and [`decide`] chooses.
 
 use std::collections::HashMap;
 
 use crate::api::DeflectAction;
 use crate::error::Result;
-use crate::model::textsim::Units;
-use crate::model::verifier::{answer_features, features, is_latin, Verifier};
+use crate::model::keyunits::KeyUnits;
+use crate::model::textsim::{edit_similarity, jaccard, Units};
+use crate::model::verifier::{answer_features, is_latin, Verifier};
 use crate::store::faqbank::{Candidate, FaqBank};
 
 /// Phrasings each retriever contributes to the candidate set.
@@ -214,9 +219,95 @@ pub fn decide(scored: &[ScoredArticle], answer_at: f32, clarify_at: f32) -> Deci
     }
 }
 
+/// Evidence for every candidate of one message, in candidate order; `keys` weighs
+/// the units the two sides do not share.
+pub fn features(
+    bank: &FaqBank,
+    query: &Units,
+    cands: &[Candidate],
+    keys: &KeyUnits,
+) -> Vec<Vec<f32>> {
+    let latin = f32::from(is_latin(query));
+    let top_cos = cands.iter().map(|c| c.cos).fold(f32::MIN, f32::max);
+    let top_lex = cands.iter().map(|c| c.lex).fold(f32::MIN, f32::max);
+    // Per article: cosines of its retrieved phrasings, best first.
+    let mut article_cos: HashMap<usize, Vec<f32>> = HashMap::new();
+    for c in cands {
+        article_cos.entry(c.slot).or_default().push(c.cos);
+    }
+    for v in article_cos.values_mut() {
+        v.sort_by(|a, b| b.total_cmp(a));
+    }
+    let idf = bank.idf();
+    let scale = |v: f32| v / ((bank.len() as f32 + 1.0).ln() + 1.0);
+    cands
+        .iter()
+        .map(|c| {
+            let other = article_cos
+                .iter()
+                .filter(|(slot, _)| **slot != c.slot)
+                .map(|(_, v)| v[0])
+                .fold(f32::MIN, f32::max);
+            let other = if other == f32::MIN { 0.0 } else { other };
+            let empty = Units::default();
+            let e = bank.entry(c.entry).map(|e| &e.units).unwrap_or(&empty);
+            let bigram_j = jaccard(&query.bigrams, &e.bigrams);
+            let (lq, le) = (query.units.len() as f32, e.units.len() as f32);
+            let base: Vec<f32> = vec![
+                c.cos,
+                c.cos - top_cos,
+                c.cos - other,
+                c.lex,
+                c.lex - top_lex,
+                jaccard(&query.set, &e.set),
+                bigram_j,
+                idf.unmatched_mass(query, e),
+                idf.unmatched_mass(e, query),
+                scale(idf.max_unmatched_idf(query, e)),
+                scale(idf.max_unmatched_idf(e, query)),
+                f32::from(
+                    !query.numbers.is_empty()
+                        && !e.numbers.is_empty()
+                        && query.numbers != e.numbers,
+                ),
+                f32::from(query.numbers.is_empty() != e.numbers.is_empty()),
+                f32::from(query.negated != e.negated),
+                edit_similarity(&query.units, &e.units),
+                if lq.max(le) > 0.0 {
+                    lq.min(le) / lq.max(le)
+                } else {
+                    1.0
+                },
+                f32::from(query.units == e.units),
+                c.cos * bigram_j,
+                c.cos * c.cos,
+                // Support from the article's other phrasings (0 in one-phrasing banks).
+                article_cos
+                    .get(&c.slot)
+                    .and_then(|v| v.get(1))
+                    .copied()
+                    .unwrap_or(0.0),
+                article_cos
+                    .get(&c.slot)
+                    .map_or(0.0, |v| (v.len() - 1) as f32 / cands.len().max(1) as f32),
+            ]
+            .into_iter()
+            .chain(keys.evidence(query, e))
+            .collect();
+            let multi = f32::from(bank.phrasing_count(c.slot) > 1);
+            let mut all = Vec::with_capacity(base.len() * 3);
+            all.extend_from_slice(&base);
+            all.extend(base.iter().map(|v| v * latin));
+            all.extend(base.iter().map(|v| v * multi));
+            all
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::verifier::{feature_names, BASE_FEATURES};
 
     fn scored(p: &[f32]) -> Vec<ScoredArticle> {
         p.iter()
@@ -257,5 +348,78 @@ mod tests {
         assert_eq!(d.action, DeflectAction::Handoff);
         assert!(d.chosen.is_empty());
         assert_eq!(decide(&[], 0.8, 0.45).action, DeflectAction::Handoff);
+    }
+
+    #[test]
+    fn other_phrasings_of_an_article_support_it() {
+        use crate::hashembed::HashEmbedder;
+        use models::{EmbedKind, TextEmbedder};
+        let embedder = HashEmbedder::new(64);
+        let mut bank = FaqBank::new(64);
+        let articles = [
+            (
+                "a",
+                "空调不制冷怎么办",
+                vec!["空调不制冷了", "空调不凉快怎么办"],
+            ),
+            ("b", "空调漏水怎么办", vec![]),
+        ];
+        for (id, q, alts) in &articles {
+            let article = indexer::Article {
+                id: id.to_string(),
+                question: q.to_string(),
+                answer: "…".into(),
+                alt_questions: alts.iter().map(|s| s.to_string()).collect(),
+                ..indexer::Article::default()
+            };
+            let texts = FaqBank::phrasings(&article);
+            let vectors = embedder.embed(&texts, EmbedKind::Query).unwrap();
+            bank.upsert(article.clone(), &vectors).unwrap();
+        }
+        let text = "空调不制冷";
+        let q = embedder.embed(&[text], EmbedKind::Query).unwrap().remove(0);
+        let units = Units::new(text);
+        let cands = bank.candidates(&units, &q, "", 10).unwrap();
+        let feats = features(&bank, &units, &cands, &KeyUnits::default());
+        let slots: std::collections::HashSet<usize> = cands.iter().map(|c| c.slot).collect();
+        assert_eq!(slots.len(), 2, "both articles are candidates");
+        let at = |name: &str| BASE_FEATURES.iter().position(|f| *f == name).unwrap();
+        for (c, f) in cands.iter().zip(&feats) {
+            assert_eq!(
+                f.len(),
+                feature_names().len(),
+                "the verifier's feature list"
+            );
+            let article = &bank.article(c.slot).unwrap().id;
+            let (second, share) = (
+                f[at("article_second_cos")],
+                f[at("article_other_phrasings_share")],
+            );
+            let n = BASE_FEATURES.len();
+            let (base, faq_block) = (&f[..n], &f[2 * n..]);
+            if article == "a" {
+                assert!(second > 0.0 && share > 0.0, "{second} {share}");
+                assert_eq!(
+                    faq_block, base,
+                    "a multi-phrasing article's FAQ block is its evidence"
+                );
+            } else {
+                assert_eq!(
+                    (second, share),
+                    (0.0, 0.0),
+                    "a one-phrasing article has no support"
+                );
+                assert!(faq_block.iter().all(|v| *v == 0.0), "{faq_block:?}");
+            }
+        }
+        // Once its alternatives are gone, article a is a one-phrasing article too.
+        let slot_a = cands
+            .iter()
+            .find(|c| bank.article(c.slot).is_some_and(|a| a.id == "a"))
+            .map(|c| c.slot)
+            .unwrap();
+        assert_eq!(bank.phrasing_count(slot_a), 3);
+        bank.remove("", "a");
+        assert_eq!(bank.phrasing_count(slot_a), 0);
     }
 }
