@@ -13,6 +13,9 @@
 //! (`model`); the stores (`store`); the pack sync; the decisions
 //! (`decide`); the engine that wires them together (`engine`); the
 //! evaluation.
+//!
+//! With the `test-embedder` feature, `hashembed` is a model-free embedder
+//! for tests (lexical overlap only, microseconds per text, no model file).
 
 #![warn(missing_docs)]
 
@@ -22,6 +25,7 @@ mod decide;
 mod engine;
 mod error;
 pub mod eval;
+#[cfg(feature = "test-embedder")]
 pub mod hashembed;
 mod model;
 mod pack;
