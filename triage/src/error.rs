@@ -44,3 +44,8 @@ pub enum Error {
 
 /// Result alias for this crate.
 pub type Result<T> = std::result::Result<T, Error>;
+
+/// Converts a candle error into this crate's numeric error.
+pub(crate) fn num(e: candle_core::Error) -> Error {
+    Error::Numeric(e.to_string())
+}

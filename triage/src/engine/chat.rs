@@ -20,8 +20,6 @@
 //!   with an id the service chooses: a customer cannot overwrite a ticket,
 //!   set a resolution, or label training data.
 
-use std::collections::{HashMap, VecDeque};
-
 use indexer::Ticket;
 use models::EmbedKind;
 
@@ -37,15 +35,8 @@ use crate::error::{Error, Result};
 use crate::pack::priority_rank;
 use crate::store::faqbank::FaqBank;
 use crate::store::learned::MAX_TEXT_CHARS;
+use crate::store::sessions::Sessions;
 
-/// Conversations remembered, oldest evicted first.
-const MAX_SESSIONS: usize = 10_000;
-/// Earlier messages that give a follow-up its context.
-const CONTEXT_TURNS: usize = 4;
-/// Turns whose shown articles can still get feedback.
-const KEPT_TURNS: usize = 16;
-/// Tickets one conversation may create.
-const MAX_TICKETS_PER_SESSION: u32 = 3;
 /// Longest title a handoff ticket gets from the first message (characters).
 const TITLE_CHARS: usize = 60;
 /// The out-of-scope check overrules a matched article only when the category
@@ -53,98 +44,6 @@ const TITLE_CHARS: usize = 60;
 /// unlike-anything guard scales it): a veto at "probability 0.00" would
 /// contradict itself.
 const OUT_OF_SCOPE_VETO: f32 = 0.5;
-
-/// One message of a conversation and the articles its reply showed.
-#[derive(Debug, Clone)]
-struct Turn {
-    number: u32,
-    text: String,
-    shown: Vec<String>,
-}
-
-/// One conversation.
-#[derive(Debug)]
-struct Session {
-    tenant: String,
-    customer_id: String,
-    turns: VecDeque<Turn>,
-    next_turn: u32,
-    tickets: u32,
-}
-
-/// The chat conversations the engine remembers (in memory: a restart starts
-/// every conversation afresh).
-#[derive(Debug, Default)]
-pub(super) struct Sessions {
-    map: HashMap<String, Session>,
-    order: VecDeque<String>,
-}
-
-impl Sessions {
-    /// The conversation `requested` of `tenant`, or a new one with a fresh id
-    /// when it is missing, unknown, or another tenant's. Returns its id and
-    /// the texts of its recent messages.
-    fn resolve(
-        &mut self,
-        tenant: &str,
-        requested: Option<&str>,
-        customer_id: &str,
-    ) -> (String, Vec<String>) {
-        if let Some(id) = requested {
-            if let Some(s) = self.map.get(id).filter(|s| s.tenant == tenant) {
-                let history = s
-                    .turns
-                    .iter()
-                    .rev()
-                    .take(CONTEXT_TURNS)
-                    .rev()
-                    .map(|t| t.text.clone())
-                    .collect();
-                return (id.to_string(), history);
-            }
-        }
-        let id = format!("{:032x}", rand::random::<u128>());
-        self.order.push_back(id.clone());
-        if self.order.len() > MAX_SESSIONS {
-            if let Some(old) = self.order.pop_front() {
-                self.map.remove(&old);
-            }
-        }
-        self.map.insert(
-            id.clone(),
-            Session {
-                tenant: tenant.to_string(),
-                customer_id: customer_id.to_string(),
-                turns: VecDeque::new(),
-                next_turn: 1,
-                tickets: 0,
-            },
-        );
-        (id, Vec::new())
-    }
-
-    fn get(&self, tenant: &str, id: &str) -> Option<&Session> {
-        self.map.get(id).filter(|s| s.tenant == tenant)
-    }
-
-    /// Records a message and what its reply showed; returns its turn number.
-    fn record(&mut self, id: &str, text: &str, shown: Vec<String>) -> u32 {
-        let Some(s) = self.map.get_mut(id) else {
-            return 0;
-        };
-        let number = s.next_turn;
-        s.next_turn += 1;
-        s.turns.push_back(Turn {
-            number,
-            text: text.to_string(),
-            shown,
-        });
-        if s.turns.len() > KEPT_TURNS {
-            s.turns.pop_front();
-        }
-        number
-    }
-}
 
 impl Engine {
     fn sessions(&self) -> std::sync::MutexGuard<'_, Sessions> {
@@ -268,13 +167,7 @@ impl Engine {
     /// The ticket draft of a conversation so far (for "none of these" and
     /// "not helpful": the customer reviews it before submitting).
     pub fn chat_draft(&self, tenant: &str, session_id: &str) -> Result<ChatDraft> {
-        let texts: Vec<String> = {
-            let sessions = self.sessions();
-            let s = sessions
-                .get(tenant, session_id)
-                .ok_or_else(|| unknown_session(session_id))?;
-            s.turns.iter().map(|t| t.text.clone()).collect()
-        };
+        let texts = self.sessions().get(tenant, session_id)?.texts();
         let first = texts.first().map(String::as_str).unwrap_or_default();
         self.draft(tenant, &title_of(first), &texts.join("\n"))
     }
@@ -288,9 +181,7 @@ impl Engine {
     pub fn chat_feedback(&self, fb: &ChatFeedback) -> Result<ChatFeedbackOutcome> {
         let turn = {
             let sessions = self.sessions();
-            let s = sessions
-                .get(&fb.tenant, &fb.session_id)
-                .ok_or_else(|| unknown_session(&fb.session_id))?;
+            let s = sessions.get(&fb.tenant, &fb.session_id)?;
             s.turns
                 .iter()
                 .find(|t| t.number == fb.turn)
@@ -371,22 +262,7 @@ impl Engine {
     /// the service, no labels, no resolution) from the customer's words, with
     /// the fields found in them and the contact they gave.
     pub fn chat_ticket(&self, req: &ChatTicketRequest) -> Result<ChatTicket> {
-        let (customer_id, texts) = {
-            let mut sessions = self.sessions();
-            let s = sessions
-                .map
-                .get_mut(&req.session_id)
-                .filter(|s| s.tenant == req.tenant)
-                .ok_or_else(|| unknown_session(&req.session_id))?;
-            if s.tickets >= MAX_TICKETS_PER_SESSION {
-                return Err(Error::InvalidInput(format!(
-                    "a conversation creates at most {MAX_TICKETS_PER_SESSION} tickets"
-                )));
-            }
-            s.tickets += 1;
-            let texts: Vec<String> = s.turns.iter().map(|t| t.text.clone()).collect();
-            (s.customer_id.clone(), texts)
-        };
+        let (customer_id, texts) = self.sessions().hand_off(&req.tenant, &req.session_id)?;
         let title = if req.title.trim().is_empty() {
             title_of(texts.first().map(String::as_str).unwrap_or_default())
         } else {
@@ -444,13 +320,6 @@ fn title_of(text: &str) -> String {
     text.trim().chars().take(TITLE_CHARS).collect()
 }
 
-fn unknown_session(id: &str) -> Error {
-    let shown: String = id.chars().take(40).collect();
-    Error::NotFound(format!(
-        "conversation `{shown}` (unknown or expired: start a new one by sending a message without `session_id`)"
-    ))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -463,24 +332,5 @@ mod tests {
         assert_eq!(vetoes(Some(0.5)), Some(0.5));
         assert_eq!(vetoes(Some(0.93)), Some(0.93));
         assert_eq!(vetoes(None), None);
-    }
-
-    #[test]
-    fn ids_are_issued_and_bound_to_their_tenant() {
-        let mut s = Sessions::default();
-        let (a, h) = s.resolve("acme", Some("my-own-id"), "c1");
-        assert_ne!(a, "my-own-id", "a client cannot choose an id");
-        assert_eq!(a.len(), 32);
-        assert!(h.is_empty());
-        s.record(&a, "洗衣机漏水", vec!["kb-1".into()]);
-        let (same, h) = s.resolve("acme", Some(&a), "c1");
-        assert_eq!(same, a);
-        assert_eq!(h, vec!["洗衣机漏水".to_string()]);
-        // Another tenant cannot join it, nor read its turns.
-        let (other, h) = s.resolve("globex", Some(&a), "c2");
-        assert_ne!(other, a);
-        assert!(h.is_empty());
-        assert!(s.get("globex", &a).is_none());
-        assert_eq!(s.record(&a, "还是漏水", vec![]), 2);
     }
 }

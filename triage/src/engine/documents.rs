@@ -8,7 +8,7 @@ use models::EmbedKind;
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 
-use super::training::is_labelled;
+use super::heads::is_labelled;
 use super::{request_text, Engine, WriteLock};
 use crate::api::{ArticleRecord, LearnedPhrasing};
 use crate::clock::now_rfc3339;

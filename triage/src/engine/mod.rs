@@ -16,7 +16,7 @@
 //! [`triage`] (decisions about a request, suggestions, search), [`chat`] (the
 //! self-service chat), [`documents`] (ticket, article and learned-phrasing
 //! writes and reads), [`feedback`] (agents' corrections) and [`training`] (the
-//! per-tenant heads). The decisions themselves are pure functions in
+//! retraining; [`heads`] is what each tenant's heads learn from). The decisions themselves are pure functions in
 //! [`crate::decide`]; the engine gathers their evidence under the right lock.
 
 use std::collections::{HashMap, HashSet};
@@ -29,11 +29,11 @@ use models::{EmbedKind, TextEmbedder};
 mod chat;
 mod documents;
 mod feedback;
+mod heads;
 mod training;
 mod triage;
 
-use self::chat::Sessions;
-use self::training::{train_all, SharedExamples};
+use self::heads::{train_all, Heads, SharedExamples};
 use crate::api::EngineStats;
 use crate::clock::now_rfc3339;
 use crate::decide::deflect::Deflector;
@@ -41,7 +41,6 @@ use crate::decide::fields::FieldExtractor;
 use crate::decide::priority::PriorityRules;
 use crate::decide::privacy::Masker;
 use crate::error::{Error, Result};
-use crate::model::classify::Classifier;
 use crate::model::verifier::Verifier;
 use crate::pack::Pack;
 use crate::store::faqbank::FaqBank;
@@ -49,6 +48,7 @@ use crate::store::feedback::FeedbackLog;
 use crate::store::headcache::HeadCache;
 use crate::store::learned::{LearnPolicy, LearnedStore};
 use crate::store::memory::TicketMemory;
+use crate::store::sessions::Sessions;
 
 /// Pack documents are upserted in batches of this many (progress is logged per batch).
 const INGEST_BATCH: usize = 256;
@@ -73,14 +73,6 @@ impl EngineConfig {
             learn: LearnPolicy::default(),
         }
     }
-}
-
-/// The two trained heads of one tenant (either may be missing when there is
-/// too little labelled data).
-#[derive(Debug, Clone, Default)]
-struct Heads {
-    category: Option<Classifier>,
-    priority: Option<Classifier>,
 }
 
 /// Everything that changes while the engine runs.

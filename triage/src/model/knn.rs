@@ -9,8 +9,7 @@ use std::collections::BinaryHeap;
 
 use candle_core::{Device, Tensor};
 
-use crate::error::{Error, Result};
-use crate::model::logreg::num;
+use crate::error::{num, Error, Result};
 
 /// A growable set of vectors of one dimension, addressed by insertion index.
 #[derive(Debug, Clone, Default)]

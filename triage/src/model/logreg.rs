@@ -8,12 +8,7 @@
 use candle_core::{DType, Device, Tensor, D};
 use serde::{Deserialize, Serialize};
 
-use crate::error::{Error, Result};
-
-/// Converts a candle error into this crate's numeric error.
-pub(crate) fn num(e: candle_core::Error) -> Error {
-    Error::Numeric(e.to_string())
-}
+use crate::error::{num, Error, Result};
 
 /// Training settings for [`LogReg::train`].
 #[derive(Debug, Clone, Copy)]
