@@ -25,25 +25,14 @@ impl Pack {
         pack.dir = dir.to_path_buf();
 
         let articles_path = dir.join("articles.jsonl");
-        let mut articles_source = None;
-        if articles_path.exists() {
-            let source = read_file(&articles_path)?;
-            let articles = parse_jsonl(&articles_path, &source, |line, article| {
-                pack.check_article(&articles_path, line, article)
-            })?;
-            pack.articles = articles;
-            articles_source = Some(source);
-        }
+        let (articles, articles_source) = read_jsonl(&articles_path, |line, article| {
+            pack.check_article(&articles_path, line, article)
+        })?;
         let tickets_path = dir.join("tickets.jsonl");
-        let mut tickets_source = None;
-        if tickets_path.exists() {
-            let source = read_file(&tickets_path)?;
-            let tickets = parse_jsonl(&tickets_path, &source, |line, ticket| {
-                pack.check_ticket(&tickets_path, line, ticket)
-            })?;
-            pack.tickets = tickets;
-            tickets_source = Some(source);
-        }
+        let (tickets, tickets_source) = read_jsonl(&tickets_path, |line, ticket| {
+            pack.check_ticket(&tickets_path, line, ticket)
+        })?;
+        (pack.articles, pack.tickets) = (articles, tickets);
         pack.fingerprint = fingerprint(&[
             ("tickets.jsonl", tickets_source.as_deref()),
             ("articles.jsonl", articles_source.as_deref()),
@@ -317,6 +306,21 @@ where
         records.push(record);
     }
     Ok(records)
+}
+
+/// The records of the optional JSONL file at `path` ([`parse_jsonl`]) and its
+/// text, for the fingerprint; none and `None` when the file does not exist.
+fn read_jsonl<T, F>(path: &Path, check: F) -> Result<(Vec<T>, Option<String>)>
+where
+    T: DeserializeOwned + Serialize + Default + HasId,
+    F: FnMut(usize, &T) -> Result<()>,
+{
+    if !path.exists() {
+        return Ok((Vec::new(), None));
+    }
+    let source = read_file(path)?;
+    let records = parse_jsonl(path, &source, check)?;
+    Ok((records, Some(source)))
 }
 
 /// Finds which key of a JSON object made deserialisation fail, by decoding each

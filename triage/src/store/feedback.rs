@@ -148,17 +148,14 @@ fn scan(path: &Path) -> Result<Scan> {
             Ok(text) => serde_json::from_str::<FeedbackRecord>(text).map_err(|e| e.to_string()),
             Err(e) if is_last => Err(format!("not valid UTF-8: {e}")),
             Err(e) => {
-                return Err(Error::Io {
-                    path: path.to_path_buf(),
-                    source: std::io::Error::new(
-                        std::io::ErrorKind::InvalidData,
-                        format!(
-                            "line {}: not valid UTF-8 ({e}); the feedback log is corrupt \
-                             (only a torn last line is skipped)",
-                            n + 1
-                        ),
+                return Err(corrupt(
+                    path,
+                    n,
+                    format!(
+                        "not valid UTF-8 ({e}); the feedback log is corrupt \
+                         (only a torn last line is skipped)"
                     ),
-                })
+                ))
             }
         };
         match parsed {
@@ -176,22 +173,30 @@ fn scan(path: &Path) -> Result<Scan> {
             Err(error) => {
                 // A garbled record in the middle is a correction that would be
                 // lost without a word: refuse to start, naming the line.
-                return Err(Error::Io {
-                    path: path.to_path_buf(),
-                    source: std::io::Error::new(
-                        std::io::ErrorKind::InvalidData,
-                        format!(
-                            "line {}: not a feedback record ({error}); the feedback log is \
-                             corrupt (only a torn last line is skipped): restore it from a \
-                             backup, or remove the line to drop that correction",
-                            n + 1
-                        ),
+                return Err(corrupt(
+                    path,
+                    n,
+                    format!(
+                        "not a feedback record ({error}); the feedback log is corrupt (only \
+                         a torn last line is skipped): restore it from a backup, or remove \
+                         the line to drop that correction"
                     ),
-                });
+                ));
             }
         }
     }
     Ok(scan)
+}
+
+/// The error for line `n` (0-based) of the log at `path`, which is corrupt.
+fn corrupt(path: &Path, n: usize, what: String) -> Error {
+    Error::Io {
+        path: path.to_path_buf(),
+        source: std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("line {}: {what}", n + 1),
+        ),
+    }
 }
 
 #[cfg(test)]

@@ -116,6 +116,16 @@ struct Item {
 }
 
 impl Item {
+    /// An agent approved or taught it (at `at`): active from now on, even if
+    /// it was removed.
+    fn approve(&mut self, at: &str, policy: LearnPolicy) {
+        let p = &mut self.phrasing;
+        p.approved_by_agent = true;
+        p.status = LearnedStatus::Candidate;
+        p.updated_at = at.to_string();
+        self.refresh(policy);
+    }
+
     fn refresh(&mut self, policy: LearnPolicy) {
         let p = &mut self.phrasing;
         p.helpful_sessions = self.helpful.len();
@@ -172,20 +182,12 @@ impl Items {
                 text,
             } => {
                 if let Some(item) = self.entry(tenant, article, text, at, "agent") {
-                    let p = &mut item.phrasing;
-                    p.approved_by_agent = true;
-                    p.status = LearnedStatus::Candidate;
-                    p.updated_at.clone_from(at);
-                    item.refresh(policy);
+                    item.approve(at, policy);
                 }
             }
             Event::Approve { at, tenant, id } => {
                 if let Some(item) = self.by_id.get_mut(&(tenant.clone(), id.clone())) {
-                    let p = &mut item.phrasing;
-                    p.approved_by_agent = true;
-                    p.status = LearnedStatus::Candidate;
-                    p.updated_at.clone_from(at);
-                    item.refresh(policy);
+                    item.approve(at, policy);
                 }
             }
             Event::Remove { at, tenant, id } => {
@@ -470,30 +472,36 @@ impl LearnedStore {
 
     /// An agent approves a phrasing (a removed one too): active at once.
     pub fn approve(&self, tenant: &str, id: &str) -> Result<LearnedPhrasing> {
-        if self.get(tenant, id).is_none() {
-            return Err(Error::NotFound(format!("learned phrasing `{id}`")));
-        }
-        self.record(Event::Approve {
-            at: now_rfc3339(),
-            tenant: tenant.to_string(),
-            id: id.to_string(),
-        })?;
-        self.get(tenant, id)
-            .ok_or_else(|| Error::NotFound(format!("learned phrasing `{id}`")))
+        self.agent_event(tenant, id, |at, tenant, id| Event::Approve {
+            at,
+            tenant,
+            id,
+        })
     }
 
     /// An agent removes a phrasing: no longer used, never learned again from clicks.
     pub fn remove(&self, tenant: &str, id: &str) -> Result<LearnedPhrasing> {
+        self.agent_event(tenant, id, |at, tenant, id| Event::Remove {
+            at,
+            tenant,
+            id,
+        })
+    }
+
+    /// Records an agent's event (`event(at, tenant, id)`) about the existing
+    /// phrasing `id` of `tenant`; returns the phrasing as it is afterwards.
+    fn agent_event(
+        &self,
+        tenant: &str,
+        id: &str,
+        event: fn(String, String, String) -> Event,
+    ) -> Result<LearnedPhrasing> {
+        let missing = || Error::NotFound(format!("learned phrasing `{id}`"));
         if self.get(tenant, id).is_none() {
-            return Err(Error::NotFound(format!("learned phrasing `{id}`")));
+            return Err(missing());
         }
-        self.record(Event::Remove {
-            at: now_rfc3339(),
-            tenant: tenant.to_string(),
-            id: id.to_string(),
-        })?;
-        self.get(tenant, id)
-            .ok_or_else(|| Error::NotFound(format!("learned phrasing `{id}`")))
+        self.record(event(now_rfc3339(), tenant.to_string(), id.to_string()))?;
+        self.get(tenant, id).ok_or_else(missing)
     }
 
     /// Forgets every phrasing of a deleted article.
