@@ -7,6 +7,7 @@ mod cache;
 mod classify;
 mod deflect;
 
+pub use crate::model::classify::TrainSummary;
 pub use cache::CachedEmbedder;
 pub use classify::{classify, classify_as, macro_f1, ClassifyReport, CoveragePoint, OosPoint};
 pub use deflect::{

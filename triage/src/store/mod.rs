@@ -1,14 +1,20 @@
 //! What the engine keeps: in memory for the next decision, on disk for the
 //! next start.
 //!
-//! [`memory`] (every ticket with its vector) and [`faqbank`] (every article
-//! phrasing with its vector and units) are the in-memory copies of the index
-//! that decisions search exactly, and [`sessions`] the chat's conversations;
-//! [`feedback`] (agents' corrections),
-//! [`learned`] (phrasings learned from chats), [`headcache`] (trained heads)
-//! and [`marker`] (which pack a data directory holds) are the files in the
-//! data directory. Each store checks its own file format; none decides
-//! anything.
+//! In memory:
+//!
+//! * [`memory`]: every ticket with its vector, searched exactly;
+//! * [`faqbank`]: every article phrasing with its vector and units;
+//! * [`sessions`]: the chat's conversations.
+//!
+//! In the data directory:
+//!
+//! * [`feedback`]: agents' corrections, the audit trail;
+//! * [`learned`]: phrasings learned from chats, and their votes;
+//! * [`headcache`]: trained heads, so a start need not train again;
+//! * [`marker`]: which pack the directory holds.
+//!
+//! Each store checks its own file format; none decides anything.
 
 pub mod faqbank;
 pub mod feedback;
