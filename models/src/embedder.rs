@@ -15,13 +15,62 @@ use std::sync::Arc;
 
 use crate::config::BertConfig;
 use crate::e5s1::E5s1;
-use crate::encoder::{l2_normalize, pooled};
+use crate::encoder::{l2_normalize, pooled, WorkspacePool};
 use crate::source::{resolve, ModelInfo, ModelSource, E5_FILE};
 use crate::tokenize::TextTokenizer;
 use crate::weights::BertWeights;
 use crate::{EmbedKind, Error, TextEmbedder};
 
-/// Batching limits for [`Embedder`].
+/// The arithmetic of the dense layers (90 % of the work).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Precision {
+    /// f32 weights (the 4-bit file's dequantised exactly) and activations.
+    F32,
+    /// The 4-bit file's weights kept exact as bytes, activations quantised
+    /// to int8 per block of 32 (as the reference C engine does), integer
+    /// dot products. Models without 4-bit weights run in f32.
+    Int8,
+}
+
+impl Precision {
+    /// `TRIAGE_EMBED_PRECISION` (`f32` or `int8`), else the default.
+    pub fn from_env() -> Precision {
+        match std::env::var("TRIAGE_EMBED_PRECISION")
+            .as_deref()
+            .map(str::trim)
+        {
+            Ok("int8") | Ok("i8") | Ok("q8") => Precision::Int8,
+            Ok("f32") | Ok("fp32") => Precision::F32,
+            Ok(other) if !other.is_empty() => {
+                tracing::warn!(value = other, "unknown TRIAGE_EMBED_PRECISION (f32, int8)");
+                Precision::DEFAULT
+            }
+            _ => Precision::DEFAULT,
+        }
+    }
+
+    /// The default precision.
+    pub const DEFAULT: Precision = Precision::F32;
+
+    /// `f32` or `int8`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Precision::F32 => "f32",
+            Precision::Int8 => "int8",
+        }
+    }
+}
+
+/// Threads one forward pass may use: `TRIAGE_EMBED_THREADS`, else every core.
+fn threads_from_env() -> usize {
+    std::env::var("TRIAGE_EMBED_THREADS")
+        .ok()
+        .and_then(|s| s.trim().parse::<usize>().ok())
+        .filter(|&n| n > 0)
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+}
+
+/// Batching limits and execution settings for [`Embedder`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EmbedderOptions {
     /// Most windows encoded in one forward pass (default 32).
@@ -31,6 +80,12 @@ pub struct EmbedderOptions {
     pub max_batch_tokens: usize,
     /// Most windows encoded per text (default 4); later tokens are ignored.
     pub max_windows: usize,
+    /// Dense-layer arithmetic (default: `TRIAGE_EMBED_PRECISION`, else
+    /// [`Precision::DEFAULT`]).
+    pub precision: Precision,
+    /// Most threads one forward pass uses (default: `TRIAGE_EMBED_THREADS`,
+    /// else every core; inputs of at most 64 tokens use at most 4).
+    pub threads: usize,
 }
 
 impl Default for EmbedderOptions {
@@ -39,6 +94,8 @@ impl Default for EmbedderOptions {
             max_batch: 32,
             max_batch_tokens: 8192,
             max_windows: 4,
+            precision: Precision::from_env(),
+            threads: threads_from_env(),
         }
     }
 }
@@ -49,6 +106,7 @@ pub struct Embedder {
     tokenizer: TextTokenizer,
     weights: BertWeights,
     opts: EmbedderOptions,
+    workspaces: WorkspacePool,
 }
 
 /// One encoder input: a slice of a text's content tokens.
@@ -73,7 +131,7 @@ impl Embedder {
         let (tokenizer, weights) = if e5.is_file() {
             let file = Arc::new(E5s1::open(&e5)?);
             let tokenizer = TextTokenizer::from_sentencepiece(&file.vocab, file.norm.clone())?;
-            (tokenizer, BertWeights::from_e5s1(file)?)
+            (tokenizer, BertWeights::from_e5s1(file, opts.precision)?)
         } else {
             let need = ["config.json", "tokenizer.json", "model.safetensors"];
             let missing: Vec<_> = need.iter().filter(|f| !dir.join(f).is_file()).collect();
@@ -92,13 +150,41 @@ impl Embedder {
                 BertWeights::from_safetensors(&dir.join("model.safetensors"), cfg)?,
             )
         };
-        tracing::debug!(model = %info.name, dir = %dir.display(), "embedding model loaded");
+        tracing::debug!(
+            model = %info.name,
+            dir = %dir.display(),
+            precision = if weights.int8 { "int8" } else { "f32" },
+            kernels = %crate::cpu::cpu_info().summary(),
+            "embedding model loaded"
+        );
         Ok(Embedder {
             info,
             tokenizer,
             weights,
             opts,
+            workspaces: WorkspacePool::default(),
         })
+    }
+
+    /// The dense-layer arithmetic in use (f32 when the model has no 4-bit
+    /// weights, whatever was asked for).
+    pub fn precision(&self) -> Precision {
+        if self.weights.int8 {
+            Precision::Int8
+        } else {
+            Precision::F32
+        }
+    }
+
+    /// Most threads one forward pass uses.
+    pub fn threads(&self) -> usize {
+        self.opts.threads
+    }
+
+    /// Changes the most threads one forward pass uses (at least 1), e.g. to
+    /// measure one and two threads with the same loaded model.
+    pub fn set_threads(&mut self, threads: usize) {
+        self.opts.threads = threads.max(1);
     }
 
     /// Resolves `source` (fetching a named model into `cache_dir` if missing) and loads it.
@@ -189,10 +275,12 @@ impl TextEmbedder for Embedder {
                 end += 1;
             }
             let batch: Vec<Vec<u32>> = windows[start..end].iter().map(|w| w.ids.clone()).collect();
-            for (w, v) in windows[start..end]
-                .iter()
-                .zip(pooled(&self.weights, &batch)?)
-            {
+            for (w, v) in windows[start..end].iter().zip(pooled(
+                &self.weights,
+                &batch,
+                self.opts.threads,
+                &self.workspaces,
+            )?) {
                 for (s, x) in sums[w.text].iter_mut().zip(v) {
                     *s += w.weight * x;
                 }

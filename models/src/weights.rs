@@ -1,10 +1,16 @@
 //! Encoder weights, loaded from HF safetensors or from an `E5S1` file.
 //!
-//! Both sources end in the same [`BertWeights`]: f32 candle tensors for the
-//! per-layer matrices (Q, K and V fused into one `[3H, H]` matrix, with the
-//! attention scale folded into the Q rows), and a word-embedding table that
-//! is either dense f32 (HF) or left as Q4_0 blocks in the memory-mapped file
-//! (e5: 250k × 384 would be 384 MB as f32; only looked-up rows are decoded).
+//! Both sources end in the same [`BertWeights`]: per-layer dense layers in
+//! the layout the kernels read (Q, K and V fused into one `[3H, H]` layer,
+//! with the attention scale folded into the Q rows), layer norms as plain
+//! vectors, and a word-embedding table that is either dense f32 (HF) or left
+//! as Q4_0 blocks in the memory-mapped file (e5: 250k × 384 would be 384 MB
+//! as f32; only looked-up rows are decoded).
+//!
+//! The dense layers are built for one [`Precision`]: `F32` (the file's
+//! weights dequantised, f32 arithmetic) or `Int8` (the e5 file's 4-bit
+//! weights kept exact as bytes, activations quantised to int8 per block of
+//! 32 like the reference engine). Models without 4-bit weights are always f32.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -13,19 +19,25 @@ use candle_core::safetensors::MmapedSafetensors;
 use candle_core::{DType, Device, Tensor};
 
 use crate::config::BertConfig;
-use crate::e5s1::{dequantize_q4_0, E5s1, Q4_BLOCK_BYTES, Q4_BLOCK_VALUES};
-use crate::kernels::{LayerNorm, Linear};
-use crate::Error;
+use crate::e5s1::{dequantize_q4_0, E5DType, E5s1, Q4_BLOCK_BYTES, Q4_BLOCK_VALUES};
+use crate::kernels::Linear;
+use crate::{Error, Precision};
+
+/// A layer norm's scale and shift.
+pub(crate) struct Norm {
+    pub w: Vec<f32>,
+    pub b: Vec<f32>,
+}
 
 /// One transformer layer.
 pub(crate) struct Layer {
     pub qkv: Linear,
     pub attn_out: Linear,
-    pub attn_norm: LayerNorm,
-    /// Includes the GELU activation.
+    pub attn_norm: Norm,
+    /// Followed by the GELU activation.
     pub ffn_in: Linear,
     pub ffn_out: Linear,
-    pub out_norm: LayerNorm,
+    pub out_norm: Norm,
 }
 
 /// Word-embedding rows, dense or Q4_0.
@@ -34,35 +46,32 @@ enum WordTable {
     Q4(Arc<E5s1>),
 }
 
-impl WordTable {
-    /// Writes row `id` (already checked `< vocab`) into `row`.
-    fn fill_row(&self, id: usize, vocab: usize, row: &mut [f32]) -> Result<(), Error> {
-        let h = row.len();
-        match self {
-            WordTable::Dense(table) => row.copy_from_slice(&table[id * h..(id + 1) * h]),
-            WordTable::Q4(file) => {
-                let bytes = file.tensor("emb.word", vocab * h)?.1;
-                let row_bytes = h / Q4_BLOCK_VALUES * Q4_BLOCK_BYTES;
-                dequantize_q4_0(&bytes[id * row_bytes..(id + 1) * row_bytes], row);
-            }
-        }
-        Ok(())
-    }
-}
-
 /// Everything the forward pass needs.
 pub(crate) struct BertWeights {
     pub cfg: BertConfig,
     word: WordTable,
     pos: Vec<f32>,
     type0: Vec<f32>,
-    pub emb_norm: LayerNorm,
+    pub emb_norm: Norm,
     pub layers: Vec<Layer>,
+    /// Layer-norm epsilon as f32.
+    pub eps: f32,
+    /// Whether the dense layers are 4-bit × int8 (else f32).
+    pub int8: bool,
 }
 
 /// Source of named tensors with their expected shapes.
 trait TensorSource {
     fn get(&self, name: &str, shape: &[usize]) -> Result<Tensor, Error>;
+
+    /// The tensor as Q4_0 blocks, if it is stored that way.
+    fn q4(&self, _name: &str, _count: usize) -> Option<&[u8]> {
+        None
+    }
+}
+
+fn to_vec(t: Tensor) -> Result<Vec<f32>, Error> {
+    Ok(t.flatten_all()?.to_vec1()?)
 }
 
 struct HfSource {
@@ -148,10 +157,29 @@ impl TensorSource for E5Source {
             &Device::Cpu,
         )?)
     }
+
+    fn q4(&self, name: &str, count: usize) -> Option<&[u8]> {
+        match self.0.tensor(&e5_name(name)?, count).ok()? {
+            (E5DType::Q4_0, bytes) => Some(bytes),
+            _ => None,
+        }
+    }
+}
+
+/// Output `n`'s block `b` of a Q4_0 matrix with `nb` blocks per row: its
+/// scale times `scale` and its 16 nibble bytes.
+fn q4_block(bytes: &[u8], nb: usize, n: usize, b: usize, scale: f32) -> (f32, [u8; 16]) {
+    let at = (n * nb + b) * Q4_BLOCK_BYTES;
+    let block = &bytes[at..at + Q4_BLOCK_BYTES];
+    let d = half::f16::from_le_bytes([block[0], block[1]]).to_f32() * scale;
+    let mut q = [0u8; 16];
+    q.copy_from_slice(&block[2..]);
+    (d, q)
 }
 
 impl BertWeights {
-    /// Loads `model.safetensors` (names with or without a `bert.` prefix).
+    /// Loads `model.safetensors` (names with or without a `bert.` prefix);
+    /// always f32, whatever the precision asked for.
     pub(crate) fn from_safetensors(path: &Path, cfg: BertConfig) -> Result<Self, Error> {
         // SAFETY: the file is only read while mapped; a concurrent truncation by
         // another process is outside what a model directory supports.
@@ -171,109 +199,320 @@ impl BertWeights {
             "embeddings.word_embeddings.weight",
             &[cfg.vocab, cfg.hidden],
         )?;
-        let word = WordTable::Dense(word.flatten_all()?.to_vec1()?);
-        Self::build(&src, cfg, word)
+        let word = WordTable::Dense(to_vec(word)?);
+        Self::build(&src, cfg, word, Precision::F32)
     }
 
-    /// Builds weights from a parsed `E5S1` file, keeping word embeddings in Q4_0.
-    pub(crate) fn from_e5s1(file: Arc<E5s1>) -> Result<Self, Error> {
+    /// Builds weights from a parsed `E5S1` file, keeping word embeddings in
+    /// Q4_0 and the dense layers in `precision`.
+    pub(crate) fn from_e5s1(file: Arc<E5s1>, precision: Precision) -> Result<Self, Error> {
         let cfg = BertConfig::from_e5(&file.header);
         // Validates presence and size of the quantised table once, up front.
         file.tensor("emb.word", cfg.vocab * cfg.hidden)?;
         let src = E5Source(file.clone());
-        Self::build(&src, cfg, WordTable::Q4(file))
+        Self::build(&src, cfg, WordTable::Q4(file), precision)
     }
 
-    fn build(src: &dyn TensorSource, cfg: BertConfig, word: WordTable) -> Result<Self, Error> {
+    fn build(
+        src: &dyn TensorSource,
+        cfg: BertConfig,
+        word: WordTable,
+        precision: Precision,
+    ) -> Result<Self, Error> {
         let (h, ff) = (cfg.hidden, cfg.ffn);
-        let norm = |name: &str| -> Result<LayerNorm, Error> {
-            let w = src.get(&format!("{name}.weight"), &[h])?;
-            let b = src.get(&format!("{name}.bias"), &[h])?;
-            Ok(LayerNorm::new(&w, &b, cfg.eps)?)
+        let int8 = precision == Precision::Int8
+            && (0..cfg.layers).all(|i| {
+                let p = format!("encoder.layer.{i}");
+                [
+                    ("attention.self.query", h * h),
+                    ("attention.self.key", h * h),
+                    ("attention.self.value", h * h),
+                    ("attention.output.dense", h * h),
+                    ("intermediate.dense", ff * h),
+                    ("output.dense", h * ff),
+                ]
+                .iter()
+                .all(|(name, n)| src.q4(&format!("{p}.{name}.weight"), *n).is_some())
+            });
+        if precision == Precision::Int8 && !int8 {
+            tracing::info!("int8 precision needs 4-bit weights; this model runs in f32");
+        }
+        let norm = |name: &str| -> Result<Norm, Error> {
+            Ok(Norm {
+                w: to_vec(src.get(&format!("{name}.weight"), &[h])?)?,
+                b: to_vec(src.get(&format!("{name}.bias"), &[h])?)?,
+            })
         };
-        let tensors = |name: &str, out: usize, inp: usize| -> Result<(Tensor, Tensor), Error> {
-            Ok((
-                src.get(&format!("{name}.weight"), &[out, inp])?,
-                src.get(&format!("{name}.bias"), &[out])?,
-            ))
+        let bias = |name: &str, out: usize| to_vec(src.get(&format!("{name}.bias"), &[out])?);
+        let weight = |name: &str, out: usize, inp: usize| {
+            to_vec(src.get(&format!("{name}.weight"), &[out, inp])?)
         };
-        let linear = |name: &str, out: usize, inp: usize| -> Result<Linear, Error> {
-            let (w, b) = tensors(name, out, inp)?;
-            Ok(Linear::new(&w, &b)?)
+        // Parts stacked along the output axis, each (name, rows, scale).
+        let linear = |parts: &[(&str, usize, f32)], inp: usize| -> Result<Linear, Error> {
+            let out: usize = parts.iter().map(|p| p.1).sum();
+            let mut b = Vec::with_capacity(out);
+            for &(name, rows, scale) in parts {
+                b.extend(bias(name, rows)?.into_iter().map(|v| v * scale));
+            }
+            if int8 {
+                let nb = inp / Q4_BLOCK_VALUES;
+                let mut sources = Vec::with_capacity(parts.len());
+                for &(name, rows, scale) in parts {
+                    let bytes = src
+                        .q4(&format!("{name}.weight"), rows * inp)
+                        .ok_or_else(|| Error::InvalidInput(format!("{name} is not 4-bit")))?;
+                    sources.push((bytes, rows, scale));
+                }
+                let block = |n: usize, blk: usize| {
+                    let mut n = n;
+                    for &(bytes, rows, scale) in &sources {
+                        if n < rows {
+                            return q4_block(bytes, nb, n, blk, scale);
+                        }
+                        n -= rows;
+                    }
+                    unreachable!("output row within the stacked parts")
+                };
+                Ok(Linear::from_q4(block, &b, out, inp))
+            } else {
+                let mut w = Vec::with_capacity(out * inp);
+                for &(name, rows, scale) in parts {
+                    w.extend(weight(name, rows, inp)?.into_iter().map(|v| v * scale));
+                }
+                Ok(Linear::from_f32(&w, &b, out, inp))
+            }
         };
-        let pos = src
-            .get(
-                "embeddings.position_embeddings.weight",
-                &[cfg.max_positions, h],
-            )?
-            .flatten_all()?
-            .to_vec1()?;
-        let type0 = src
-            .get(
+        let pos = to_vec(src.get(
+            "embeddings.position_embeddings.weight",
+            &[cfg.max_positions, h],
+        )?)?;
+        let type0 = to_vec(
+            src.get(
                 "embeddings.token_type_embeddings.weight",
                 &[cfg.type_vocab, h],
             )?
-            .narrow(0, 0, 1)?
-            .flatten_all()?
-            .to_vec1()?;
+            .narrow(0, 0, 1)?,
+        )?;
         let emb_norm = norm("embeddings.LayerNorm")?;
-        let scale = 1.0 / ((h / cfg.heads) as f64).sqrt();
+        let scale = 1.0 / ((h / cfg.heads) as f32).sqrt();
         let mut layers = Vec::with_capacity(cfg.layers);
         for i in 0..cfg.layers {
             let p = format!("encoder.layer.{i}");
-            let (qw, qb) = tensors(&format!("{p}.attention.self.query"), h, h)?;
-            let (kw, kb) = tensors(&format!("{p}.attention.self.key"), h, h)?;
-            let (vw, vb) = tensors(&format!("{p}.attention.self.value"), h, h)?;
-            // One fused Q|K|V product; the 1/sqrt(head_dim) attention scale is folded into Q.
-            let qkv = Linear::new(
-                &Tensor::cat(&[&(qw * scale)?, &kw, &vw], 0)?,
-                &Tensor::cat(&[&(qb * scale)?, &kb, &vb], 0)?,
-            )?;
+            let (q, k, v) = (
+                format!("{p}.attention.self.query"),
+                format!("{p}.attention.self.key"),
+                format!("{p}.attention.self.value"),
+            );
+            let (ao, fi, fo) = (
+                format!("{p}.attention.output.dense"),
+                format!("{p}.intermediate.dense"),
+                format!("{p}.output.dense"),
+            );
             layers.push(Layer {
-                qkv,
-                attn_out: linear(&format!("{p}.attention.output.dense"), h, h)?,
+                // One fused Q|K|V layer; the 1/sqrt(head_dim) attention scale is folded into Q.
+                qkv: linear(&[(&q, h, scale), (&k, h, 1.0), (&v, h, 1.0)], h)?,
+                attn_out: linear(&[(&ao, h, 1.0)], h)?,
                 attn_norm: norm(&format!("{p}.attention.output.LayerNorm"))?,
-                ffn_in: linear(&format!("{p}.intermediate.dense"), ff, h)?.with_gelu(),
-                ffn_out: linear(&format!("{p}.output.dense"), h, ff)?,
+                ffn_in: linear(&[(&fi, ff, 1.0)], h)?,
+                ffn_out: linear(&[(&fo, h, 1.0)], ff)?,
                 out_norm: norm(&format!("{p}.output.LayerNorm"))?,
             });
         }
         Ok(BertWeights {
+            eps: cfg.eps as f32,
             cfg,
             word,
             pos,
             type0,
             emb_norm,
             layers,
+            int8,
         })
     }
 
-    /// Sum of word, position and token-type-0 embeddings for each token, as a
-    /// `[ids.len(), hidden]` row-major buffer (before the embedding LayerNorm).
-    pub(crate) fn embed(&self, ids: &[u32], positions: &[usize]) -> Result<Vec<f32>, Error> {
-        let h = self.cfg.hidden;
-        let mut out = vec![0f32; ids.len() * h];
+    /// Checks that every token id is in the vocabulary and every window's
+    /// positions fit the model, so the forward pass cannot fail midway.
+    pub(crate) fn check_input(&self, windows: &[Vec<u32>]) -> Result<(), Error> {
         let vocab = self.cfg.vocab;
-        for ((&id, &p), row) in ids.iter().zip(positions).zip(out.chunks_exact_mut(h)) {
-            let id = id as usize;
-            if id >= vocab {
-                return Err(Error::InvalidInput(format!(
-                    "token id {id} outside vocabulary of {vocab}"
-                )));
-            }
-            let p = p + self.cfg.position_offset;
-            if p >= self.cfg.max_positions {
-                return Err(Error::InvalidInput(format!(
-                    "position {p} beyond {}",
-                    self.cfg.max_positions
-                )));
-            }
-            self.word.fill_row(id, vocab, row)?;
-            let pos = &self.pos[p * h..(p + 1) * h];
-            for ((x, &a), &b) in row.iter_mut().zip(pos).zip(&self.type0) {
-                *x += a + b;
+        if let Some(&id) = windows.iter().flatten().find(|&&id| id as usize >= vocab) {
+            return Err(Error::InvalidInput(format!(
+                "token id {id} outside vocabulary of {vocab}"
+            )));
+        }
+        let longest = windows.iter().map(Vec::len).max().unwrap_or(0);
+        if longest + self.cfg.position_offset > self.cfg.max_positions {
+            return Err(Error::InvalidInput(format!(
+                "position {} beyond {}",
+                longest + self.cfg.position_offset - 1,
+                self.cfg.max_positions
+            )));
+        }
+        // The Q4 table was validated at load; this cannot fail afterwards.
+        self.word_view().map(|_| ())
+    }
+
+    /// The word table's rows, for [`WordView::fill`].
+    pub(crate) fn word_view(&self) -> Result<WordView<'_>, Error> {
+        let h = self.cfg.hidden;
+        Ok(match &self.word {
+            WordTable::Dense(t) => WordView::Dense(t),
+            WordTable::Q4(file) => WordView::Q4(file.tensor("emb.word", self.cfg.vocab * h)?.1),
+        })
+    }
+
+    /// Writes the sum of word `id`'s, position `pos`'s and token type 0's
+    /// embeddings into `row` (before the embedding LayerNorm). `id` and
+    /// `pos` must have passed [`BertWeights::check_input`].
+    pub(crate) fn embed_row(&self, words: &WordView<'_>, id: u32, pos: usize, row: &mut [f32]) {
+        let h = self.cfg.hidden;
+        words.fill(id as usize, row);
+        let p = pos + self.cfg.position_offset;
+        let pos = &self.pos[p * h..(p + 1) * h];
+        for ((x, &a), &b) in row.iter_mut().zip(pos).zip(&self.type0) {
+            *x += a + b;
+        }
+    }
+}
+
+/// Borrowed rows of the word-embedding table.
+pub(crate) enum WordView<'a> {
+    Dense(&'a [f32]),
+    Q4(&'a [u8]),
+}
+
+impl WordView<'_> {
+    /// Writes row `id` (in the vocabulary) into `row`.
+    fn fill(&self, id: usize, row: &mut [f32]) {
+        let h = row.len();
+        match self {
+            WordView::Dense(table) => row.copy_from_slice(&table[id * h..(id + 1) * h]),
+            WordView::Q4(bytes) => {
+                let row_bytes = h / Q4_BLOCK_VALUES * Q4_BLOCK_BYTES;
+                dequantize_q4_0(&bytes[id * row_bytes..(id + 1) * row_bytes], row);
             }
         }
-        Ok(out)
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod synthetic {
+    //! Random weights of any shape, 4-bit where a real e5 file is, for tests
+    //! and timings that need no model file.
+    use std::collections::HashMap;
+
+    use super::*;
+
+    /// Random tensors: dense layers as Q4_0 blocks (also served as f32).
+    struct RandomSource {
+        f32s: HashMap<String, Vec<f32>>,
+        q4s: HashMap<String, Vec<u8>>,
+    }
+
+    fn lcg(s: &mut u64) -> u32 {
+        *s = s
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        (*s >> 33) as u32
+    }
+
+    impl RandomSource {
+        fn new(cfg: &BertConfig, seed: u64) -> Self {
+            let (h, ff) = (cfg.hidden, cfg.ffn);
+            let mut s = seed;
+            let mut f32s = HashMap::new();
+            let mut q4s = HashMap::new();
+            let vec = |n: usize, scale: f32, offset: f32, s: &mut u64| -> Vec<f32> {
+                (0..n)
+                    .map(|_| offset + scale * (lcg(s) as f32 / u32::MAX as f32 - 0.5))
+                    .collect()
+            };
+            f32s.insert(
+                "embeddings.position_embeddings.weight".into(),
+                vec(cfg.max_positions * h, 0.2, 0.0, &mut s),
+            );
+            f32s.insert(
+                "embeddings.token_type_embeddings.weight".into(),
+                vec(cfg.type_vocab * h, 0.2, 0.0, &mut s),
+            );
+            let mut norms = vec!["embeddings.LayerNorm".to_string()];
+            for i in 0..cfg.layers {
+                let p = format!("encoder.layer.{i}");
+                norms.push(format!("{p}.attention.output.LayerNorm"));
+                norms.push(format!("{p}.output.LayerNorm"));
+                for (name, out, inp) in [
+                    ("attention.self.query", h, h),
+                    ("attention.self.key", h, h),
+                    ("attention.self.value", h, h),
+                    ("attention.output.dense", h, h),
+                    ("intermediate.dense", ff, h),
+                    ("output.dense", h, ff),
+                ] {
+                    let mut bytes = Vec::with_capacity(out * inp / 32 * 18);
+                    let mut deq = vec![0f32; out * inp];
+                    for blk in 0..out * inp / 32 {
+                        let d = half::f16::from_f32(
+                            0.5 / (inp as f32).sqrt() * (0.5 + (lcg(&mut s) % 100) as f32 / 100.0),
+                        );
+                        bytes.extend_from_slice(&d.to_le_bytes());
+                        for _ in 0..16 {
+                            bytes.push((lcg(&mut s) & 0xFF) as u8);
+                        }
+                        let at = bytes.len() - 18;
+                        dequantize_q4_0(&bytes[at..], &mut deq[blk * 32..(blk + 1) * 32]);
+                    }
+                    f32s.insert(format!("{p}.{name}.weight"), deq);
+                    q4s.insert(format!("{p}.{name}.weight"), bytes);
+                    f32s.insert(format!("{p}.{name}.bias"), vec(out, 0.1, 0.0, &mut s));
+                }
+            }
+            for n in norms {
+                f32s.insert(format!("{n}.weight"), vec(h, 0.4, 1.0, &mut s));
+                f32s.insert(format!("{n}.bias"), vec(h, 0.2, 0.0, &mut s));
+            }
+            RandomSource { f32s, q4s }
+        }
+    }
+
+    impl TensorSource for RandomSource {
+        fn get(&self, name: &str, shape: &[usize]) -> Result<Tensor, Error> {
+            let v = self
+                .f32s
+                .get(name)
+                .ok_or_else(|| Error::InvalidInput(format!("no synthetic {name}")))?;
+            Ok(Tensor::from_vec(v.clone(), shape, &Device::Cpu)?)
+        }
+
+        fn q4(&self, name: &str, count: usize) -> Option<&[u8]> {
+            self.q4s
+                .get(name)
+                .map(Vec::as_slice)
+                .filter(|b| b.len() == count / 32 * 18)
+        }
+    }
+
+    /// e5-small's shape (vocabulary cut to 1,000 tokens).
+    pub(crate) fn e5_small_shape() -> BertConfig {
+        BertConfig {
+            hidden: 384,
+            layers: 12,
+            heads: 12,
+            ffn: 1536,
+            vocab: 1000,
+            max_positions: 512,
+            type_vocab: 1,
+            eps: 1e-12,
+            position_offset: 0,
+        }
+    }
+
+    /// Random weights of shape `cfg` in `precision`.
+    pub(crate) fn weights(cfg: BertConfig, precision: Precision, seed: u64) -> BertWeights {
+        let src = RandomSource::new(&cfg, seed);
+        let mut s = seed ^ 0x9E37;
+        let word = (0..cfg.vocab * cfg.hidden)
+            .map(|_| lcg(&mut s) as f32 / u32::MAX as f32 - 0.5)
+            .collect();
+        BertWeights::build(&src, cfg, WordTable::Dense(word), precision)
+            .expect("synthetic weights build")
     }
 }

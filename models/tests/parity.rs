@@ -5,8 +5,8 @@
 use std::path::PathBuf;
 
 use models::{
-    default_cache_dir, resolve, EmbedKind, Embedder, EmbedderOptions, ModelSource, TextEmbedder,
-    DEFAULT_MODEL,
+    default_cache_dir, resolve, EmbedKind, Embedder, EmbedderOptions, ModelSource, Precision,
+    TextEmbedder, DEFAULT_MODEL,
 };
 
 struct Case {
@@ -38,15 +38,28 @@ fn cosine(a: &[f32], b: &[f32]) -> f32 {
     dot / (na * nb)
 }
 
+/// Both precisions (f32, and int8 activations on the 4-bit weights) on this
+/// CPU's kernels (`TRIAGE_KERNELS` forces a path).
 #[test]
 fn default_model_matches_the_reference_engine() {
+    for precision in [Precision::F32, Precision::Int8] {
+        check_precision(precision);
+    }
+}
+
+fn check_precision(precision: Precision) {
     let dir = resolve(
         &ModelSource::Named(DEFAULT_MODEL.into()),
         &default_cache_dir(),
         true,
     )
     .unwrap();
-    let model = Embedder::load(&dir, EmbedderOptions::default()).unwrap();
+    let opts = EmbedderOptions {
+        precision,
+        ..Default::default()
+    };
+    let model = Embedder::load(&dir, opts).unwrap();
+    assert_eq!(model.precision(), precision);
     assert_eq!(model.dim(), 384);
     assert_eq!(model.name(), DEFAULT_MODEL);
     let cases = cases();
@@ -60,7 +73,7 @@ fn default_model_matches_the_reference_engine() {
             let cos = cosine(v, &case.embedding);
             let tokens = model.token_ids(&case.text, kind).unwrap().len();
             eprintln!(
-                "{cos:.5} {kind:?} {tokens:>5} tokens {:?}",
+                "{cos:.5} {precision:?} {kind:?} {tokens:>5} tokens {:?}",
                 case.text.chars().take(40).collect::<String>()
             );
             if cos < worst.0 {
@@ -68,9 +81,10 @@ fn default_model_matches_the_reference_engine() {
             }
         }
     }
+    eprintln!("{precision:?}: worst cosine {:.5} for {:?}", worst.0, worst.1);
     assert!(
         worst.0 >= 0.999,
-        "worst cosine {:.5} for {:?}",
+        "{precision:?}: worst cosine {:.5} for {:?}",
         worst.0,
         worst.1
     );
