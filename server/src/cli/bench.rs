@@ -5,7 +5,7 @@ use std::time::Instant;
 
 use anyhow::Context;
 use clap::{Args, Subcommand};
-use models::EmbedKind;
+use models::{EmbedKind, Embedder, EmbedderOptions, ModelSource, TextEmbedder};
 use serde::Serialize;
 
 use super::ModelArgs;
@@ -34,6 +34,14 @@ pub struct EmbedBenchArgs {
     /// Short queries for the latency run, one per line [default: the shortest of the texts].
     #[arg(long)]
     queries: Option<PathBuf>,
+    /// Thread counts for the single-query latency runs [default: 1 and the
+    /// default of this machine].
+    #[arg(long, value_delimiter = ',')]
+    threads: Vec<usize>,
+    /// Also print where one query's forward pass spends its time, step by
+    /// step and layer by layer, for each thread count.
+    #[arg(long)]
+    profile: bool,
     /// Print one JSON object instead of a table.
     #[arg(long)]
     json: bool,
@@ -50,10 +58,28 @@ struct EmbedReport {
     bulk_sentences_per_s: f64,
     batch1_sentences_per_s: f64,
     queries: usize,
+    /// Single-query latency with the default thread count.
     query_p50_ms: f64,
     query_p99_ms: f64,
+    /// Single-query latency for each thread count measured.
+    query_by_threads: Vec<QueryLatency>,
     peak_rss_mib: f64,
+    /// Threads a forward pass may use by default (batches use all of them).
     threads: usize,
+    /// SIMD features of this CPU that the kernels use.
+    cpu_flags: String,
+    /// The kernel path in use (`TRIAGE_KERNELS` forces one).
+    kernels: String,
+    /// Dense-layer arithmetic (`TRIAGE_EMBED_PRECISION`).
+    precision: String,
+}
+
+/// Single-query latency with a given thread count.
+#[derive(Debug, Serialize)]
+struct QueryLatency {
+    threads: usize,
+    p50_ms: f64,
+    p99_ms: f64,
 }
 
 /// Runs a `bench` subcommand.
@@ -80,7 +106,22 @@ fn embed(args: EmbedBenchArgs) -> anyhow::Result<()> {
         }
     };
     anyhow::ensure!(!queries.is_empty(), "no queries for the latency run");
-    let embedder = args.model.load()?;
+    let source = ModelSource::from_env_or(args.model.model.clone(), args.model.model_dir.clone());
+    let cache = args
+        .model
+        .model_cache
+        .clone()
+        .unwrap_or_else(models::default_cache_dir);
+    let mut embedder = Embedder::load_source(&source, &cache, EmbedderOptions::default())?;
+    let cpu = models::cpu_info();
+    let default_threads = embedder.threads();
+    if !args.json {
+        println!("cpu                        {}", cpu.summary());
+        println!(
+            "precision / threads        {} / {default_threads}",
+            embedder.precision().name()
+        );
+    }
     let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
 
     // Warm-up: first calls pay for allocations and page faults.
@@ -103,16 +144,52 @@ fn embed(args: EmbedBenchArgs) -> anyhow::Result<()> {
     let bulk_rate = per_second(refs.len(), usize::MAX)?;
     let batch1_rate = per_second(1, 200)?;
 
-    let mut latencies = Vec::with_capacity(queries.len());
-    for q in &queries {
-        let start = Instant::now();
-        embedder.embed(&[q.as_str()], EmbedKind::Query)?;
-        latencies.push(start.elapsed().as_secs_f64() * 1000.0);
-    }
-    latencies.sort_by(f64::total_cmp);
-    let pct = |p: f64| {
-        latencies[((latencies.len() as f64 * p).ceil() as usize).clamp(1, latencies.len()) - 1]
+    let mut thread_counts = if args.threads.is_empty() {
+        vec![1, default_threads]
+    } else {
+        args.threads.clone()
     };
+    thread_counts.retain(|&t| t > 0);
+    thread_counts.dedup();
+    let mut by_threads = Vec::new();
+    for &t in &thread_counts {
+        embedder.set_threads(t);
+        // One warm-up query per setting (the workers may have gone to sleep).
+        embedder.embed(&[queries[0].as_str()], EmbedKind::Query)?;
+        let mut latencies = Vec::with_capacity(queries.len());
+        for q in &queries {
+            let start = Instant::now();
+            embedder.embed(&[q.as_str()], EmbedKind::Query)?;
+            latencies.push(start.elapsed().as_secs_f64() * 1000.0);
+        }
+        latencies.sort_by(f64::total_cmp);
+        let pct = |p: f64| {
+            latencies[((latencies.len() as f64 * p).ceil() as usize).clamp(1, latencies.len()) - 1]
+        };
+        by_threads.push(QueryLatency {
+            threads: t,
+            p50_ms: round2(pct(0.50)),
+            p99_ms: round2(pct(0.99)),
+        });
+    }
+    if args.profile {
+        for &t in &thread_counts {
+            embedder.set_threads(t);
+            models::profile::start();
+            for q in &queries {
+                embedder.embed(&[q.as_str()], EmbedKind::Query)?;
+            }
+            if let Some(p) = models::profile::stop() {
+                print_profile(&p, t);
+            }
+        }
+    }
+    embedder.set_threads(default_threads);
+    let default_latency = by_threads
+        .iter()
+        .find(|q| q.threads == default_threads)
+        .or(by_threads.last())
+        .map_or((0.0, 0.0), |q| (q.p50_ms, q.p99_ms));
 
     let report = EmbedReport {
         model: embedder.name().to_string(),
@@ -122,11 +199,15 @@ fn embed(args: EmbedBenchArgs) -> anyhow::Result<()> {
         batch32_sentences_per_s: round1(batch32_rate),
         bulk_sentences_per_s: round1(bulk_rate),
         batch1_sentences_per_s: round1(batch1_rate),
-        queries: latencies.len(),
-        query_p50_ms: round2(pct(0.50)),
-        query_p99_ms: round2(pct(0.99)),
+        queries: queries.len(),
+        query_p50_ms: default_latency.0,
+        query_p99_ms: default_latency.1,
+        query_by_threads: by_threads,
         peak_rss_mib: round1(peak_rss_mib()),
-        threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
+        threads: default_threads,
+        cpu_flags: cpu.flags.join(" "),
+        kernels: format!("{}{}", cpu.path.name(), if cpu.vnni { "+vnni" } else { "" }),
+        precision: embedder.precision().name().to_string(),
     };
     if args.json {
         println!("{}", serde_json::to_string(&report)?);
@@ -146,14 +227,38 @@ fn embed(args: EmbedBenchArgs) -> anyhow::Result<()> {
             "batch 1    sentences/s    {}",
             report.batch1_sentences_per_s
         );
-        println!(
-            "query p50 / p99 ms         {} / {}",
-            report.query_p50_ms, report.query_p99_ms
-        );
+        for q in &report.query_by_threads {
+            println!(
+                "query p50 / p99 ms, {:>2} th {} / {}",
+                q.threads, q.p50_ms, q.p99_ms
+            );
+        }
         println!("peak RSS MiB               {}", report.peak_rss_mib);
         println!("threads                    {}", report.threads);
     }
     Ok(())
+}
+
+/// Prints a profile as two tables (milliseconds per forward pass).
+fn print_profile(p: &models::profile::Profile, threads: usize) {
+    let total: f64 = p.by_step().iter().map(|s| s.1).sum();
+    println!(
+        "profile, {threads} thread(s): {} passes, {:.1} tokens each, {:.3} ms per pass",
+        p.passes,
+        p.tokens as f64 / p.passes.max(1) as f64,
+        total * 1e3
+    );
+    for (name, secs) in p.by_step() {
+        println!(
+            "  step  {name:<28} {:>8.3} ms {:>5.1} %",
+            secs * 1e3,
+            100.0 * secs / total.max(1e-12)
+        );
+    }
+    for (layer, secs) in p.by_layer() {
+        let name = layer.map_or("outside layers".to_string(), |l| format!("layer {l}"));
+        println!("  layer {name:<28} {:>8.3} ms", secs * 1e3);
+    }
 }
 
 fn round1(x: f64) -> f64 {
