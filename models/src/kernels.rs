@@ -432,63 +432,23 @@ fn exp_neg(x: f32) -> f32 {
     f32::from_bits(e.to_bits().wrapping_add(((n as i32) << 23) as u32))
 }
 
-/// Row-wise numerics with plain loops that the compiler vectorises; the
-/// AVX2 copies are the same code compiled with AVX2 + FMA enabled.
-macro_rules! vector_ops {
-    ($($attr:meta)?; $gelu:ident, $ln:ident, $softmax:ident, $dot:ident, $axpy:ident) => {
-        $(#[$attr])?
-        #[inline(never)]
-        unsafe fn $gelu(v: &mut [f32]) {
-            gelu_generic(v)
+/// `a·b` in eight independent lanes (vectorisable).
+#[inline(always)]
+fn dot(a: &[f32], b: &[f32]) -> f32 {
+    let mut acc = [0f32; 8];
+    let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));
+    let tail: f32 = ca
+        .remainder()
+        .iter()
+        .zip(cb.remainder())
+        .map(|(x, y)| x * y)
+        .sum();
+    for (x, y) in ca.zip(cb) {
+        for i in 0..8 {
+            acc[i] += x[i] * y[i];
         }
-
-        /// `row ← LN(row + residual)`.
-        $(#[$attr])?
-        #[inline(never)]
-        unsafe fn $ln(row: &mut [f32], residual: Option<&[f32]>, w: &[f32], b: &[f32], eps: f32) {
-            if let Some(r) = residual {
-                row.iter_mut().zip(r).for_each(|(x, r)| *x += r);
-            }
-            let h = row.len() as f32;
-            let mean = lanes_sum(row, |x| x) / h;
-            let var = lanes_sum(row, |x| (x - mean) * (x - mean)) / h;
-            let inv = 1.0 / (var + eps).sqrt();
-            for ((x, &w), &b) in row.iter_mut().zip(w).zip(b) {
-                *x = (*x - mean) * inv * w + b;
-            }
-        }
-
-        /// `v ← softmax(v)`.
-        $(#[$attr])?
-        #[inline(never)]
-        unsafe fn $softmax(v: &mut [f32]) {
-            let max = v.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-            v.iter_mut().for_each(|x| *x = exp_neg(*x - max));
-            let inv = 1.0 / lanes_sum(v, |x| x);
-            v.iter_mut().for_each(|x| *x *= inv);
-        }
-
-        $(#[$attr])?
-        #[inline(never)]
-        unsafe fn $dot(a: &[f32], b: &[f32]) -> f32 {
-            let mut acc = [0f32; 8];
-            let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));
-            let tail: f32 = ca.remainder().iter().zip(cb.remainder()).map(|(x, y)| x * y).sum();
-            for (x, y) in ca.zip(cb) {
-                for i in 0..8 {
-                    acc[i] += x[i] * y[i];
-                }
-            }
-            acc.iter().sum::<f32>() + tail
-        }
-
-        /// `y ← y + a·x`.
-        $(#[$attr])?
-        #[inline(never)]
-        unsafe fn $axpy(y: &mut [f32], a: f32, x: &[f32]) {
-            y.iter_mut().zip(x).for_each(|(y, &x)| *y += a * x);
-        }
-    };
+    }
+    acc.iter().sum::<f32>() + tail
 }
 
 /// Sum of `f(x)` over `v` in eight independent lanes (vectorisable).
@@ -505,9 +465,99 @@ fn lanes_sum(v: &[f32], f: impl Fn(f32) -> f32) -> f32 {
     acc.iter().sum::<f32>() + tail
 }
 
-vector_ops!(; gelu_plain, ln_plain, softmax_plain, dot_plain, axpy_plain);
+/// `row ← LN(row + residual)`.
+#[inline(always)]
+fn ln_generic(row: &mut [f32], residual: Option<&[f32]>, w: &[f32], b: &[f32], eps: f32) {
+    if let Some(r) = residual {
+        row.iter_mut().zip(r).for_each(|(x, r)| *x += r);
+    }
+    let h = row.len() as f32;
+    let mean = lanes_sum(row, |x| x) / h;
+    let var = lanes_sum(row, |x| (x - mean) * (x - mean)) / h;
+    let inv = 1.0 / (var + eps).sqrt();
+    for ((x, &w), &b) in row.iter_mut().zip(w).zip(b) {
+        *x = (*x - mean) * inv * w + b;
+    }
+}
+
+/// One head's attention over one window (see [`attend`]), all in one
+/// function so that the small dot products and updates inline and vectorise.
+///
+/// # Safety
+/// As [`attend`]; `scores` holds `len` values.
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+unsafe fn attend_generic(
+    qkv: *const f32,
+    ld: usize,
+    (q0, k0, v0): (usize, usize, usize),
+    len: usize,
+    hd: usize,
+    ctx: *mut f32,
+    ld_ctx: usize,
+    scores: &mut [f32],
+) {
+    // SAFETY: the caller vouches for these runs.
+    let run =
+        |i: usize, off: usize| unsafe { std::slice::from_raw_parts(qkv.add(i * ld + off), hd) };
+    for i in 0..len {
+        let q = run(i, q0);
+        for (j, s) in scores.iter_mut().enumerate() {
+            *s = dot(q, run(j, k0));
+        }
+        let max = scores.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+        scores.iter_mut().for_each(|x| *x = exp_neg(*x - max));
+        let inv = 1.0 / lanes_sum(scores, |x| x);
+        // SAFETY: the caller vouches for this output run.
+        let out = unsafe { std::slice::from_raw_parts_mut(ctx.add(i * ld_ctx), hd) };
+        out.fill(0.0);
+        for (j, &p) in scores.iter().enumerate() {
+            let p = p * inv;
+            out.iter_mut()
+                .zip(run(j, v0))
+                .for_each(|(y, &x)| *y += p * x);
+        }
+    }
+}
+
+/// The row-wise numerics compiled twice: plain, and with AVX2 + FMA enabled
+/// (the same code; the compiler vectorises it for the wider registers).
+macro_rules! vector_ops {
+    ($($attr:meta)?; $gelu:ident, $ln:ident, $attend:ident) => {
+        $(#[$attr])?
+        #[inline(never)]
+        unsafe fn $gelu(v: &mut [f32]) {
+            gelu_generic(v)
+        }
+
+        $(#[$attr])?
+        #[inline(never)]
+        unsafe fn $ln(row: &mut [f32], residual: Option<&[f32]>, w: &[f32], b: &[f32], eps: f32) {
+            ln_generic(row, residual, w, b, eps)
+        }
+
+        #[allow(clippy::too_many_arguments)]
+        $(#[$attr])?
+        #[inline(never)]
+        unsafe fn $attend(
+            qkv: *const f32,
+            ld: usize,
+            offsets: (usize, usize, usize),
+            len: usize,
+            hd: usize,
+            ctx: *mut f32,
+            ld_ctx: usize,
+            scores: &mut [f32],
+        ) {
+            // SAFETY: the caller's promises, passed on.
+            unsafe { attend_generic(qkv, ld, offsets, len, hd, ctx, ld_ctx, scores) }
+        }
+    };
+}
+
+vector_ops!(; gelu_plain, ln_plain, attend_plain);
 #[cfg(target_arch = "x86_64")]
-vector_ops!(target_feature(enable = "avx2,fma"); gelu_avx2, ln_avx2, softmax_avx2, dot_avx2, axpy_avx2);
+vector_ops!(target_feature(enable = "avx2,fma"); gelu_avx2, ln_avx2, attend_avx2);
 
 /// Applies GELU to `v` in place.
 pub(crate) fn gelu(path: KernelPath, v: &mut [f32]) {
@@ -553,7 +603,7 @@ pub(crate) unsafe fn attend(
     path: KernelPath,
     qkv: *const f32,
     ld: usize,
-    (q0, k0, v0): (usize, usize, usize),
+    offsets: (usize, usize, usize),
     len: usize,
     hd: usize,
     ctx: *mut f32,
@@ -561,56 +611,22 @@ pub(crate) unsafe fn attend(
     scores: &mut Vec<f32>,
 ) {
     scores.resize(len, 0.0);
-    #[cfg(target_arch = "x86_64")]
-    let simd = matches!(path, KernelPath::Avx2 | KernelPath::Avx512);
-    #[cfg(not(target_arch = "x86_64"))]
-    let simd = {
-        let _ = path;
-        false
-    };
-    // SAFETY: the caller vouches for these runs.
-    let run =
-        |i: usize, off: usize| unsafe { std::slice::from_raw_parts(qkv.add(i * ld + off), hd) };
-    for i in 0..len {
-        let q = run(i, q0);
-        for (j, s) in scores.iter_mut().enumerate() {
-            // SAFETY: AVX2 + FMA are present when `simd` (crate::cpu).
-            *s = unsafe {
-                if simd {
-                    dot_simd(q, run(j, k0))
-                } else {
-                    dot_plain(q, run(j, k0))
-                }
-            };
-        }
-        // SAFETY: the caller vouches for this output run.
-        let out = unsafe { std::slice::from_raw_parts_mut(ctx.add(i * ld_ctx), hd) };
-        out.fill(0.0);
-        // SAFETY: as above.
-        unsafe {
-            if simd {
-                softmax_simd(scores);
-            } else {
-                softmax_plain(scores);
+    // SAFETY: the caller's promises; AVX2 + FMA are present on the AVX2 and
+    // AVX-512 paths (crate::cpu).
+    unsafe {
+        match path {
+            #[cfg(target_arch = "x86_64")]
+            KernelPath::Avx2 | KernelPath::Avx512 if hd.is_multiple_of(8) => {
+                crate::kernels_avx2::attend(qkv, ld, offsets, len, hd, ctx, ld_ctx, scores)
             }
-        }
-        for (j, &p) in scores.iter().enumerate() {
-            // SAFETY: as above.
-            unsafe {
-                if simd {
-                    axpy_simd(out, p, run(j, v0));
-                } else {
-                    axpy_plain(out, p, run(j, v0));
-                }
+            #[cfg(target_arch = "x86_64")]
+            KernelPath::Avx2 | KernelPath::Avx512 => {
+                attend_avx2(qkv, ld, offsets, len, hd, ctx, ld_ctx, scores)
             }
+            _ => attend_plain(qkv, ld, offsets, len, hd, ctx, ld_ctx, scores),
         }
     }
 }
-
-#[cfg(target_arch = "x86_64")]
-use {axpy_avx2 as axpy_simd, dot_avx2 as dot_simd, softmax_avx2 as softmax_simd};
-#[cfg(not(target_arch = "x86_64"))]
-use {axpy_plain as axpy_simd, dot_plain as dot_simd, softmax_plain as softmax_simd};
 
 #[cfg(test)]
 pub(crate) mod tests {
@@ -832,6 +848,39 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn attention_agrees_across_paths_for_any_length() {
+        let (h, hd) = (64, 32);
+        for len in [1, 7, 8, 9, 18, 40] {
+            let qkv = rand_vec(len * 3 * h, len as u64);
+            let mut first: Option<Vec<f32>> = None;
+            for path in paths() {
+                let mut ctx = vec![0f32; len * h];
+                for head in 0..2 {
+                    let o = head * hd;
+                    // SAFETY: len rows of 3h in, len rows of h out, owned here.
+                    unsafe {
+                        attend(
+                            path,
+                            qkv.as_ptr(),
+                            3 * h,
+                            (o, h + o, 2 * h + o),
+                            len,
+                            hd,
+                            ctx.as_mut_ptr().add(o),
+                            h,
+                            &mut Vec::new(),
+                        )
+                    };
+                }
+                match &first {
+                    None => first = Some(ctx),
+                    Some(f) => assert!(max_diff(f, &ctx) < 1e-5, "{path:?} len {len}"),
+                }
+            }
+        }
+    }
+
+    #[test]
     fn vector_ops_agree_across_paths() {
         let x = rand_vec(1000, 11);
         let (w, b) = (rand_vec(1000, 12), rand_vec(1000, 13));
@@ -911,6 +960,44 @@ mod speed {
             .ok()
             .and_then(|s| s.split_whitespace().next()?.parse().ok())
             .unwrap_or(0)
+    }
+
+    #[test]
+    #[ignore = "timing, not a check"]
+    fn attention_speed() {
+        let (len, h, hd) = (18, 384, 32);
+        let qkv = rand_vec(len * 3 * h, 1);
+        let mut ctx = vec![0f32; len * h];
+        let mut scores = Vec::new();
+        for path in super::tests::paths() {
+            let (t0, c0) = (std::time::Instant::now(), cpu_ns());
+            let reps = 2000;
+            for _ in 0..reps {
+                for head in 0..12 {
+                    let o = head * hd;
+                    // SAFETY: len rows of 3h in, len rows of h out, owned here.
+                    unsafe {
+                        attend(
+                            path,
+                            qkv.as_ptr(),
+                            3 * h,
+                            (o, h + o, 2 * h + o),
+                            len,
+                            hd,
+                            ctx.as_mut_ptr().add(o),
+                            h,
+                            &mut scores,
+                        )
+                    };
+                }
+            }
+            let cpu = (cpu_ns() - c0) as f64 * 1e-9;
+            println!(
+                "attention {len} tokens x 12 heads {path:?}: {:.1} us per layer cpu ({:.1} wall)",
+                cpu / reps as f64 * 1e6,
+                t0.elapsed().as_secs_f64() / reps as f64 * 1e6
+            );
+        }
     }
 
     #[test]

@@ -252,3 +252,142 @@ pub(crate) unsafe fn quantize_block(x: &[f32], q: &mut [i8]) -> (f32, i32) {
         (d, _mm_cvtsi128_si32(s))
     }
 }
+
+/// `e^x` for `x ≤ 0` in eight lanes: the polynomial of `kernels::exp_neg`.
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+fn exp_neg(x: __m256) -> __m256 {
+    let x = _mm256_max_ps(x, _mm256_set1_ps(-87.0));
+    let n = _mm256_round_ps(
+        _mm256_mul_ps(x, _mm256_set1_ps(std::f32::consts::LOG2_E)),
+        _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC,
+    );
+    let r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693_359_4), x);
+    let r = _mm256_fmadd_ps(n, _mm256_set1_ps(2.121_944_4e-4), r);
+    let mut p = _mm256_set1_ps(1.987_569_1e-4);
+    for c in [
+        1.398_199_9e-3,
+        8.333_452e-3,
+        4.166_579_6e-2,
+        0.166_666_55,
+        0.5,
+    ] {
+        p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(c));
+    }
+    let e = _mm256_add_ps(
+        _mm256_fmadd_ps(_mm256_mul_ps(p, r), r, r),
+        _mm256_set1_ps(1.0),
+    );
+    let bits = _mm256_add_epi32(
+        _mm256_castps_si256(e),
+        _mm256_slli_epi32(_mm256_cvtps_epi32(n), 23),
+    );
+    _mm256_castsi256_ps(bits)
+}
+
+/// One head's softmax attention over one window (see `kernels::attend`),
+/// for head sizes that are a multiple of 8. K is first transposed into
+/// `scratch` so that a row's scores are eight-wide FMAs over the keys (no
+/// horizontal sums); then each row's softmax and `Σ p_j·v_j` run in
+/// registers.
+///
+/// # Safety
+/// AVX2 + FMA present; as `kernels::attend` for the pointers; `hd % 8 == 0`.
+#[allow(clippy::too_many_arguments)]
+#[target_feature(enable = "avx2,fma")]
+pub(crate) unsafe fn attend(
+    qkv: *const f32,
+    ld: usize,
+    (q0, k0, v0): (usize, usize, usize),
+    len: usize,
+    hd: usize,
+    ctx: *mut f32,
+    ld_ctx: usize,
+    scratch: &mut Vec<f32>,
+) {
+    assert!(hd.is_multiple_of(8) && len > 0);
+    let lp = len.next_multiple_of(8);
+    scratch.clear();
+    scratch.resize(hd * lp + lp, 0.0);
+    let (kt, scores) = scratch.split_at_mut(hd * lp);
+    // SAFETY (whole body): row j's k / q / v runs (hd values at qkv + j·ld +
+    // offset) and output runs are the caller's promise; kt is hd × lp and
+    // scores lp long (sized above), indexed within those bounds.
+    unsafe {
+        for j in 0..len {
+            let k = qkv.add(j * ld + k0);
+            for e in 0..hd {
+                *kt.get_unchecked_mut(e * lp + j) = *k.add(e);
+            }
+        }
+        let ktp = kt.as_ptr();
+        let sp = scores.as_mut_ptr();
+        for i in 0..len {
+            let q = qkv.add(i * ld + q0);
+            let mut max = _mm256_set1_ps(f32::NEG_INFINITY);
+            // Four blocks of 8 keys at a time: independent FMA chains.
+            for jg in (0..lp).step_by(32) {
+                let nb = ((lp - jg) / 8).min(4);
+                // Even and odd inputs in separate chains (FMA latency).
+                let mut acc = [_mm256_setzero_ps(); 4];
+                let mut odd = [_mm256_setzero_ps(); 4];
+                for e in (0..hd).step_by(2) {
+                    let (qe, qo) = (_mm256_set1_ps(*q.add(e)), _mm256_set1_ps(*q.add(e + 1)));
+                    let (re, ro) = (ktp.add(e * lp + jg), ktp.add((e + 1) * lp + jg));
+                    for b in 0..nb {
+                        acc[b] = _mm256_fmadd_ps(qe, _mm256_loadu_ps(re.add(8 * b)), acc[b]);
+                        odd[b] = _mm256_fmadd_ps(qo, _mm256_loadu_ps(ro.add(8 * b)), odd[b]);
+                    }
+                }
+                for (a, o) in acc.iter_mut().zip(odd) {
+                    *a = _mm256_add_ps(*a, o);
+                }
+                for (b, a) in acc.iter_mut().enumerate().take(nb) {
+                    let jb = jg + 8 * b;
+                    if jb + 8 > len {
+                        // Padding keys get no weight.
+                        let valid = (len - jb) as i32;
+                        let lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+                        let keep = _mm256_cmpgt_epi32(_mm256_set1_epi32(valid), lane);
+                        *a = _mm256_blendv_ps(
+                            _mm256_set1_ps(f32::NEG_INFINITY),
+                            *a,
+                            _mm256_castsi256_ps(keep),
+                        );
+                    }
+                    _mm256_storeu_ps(sp.add(jb), *a);
+                    max = _mm256_max_ps(max, *a);
+                }
+            }
+            let m = _mm_max_ps(_mm256_castps256_ps128(max), _mm256_extractf128_ps(max, 1));
+            let m = _mm_max_ps(m, _mm_movehl_ps(m, m));
+            let m = _mm256_set1_ps(_mm_cvtss_f32(_mm_max_ss(m, _mm_shuffle_ps(m, m, 1))));
+            let mut sum = _mm256_setzero_ps();
+            for jb in (0..lp).step_by(8) {
+                let e = exp_neg(_mm256_sub_ps(_mm256_loadu_ps(sp.add(jb)), m));
+                _mm256_storeu_ps(sp.add(jb), e);
+                sum = _mm256_add_ps(sum, e);
+            }
+            let s = _mm_add_ps(_mm256_castps256_ps128(sum), _mm256_extractf128_ps(sum, 1));
+            let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+            let inv = 1.0 / _mm_cvtss_f32(_mm_add_ss(s, _mm_shuffle_ps(s, s, 1)));
+            let out = ctx.add(i * ld_ctx);
+            // Four blocks of 8 output values at a time: independent chains.
+            let scale = _mm256_set1_ps(inv);
+            for cg in (0..hd).step_by(32) {
+                let nc = ((hd - cg) / 8).min(4);
+                let mut acc = [_mm256_setzero_ps(); 4];
+                for j in 0..len {
+                    let p = _mm256_set1_ps(*sp.add(j));
+                    let v = qkv.add(j * ld + v0 + cg);
+                    for (c, a) in acc.iter_mut().enumerate().take(nc) {
+                        *a = _mm256_fmadd_ps(p, _mm256_loadu_ps(v.add(8 * c)), *a);
+                    }
+                }
+                for (c, a) in acc.iter().enumerate().take(nc) {
+                    _mm256_storeu_ps(out.add(cg + 8 * c), _mm256_mul_ps(*a, scale));
+                }
+            }
+        }
+    }
+}

@@ -5,6 +5,9 @@
 //! When on, the calling thread (thread 0 of the team) notes the time at the
 //! end of every step, after the barrier that closes it, so a step's time
 //! includes waiting for the slowest thread: what the step adds to latency.
+//! It also notes its own CPU time (Linux), which leaves out the time the
+//! thread was descheduled: on a machine shared with other work, that is the
+//! step's cost on an idle machine (with one thread).
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
@@ -23,6 +26,8 @@ pub struct Profile {
     /// Total seconds per (layer, step) in the order of the pass; layer
     /// `None` is outside the layers.
     pub steps: Vec<(Option<usize>, &'static str, f64)>,
+    /// Total CPU seconds of the calling thread per step name.
+    pub cpu: Vec<(&'static str, f64)>,
 }
 
 impl Profile {
@@ -38,6 +43,13 @@ impl Profile {
         let passes = self.passes.max(1) as f64;
         out.iter_mut().for_each(|e| e.1 /= passes);
         out
+    }
+
+    /// CPU seconds per pass of the calling thread in each step (summed over
+    /// the layers), in the order of [`Profile::by_step`].
+    pub fn cpu_by_step(&self) -> Vec<(&'static str, f64)> {
+        let passes = self.passes.max(1) as f64;
+        self.cpu.iter().map(|&(n, s)| (n, s / passes)).collect()
     }
 
     /// Seconds per pass of each layer (all its steps).
@@ -67,11 +79,39 @@ pub fn stop() -> Option<Profile> {
     ACC.lock().unwrap_or_else(|e| e.into_inner()).take()
 }
 
+/// CPU time of the calling thread, in seconds (0 where unsupported).
+#[cfg(target_os = "linux")]
+fn thread_cpu() -> f64 {
+    #[repr(C)]
+    struct Timespec {
+        sec: i64,
+        nsec: i64,
+    }
+    unsafe extern "C" {
+        fn clock_gettime(clock: i32, ts: *mut Timespec) -> i32;
+    }
+    const CLOCK_THREAD_CPUTIME_ID: i32 = 3;
+    let mut ts = Timespec { sec: 0, nsec: 0 };
+    // SAFETY: clock_gettime writes one timespec (two 64-bit fields on
+    // 64-bit Linux) into the pointer it is given.
+    if unsafe { clock_gettime(CLOCK_THREAD_CPUTIME_ID, &mut ts) } == 0 {
+        ts.sec as f64 + ts.nsec as f64 * 1e-9
+    } else {
+        0.0
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn thread_cpu() -> f64 {
+    0.0
+}
+
 /// Marks of one pass, kept by thread 0.
 pub(crate) struct Marks {
     last: Instant,
+    last_cpu: f64,
     layer: Option<usize>,
-    steps: Vec<(Option<usize>, &'static str, f64)>,
+    steps: Vec<(Option<usize>, &'static str, f64, f64)>,
 }
 
 impl Marks {
@@ -79,6 +119,7 @@ impl Marks {
     pub(crate) fn new() -> Option<Marks> {
         ON.load(Ordering::Relaxed).then(|| Marks {
             last: Instant::now(),
+            last_cpu: thread_cpu(),
             layer: None,
             steps: Vec::with_capacity(128),
         })
@@ -91,10 +132,15 @@ impl Marks {
 
     /// The step `name` ended now.
     pub(crate) fn mark(&mut self, name: &'static str) {
-        let now = Instant::now();
-        self.steps
-            .push((self.layer, name, (now - self.last).as_secs_f64()));
+        let (now, cpu) = (Instant::now(), thread_cpu());
+        self.steps.push((
+            self.layer,
+            name,
+            (now - self.last).as_secs_f64(),
+            cpu - self.last_cpu,
+        ));
         self.last = now;
+        self.last_cpu = cpu;
     }
 
     /// Marks the end of step `name` if recording.
@@ -110,10 +156,14 @@ impl Marks {
         if let Some(p) = acc.as_mut() {
             p.passes += 1;
             p.tokens += tokens;
-            for (layer, name, secs) in self.steps {
+            for (layer, name, secs, cpu) in self.steps {
                 match p.steps.iter_mut().find(|s| s.0 == layer && s.1 == name) {
                     Some(s) => s.2 += secs,
                     None => p.steps.push((layer, name, secs)),
+                }
+                match p.cpu.iter_mut().find(|s| s.0 == name) {
+                    Some(s) => s.1 += cpu,
+                    None => p.cpu.push((name, cpu)),
                 }
             }
         }

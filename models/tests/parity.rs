@@ -81,7 +81,10 @@ fn check_precision(precision: Precision) {
             }
         }
     }
-    eprintln!("{precision:?}: worst cosine {:.5} for {:?}", worst.0, worst.1);
+    eprintln!(
+        "{precision:?}: worst cosine {:.5} for {:?}",
+        worst.0, worst.1
+    );
     assert!(
         worst.0 >= 0.999,
         "{precision:?}: worst cosine {:.5} for {:?}",
