@@ -48,7 +48,8 @@ pub(crate) struct Linear {
     pub inp: usize,
     /// Output width N.
     pub out: usize,
-    bias: Vec<f32>,
+    /// The bias, zero-padded to whole panels.
+    bias: Vec<[f32; PANEL]>,
     w: Weights,
 }
 
@@ -68,7 +69,7 @@ impl Linear {
         Linear {
             inp,
             out,
-            bias: b.to_vec(),
+            bias: pad_bias(b),
             w: Weights::F32(data),
         }
     }
@@ -103,7 +104,7 @@ impl Linear {
         Linear {
             inp,
             out,
-            bias: b.to_vec(),
+            bias: pad_bias(b),
             w: Weights::Q4 { q, d },
         }
     }
@@ -139,13 +140,13 @@ impl Linear {
                 let mr_max = if path == KernelPath::Avx512 { 8 } else { 6 };
                 for_tiles(rows, cols, mr_max, |m, mr, p, lo, hi| {
                     let w = &panels[p * k * PANEL..(p + 1) * k * PANEL];
-                    let bias = bias16(&self.bias, p);
+                    let bias = &self.bias[p];
                     let x = &x[m * k..(m + mr) * k];
                     // SAFETY: x holds mr rows of k, w is k×16, the caller
                     // vouches for y's rows m..m+mr, columns 16p+lo..16p+hi.
                     unsafe {
                         let y = y.add(m * ldy + p * PANEL);
-                        f32_tile(path, x, mr, k, w, &bias, y, ldy, lo, hi)
+                        f32_tile(path, x, mr, k, w, bias, y, ldy, lo, hi)
                     }
                 });
             }
@@ -164,7 +165,7 @@ impl Linear {
                 for_tiles(rows, cols, mr_max, |m, mr, p, lo, hi| {
                     let w = &q[p * nb * Q4_PANEL_BLOCK..(p + 1) * nb * Q4_PANEL_BLOCK];
                     let wd = &d[p * nb * PANEL..(p + 1) * nb * PANEL];
-                    let bias = bias16(&self.bias, p);
+                    let bias = &self.bias[p];
                     let rows = Q8Rows {
                         k,
                         q: &a.q[m * k..(m + mr) * k],
@@ -174,7 +175,7 @@ impl Linear {
                     // SAFETY: as above; rows holds mr rows, w and wd one panel.
                     unsafe {
                         let y = y.add(m * ldy + p * PANEL);
-                        q4_tile(path, &rows, mr, w, wd, &bias, y, ldy, lo, hi)
+                        q4_tile(path, &rows, mr, w, wd, bias, y, ldy, lo, hi)
                     }
                 });
             }
@@ -183,13 +184,15 @@ impl Linear {
     }
 }
 
-/// The bias of panel `p`, zero-padded to 16.
-fn bias16(bias: &[f32], p: usize) -> [f32; PANEL] {
-    let mut out = [0f32; PANEL];
-    let start = p * PANEL;
-    let end = bias.len().min(start + PANEL);
-    out[..end - start].copy_from_slice(&bias[start..end]);
-    out
+/// `b` in panels of 16, the last one zero-padded.
+fn pad_bias(b: &[f32]) -> Vec<[f32; PANEL]> {
+    b.chunks(PANEL)
+        .map(|c| {
+            let mut out = [0f32; PANEL];
+            out[..c.len()].copy_from_slice(c);
+            out
+        })
+        .collect()
 }
 
 /// Walks `rows × cols` as (row chunk, panel, row tile): calls
