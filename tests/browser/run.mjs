@@ -122,7 +122,7 @@ async function agentCorrection(page, base) {
 }
 
 async function learningLoop(page, base, context) {
-  const question = "怎么开发票";
+  const question = "冬天开空调制热，出来的是凉风";
   await page.goto(base + "/chat");
   await page.fill("[data-testid=chat-input]", question);
   await page.click("[data-testid=chat-send]");

@@ -183,3 +183,58 @@ fn eval_deflect_reports_answers_precision_and_handoffs_at_four_thresholds() {
         );
     }
 }
+
+/// `eval deflect --pack` measures the chat as `triage serve` ships it: the
+/// demo pack's own articles, its thresholds and out-of-scope check, on the
+/// chat messages written for it; `--learn` feeds another set back first and
+/// measures again; `--decisions` keeps the per-message record.
+#[test]
+fn eval_deflect_pack_measures_the_shipped_chat_and_the_learning_loop() {
+    let dir = tempfile::tempdir().unwrap();
+    let chat = demo_pack().join("../demo-chat");
+    let r = eval(&[
+        "deflect",
+        "--pack",
+        demo_pack().to_str().unwrap(),
+        "--test",
+        chat.join("test.jsonl").to_str().unwrap(),
+        "--learn",
+        chat.join("dev.jsonl").to_str().unwrap(),
+        "--decisions",
+        dir.path().to_str().unwrap(),
+    ]);
+    let all = &r["all"];
+    assert_eq!(all["in_scope"], 93, "{r}");
+    assert_eq!(all["out_of_scope"], 40, "{r}");
+    for key in [
+        "answered_right",
+        "wrong_answers",
+        "oos_handoff",
+        "clarify_rate",
+    ] {
+        let v = number(all, key);
+        assert!((0.0..=1.0).contains(&v), "{key} = {v}");
+    }
+    // Paraphrases of the articles are answered, rightly; off-topic messages are
+    // handed off; a wrong answer is rare.
+    assert!(number(all, "answered_right") > 0.2, "{r}");
+    assert!(number(all, "wrong_answers") <= 0.05, "{r}");
+    assert!(number(all, "oos_handoff") >= 0.8, "{r}");
+    assert!(number(all, "p50_ms") > 0.0, "{r}");
+    assert_eq!(r["fed_back"], 93, "{r}");
+    assert!(
+        r["learned_phrasings"].as_u64().is_some_and(|n| n > 0),
+        "{r}"
+    );
+    assert_eq!(r["after_learning"]["in_scope"], 93, "{r}");
+    let decisions = std::fs::read_to_string(dir.path().join("chat_decisions.jsonl")).unwrap();
+    assert_eq!(decisions.lines().count(), 133);
+    let first: Value = serde_json::from_str(decisions.lines().next().unwrap()).unwrap();
+    let reasons = first["reasons"].as_array().unwrap();
+    assert!(
+        reasons
+            .iter()
+            .any(|r| r.as_str().is_some_and(|s| s.starts_with("best: "))),
+        "every decision names its best article: {first}"
+    );
+}

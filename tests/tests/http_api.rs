@@ -125,7 +125,10 @@ fn every_route_and_the_decisions_that_need_the_real_model() {
     assert_eq!(d["action"], "handoff", "{d}");
     // A close but unsure match asks the customer to choose among plausible
     // articles only, most probable first.
-    let (_, d) = server.post("/v1/deflect", &json!({"text": "怎么开发票"}));
+    let (_, d) = server.post(
+        "/v1/deflect",
+        &json!({"text": "冬天开空调制热，出来的是凉风"}),
+    );
     assert_eq!(d["action"], "clarify", "{d}");
     let probs: Vec<f64> = d["candidates"]
         .as_array()
@@ -149,15 +152,24 @@ fn every_route_and_the_decisions_that_need_the_real_model() {
         b
     };
     assert_eq!(vote(&d)["learning"], "candidate");
-    let (_, again) = server.post("/v1/deflect", &json!({"text": "怎么开发票"}));
+    let (_, again) = server.post(
+        "/v1/deflect",
+        &json!({"text": "冬天开空调制热，出来的是凉风"}),
+    );
     assert_eq!(
         again["action"], "clarify",
         "one customer changed the answer: {again}"
     );
     assert_eq!(vote(&again)["learning"], "candidate");
-    let (_, third) = server.post("/v1/deflect", &json!({"text": "怎么开发票"}));
+    let (_, third) = server.post(
+        "/v1/deflect",
+        &json!({"text": "冬天开空调制热，出来的是凉风"}),
+    );
     assert_eq!(vote(&third)["learning"], "active");
-    let (_, learned) = server.post("/v1/deflect", &json!({"text": "怎么开发票"}));
+    let (_, learned) = server.post(
+        "/v1/deflect",
+        &json!({"text": "冬天开空调制热，出来的是凉风"}),
+    );
     assert_eq!(learned["action"], "answer", "{learned}");
     assert_eq!(
         learned["candidates"][0]["article"]["id"], chosen,

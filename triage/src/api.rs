@@ -144,6 +144,10 @@ pub struct ChatEvidence {
     pub similarity: f32,
     /// Words or characters the message shares with that phrasing.
     pub matched_terms: Vec<String>,
+    /// Words or characters of that phrasing the message lacks (empty when it
+    /// was a learned phrasing: customers' words are not shown).
+    #[serde(default)]
+    pub missing_terms: Vec<String>,
     /// The article's own phrasing that matched best; `None` when it was a
     /// phrasing learned from chats (not shown: customers' words).
     pub matched_phrasing: Option<String>,

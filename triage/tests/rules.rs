@@ -946,6 +946,45 @@ fn lexicon_raises_abstaining_model_and_clears_abstention_when_urgent() {
     assert!(out.abstain);
 }
 
+/// The reasons agree with the decision: once an urgent floor clears the
+/// model's abstention, no reason says the request needs a human.
+#[test]
+fn an_overruled_abstention_is_not_reported_as_needing_a_human() {
+    let rules = rules();
+    let mut model = decision(None, 0.0, true);
+    model.reasons.insert(
+        0,
+        "confidence 0.00 below threshold 0.55: needs a human".into(),
+    );
+    for (text, model) in [
+        ("停机", model.clone()),
+        ("完全无法使用", {
+            let mut m = model.clone();
+            m.label = Some("P0".into());
+            m
+        }),
+    ] {
+        let out = rules.apply(text, model);
+        assert!(!out.abstain, "{text}");
+        assert!(
+            out.reasons.iter().all(|r| !r.contains("needs a human")),
+            "{text}: {:?}",
+            out.reasons
+        );
+        assert!(
+            out.reasons.iter().any(|r| r.starts_with(
+                "model confidence 0.00 below threshold 0.55: overruled by the urgent lexicon floor"
+            )),
+            "{text}: {:?}",
+            out.reasons
+        );
+    }
+    // A floor that does not decide leaves the abstention and its reason alone.
+    let out = rules.apply("有点慢", model);
+    assert!(out.abstain);
+    assert!(out.reasons.iter().any(|r| r.ends_with(": needs a human")));
+}
+
 #[test]
 fn no_hit_leaves_the_model_untouched() {
     let model = decision(Some("P3"), 0.66, true);

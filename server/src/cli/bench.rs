@@ -218,10 +218,12 @@ fn embed(args: EmbedBenchArgs) -> anyhow::Result<()> {
             "batch {:<4} sentences/s    {}",
             report.batch, report.batch_sentences_per_s
         );
-        println!(
-            "batch 32   sentences/s    {}",
-            report.batch32_sentences_per_s
-        );
+        if report.batch != 32 {
+            println!(
+                "batch 32   sentences/s    {}",
+                report.batch32_sentences_per_s
+            );
+        }
         println!("bulk (sorted) sentences/s  {}", report.bulk_sentences_per_s);
         println!(
             "batch 1    sentences/s    {}",

@@ -81,9 +81,21 @@ pub struct ClassifyArgs {
 pub struct DeflectArgs {
     #[command(flatten)]
     model: ModelArgs,
-    /// FAQ bank: `{"id", "question", "answer"}` per line.
+    /// FAQ bank: `{"id", "question", "answer"}` per line (the verifier alone).
+    #[arg(long, required_unless_present = "pack", conflicts_with = "pack")]
+    faq: Option<PathBuf>,
+    /// A pack directory: its chat measured as `triage serve` ships it (the
+    /// pack's articles and thresholds, the out-of-scope check, embedding
+    /// included in the latency).
     #[arg(long)]
-    faq: PathBuf,
+    pack: Option<PathBuf>,
+    /// With `--pack`: feed back these messages (same format as `--test`) as
+    /// customers and agents would, then measure the test set again.
+    #[arg(long, requires = "pack")]
+    learn: Option<PathBuf>,
+    /// Keep the per-message decisions (`*_decisions.jsonl`) in this directory.
+    #[arg(long)]
+    decisions: Option<PathBuf>,
     /// Test messages: `{"text", "faq_ids": [...]}` per line (empty = out of scope).
     #[arg(long)]
     test: PathBuf,
@@ -187,13 +199,53 @@ fn classify(args: ClassifyArgs) -> anyhow::Result<()> {
 }
 
 fn deflect(args: DeflectArgs) -> anyhow::Result<()> {
-    let faq: Vec<triage::eval::FaqEntry> = read_jsonl(&args.faq)?;
     let test: Vec<triage::eval::DeflectCase> = read_jsonl(&args.test)?;
     let work = tempfile::tempdir().context("creating a temporary index directory")?;
-    let report = args.cache.with(args.model.load()?, |embedder| {
-        Ok(triage::eval::deflect(&faq, &test, embedder, work.path())?)
-    })?;
-    println!("{}", serde_json::to_string(&report)?);
+    let report = match (&args.pack, &args.faq) {
+        (Some(pack), _) => {
+            let learn: Option<Vec<triage::eval::DeflectCase>> =
+                args.learn.as_deref().map(read_jsonl).transpose()?;
+            let report = args.cache.with(args.model.load()?, |embedder| {
+                Ok(triage::eval::deflect_pack(
+                    pack,
+                    &test,
+                    embedder,
+                    work.path(),
+                    learn.as_deref(),
+                )?)
+            })?;
+            serde_json::to_string(&report)?
+        }
+        (None, Some(faq)) => {
+            let faq: Vec<triage::eval::FaqEntry> = read_jsonl(faq)?;
+            let report = args.cache.with(args.model.load()?, |embedder| {
+                Ok(triage::eval::deflect(&faq, &test, embedder, work.path())?)
+            })?;
+            serde_json::to_string(&report)?
+        }
+        (None, None) => anyhow::bail!("`eval deflect` needs --faq or --pack"),
+    };
+    if let Some(dir) = &args.decisions {
+        keep_decisions(work.path(), dir)?;
+    }
+    println!("{report}");
+    Ok(())
+}
+
+/// Copies the `*_decisions.jsonl` files an evaluation wrote into `dir`.
+fn keep_decisions(work: &std::path::Path, dir: &std::path::Path) -> anyhow::Result<()> {
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    for entry in std::fs::read_dir(work)? {
+        let path = entry?.path();
+        let name = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or_default();
+        if name.ends_with("_decisions.jsonl") {
+            std::fs::copy(&path, dir.join(name))
+                .with_context(|| format!("copying {} to {}", path.display(), dir.display()))?;
+        }
+    }
     Ok(())
 }
 

@@ -15,6 +15,7 @@ use std::collections::HashMap;
 
 use crate::api::DeflectAction;
 use crate::error::Result;
+use crate::model::bankcal::{BankCalibration, Kind, Row, INPUTS};
 use crate::model::keyunits::KeyUnits;
 use crate::model::textsim::{edit_similarity, jaccard, Units};
 use crate::model::verifier::{answer_features, is_latin, Verifier};
@@ -36,6 +37,8 @@ pub struct ScoredArticle {
     pub best: Candidate,
     /// Units the message and that phrasing share.
     pub matched: Vec<String>,
+    /// Units of that phrasing the message lacks.
+    pub missing: Vec<String>,
 }
 
 /// What to do with a message and why.
@@ -51,16 +54,92 @@ pub struct Decision {
     pub reasons: Vec<String>,
 }
 
-/// Scores a message against a bank with a verifier.
+/// Scores a message against a bank with a verifier, its answer probability
+/// read against the pack's own knowledge base when a calibration was fitted
+/// ([`Deflector::calibrate`]).
 #[derive(Debug, Clone)]
 pub struct Deflector {
     verifier: Verifier,
+    calibration: Option<BankCalibration>,
 }
 
 impl Deflector {
-    /// A deflector using `verifier`.
+    /// A deflector using `verifier` as fitted (no bank calibration).
     pub fn new(verifier: Verifier) -> Deflector {
-        Deflector { verifier }
+        Deflector {
+            verifier,
+            calibration: None,
+        }
+    }
+
+    /// Fits the answer probability to `tenant`'s articles in `bank` (see
+    /// [`crate::model::bankcal`]): every phrasing of an article with more than
+    /// one is scored against the rest of the bank, and every `out_of_scope`
+    /// message (text and query vector) against the whole bank. Keeps the
+    /// verifier's own probability when there are too few rows.
+    pub fn calibrate(
+        &mut self,
+        bank: &FaqBank,
+        tenant: &str,
+        out_of_scope: &[(String, Vec<f32>)],
+    ) -> Result<Option<BankCalibration>> {
+        let uncalibrated = Deflector::new(self.verifier.clone());
+        let mut rows = Vec::new();
+        for (i, entry, vector) in bank.live_entries(tenant) {
+            if entry.learned || bank.phrasing_count(entry.slot) < 2 {
+                continue;
+            }
+            let all = bank.candidates(&entry.units, vector, tenant, 2 * RETRIEVE_K)?;
+            let mut cands: Vec<Candidate> = all.iter().copied().filter(|c| c.entry != i).collect();
+            cands.truncate(2 * RETRIEVE_K);
+            if let Some(top) = uncalibrated.top(bank, &entry.units, &cands) {
+                rows.push(Row {
+                    x: top.0,
+                    right: top.1 == entry.slot,
+                    kind: Kind::Phrasing,
+                });
+            }
+            {
+                // The same phrasing with its whole article left out: a look-alike
+                // of the other articles whose right answer is not in the bank.
+                let others: Vec<Candidate> =
+                    all.into_iter().filter(|c| c.slot != entry.slot).collect();
+                if let Some(top) = uncalibrated.top(bank, &entry.units, &others) {
+                    rows.push(Row {
+                        x: top.0,
+                        right: false,
+                        kind: Kind::LookAlike,
+                    });
+                }
+            }
+        }
+        for (text, vector) in out_of_scope {
+            let units = Units::new(text);
+            let cands = bank.candidates(&units, vector, tenant, RETRIEVE_K)?;
+            if let Some(top) = uncalibrated.top(bank, &units, &cands) {
+                rows.push(Row {
+                    x: top.0,
+                    right: false,
+                    kind: Kind::OutOfScope,
+                });
+            }
+        }
+        self.calibration = BankCalibration::fit(&rows);
+        Ok(self.calibration)
+    }
+
+    /// The calibration inputs of the best article among `cands`, and its slot.
+    fn top(
+        &self,
+        bank: &FaqBank,
+        units: &Units,
+        cands: &[Candidate],
+    ) -> Option<([f32; INPUTS], usize)> {
+        let feats = features(bank, units, cands, &self.verifier.key_units);
+        rank(&self.verifier, None, cands, &feats, is_latin(units))
+            .into_iter()
+            .next()
+            .map(|r| (r.inputs, r.best.slot))
     }
 
     /// The candidates for a message with their feature rows (for fitting and scoring).
@@ -86,22 +165,35 @@ impl Deflector {
         tenant: &str,
     ) -> Result<Vec<ScoredArticle>> {
         let (units, cands, feats) = self.candidates(bank, text, qvec, tenant)?;
-        Ok(rank(&self.verifier, &cands, &feats, is_latin(&units))
-            .into_iter()
-            .map(|r| {
-                let mut matched: Vec<String> = bank
-                    .entry(r.best.entry)
-                    .map(|e| e.units.set.intersection(&units.set).cloned().collect())
-                    .unwrap_or_default();
-                matched.sort();
-                ScoredArticle {
-                    slot: r.best.slot,
-                    probability: r.probability,
-                    best: r.best,
-                    matched,
-                }
-            })
-            .collect())
+        Ok(rank(
+            &self.verifier,
+            self.calibration.as_ref(),
+            &cands,
+            &feats,
+            is_latin(&units),
+        )
+        .into_iter()
+        .map(|r| {
+            let (mut matched, mut missing): (Vec<String>, Vec<String>) = bank
+                .entry(r.best.entry)
+                .map(|e| {
+                    (
+                        e.units.set.intersection(&units.set).cloned().collect(),
+                        e.units.set.difference(&units.set).cloned().collect(),
+                    )
+                })
+                .unwrap_or_default();
+            matched.sort();
+            missing.sort();
+            ScoredArticle {
+                slot: r.best.slot,
+                probability: r.probability,
+                best: r.best,
+                matched,
+                missing,
+            }
+        })
+        .collect())
     }
 }
 
@@ -118,27 +210,45 @@ pub struct Ranked {
     pub probability: f32,
     /// Index of the best phrasing among the candidates (and their feature rows).
     pub index: usize,
+    /// The bank calibration's inputs for this article (verifier answer logit,
+    /// best cosine, cosine lead over the best other article).
+    pub inputs: [f32; INPUTS],
 }
 
 /// Groups candidates by article (best phrasing wins) and calibrates each article,
 /// in the candidate scorer's order (best first). The answer stage sees more than
 /// the candidate score, so a runner-up can be more probable than the first:
-/// [`decide`] then asks the customer instead of answering.
+/// [`decide`] then asks the customer instead of answering. With a bank
+/// `calibration`, the probability is its reading of the verifier's.
 pub fn rank(
     verifier: &Verifier,
+    calibration: Option<&BankCalibration>,
     cands: &[Candidate],
     feats: &[Vec<f32>],
     latin: bool,
 ) -> Vec<Ranked> {
-    // Per article: its best phrasing's score and index among the candidates.
+    // Per article: its best phrasing's score and index among the candidates,
+    // and its best cosine.
     let mut best: HashMap<usize, (f32, usize)> = HashMap::new();
+    let mut best_cos: HashMap<usize, f32> = HashMap::new();
     for (i, (c, f)) in cands.iter().zip(feats).enumerate() {
         let z = verifier.logit(f);
         let slot = best.entry(c.slot).or_insert((z, i));
         if z > slot.0 {
             *slot = (z, i);
         }
+        let cos = best_cos.entry(c.slot).or_insert(c.cos);
+        *cos = cos.max(c.cos);
     }
+    let cos_lead = |slot: usize| {
+        let own = best_cos.get(&slot).copied().unwrap_or(0.0);
+        let other = best_cos
+            .iter()
+            .filter(|(s, _)| **s != slot)
+            .map(|(_, c)| *c)
+            .fold(f32::MIN, f32::max);
+        (own, if other == f32::MIN { 0.0 } else { own - other })
+    };
     let mut articles: Vec<(f32, usize)> = best.into_values().collect();
     articles.sort_by(|a, b| {
         b.0.total_cmp(&a.0)
@@ -155,13 +265,19 @@ pub fn rank(
         .map(|(rank, &(logit, i))| {
             let rival = if rank == 0 { second } else { first };
             let gap = rival.map(|r| logit - r).unwrap_or(NO_RIVAL);
+            let z = verifier.answer_logit(&answer_features(logit, gap, latin, &feats[i]));
+            let (cos, lead) = cos_lead(cands[i].slot);
+            let inputs = [z, cos, lead];
             Ranked {
                 best: cands[i],
                 logit,
                 gap,
-                probability: verifier
-                    .answer_probability(&answer_features(logit, gap, latin, &feats[i])),
+                probability: match calibration {
+                    Some(c) => c.probability(inputs),
+                    None => 1.0 / (1.0 + (-z).exp()),
+                },
                 index: i,
+                inputs,
             }
         })
         .collect()
@@ -189,7 +305,9 @@ pub fn decide(scored: &[ScoredArticle], answer_at: f32, clarify_at: f32) -> Deci
             )],
         };
     }
-    if p >= clarify_at {
+    // A runner-up the answer stage finds more probable is offered, not answered.
+    let most = scored.iter().map(|s| s.probability).fold(p, f32::max);
+    if most >= clarify_at {
         // Only plausible articles are offered, most probable first: a lone one
         // becomes "did you mean …?".
         let floor = clarify_at / 2.0;
@@ -204,9 +322,15 @@ pub fn decide(scored: &[ScoredArticle], answer_at: f32, clarify_at: f32) -> Deci
             action: DeflectAction::Clarify,
             confidence: p,
             chosen,
-            reasons: vec![format!(
-                "best match {p:.2} is below the answer threshold {answer_at:.2}: asking the customer to choose"
-            )],
+            reasons: vec![if most > p {
+                format!(
+                    "best match {p:.2} is below the answer threshold {answer_at:.2} and another article is more probable ({most:.2}): asking the customer to choose"
+                )
+            } else {
+                format!(
+                    "best match {p:.2} is below the answer threshold {answer_at:.2}: asking the customer to choose"
+                )
+            }],
         };
     }
     Decision {
@@ -216,6 +340,36 @@ pub fn decide(scored: &[ScoredArticle], answer_at: f32, clarify_at: f32) -> Deci
         reasons: vec![format!(
             "best match {p:.2} is below the clarify threshold {clarify_at:.2}: handing off to a human"
         )],
+    }
+}
+
+/// The evidence behind a decision in one line a person can check: the best
+/// article and the runner-up, each with its probability, cosine, the phrasing
+/// it matched and the terms matched and missing. A phrasing learned from chats
+/// is named as such, not quoted (customers' words are not shown to others).
+pub fn evidence_line(bank: &FaqBank, scored: &[ScoredArticle]) -> String {
+    let one = |s: &ScoredArticle, full: bool| {
+        let id = bank.article(s.slot).map_or("?", |a| a.id.as_str());
+        let entry = bank.entry(s.best.entry);
+        let mut out = format!("{id} {:.2} (cosine {:.2}", s.probability, s.best.cos);
+        match entry {
+            Some(e) if e.learned => out.push_str(", a learned phrasing"),
+            Some(e) if full => out.push_str(&format!(", phrasing \"{}\"", e.text)),
+            _ => {}
+        }
+        if full && !s.matched.is_empty() {
+            out.push_str(&format!(", matched {}", s.matched.join(" ")));
+        }
+        if full && entry.is_some_and(|e| !e.learned) && !s.missing.is_empty() {
+            out.push_str(&format!(", missing {}", s.missing.join(" ")));
+        }
+        out.push(')');
+        out
+    };
+    match scored {
+        [] => "no candidate article".into(),
+        [top] => format!("best: {}; no runner-up", one(top, true)),
+        [top, second, ..] => format!("best: {}; runner-up: {}", one(top, true), one(second, true)),
     }
 }
 
@@ -322,6 +476,7 @@ mod tests {
                     lex: 0.5,
                 },
                 matched: Vec::new(),
+                missing: Vec::new(),
             })
             .collect()
     }
@@ -344,10 +499,97 @@ mod tests {
             d.chosen.iter().map(|c| c.slot).collect::<Vec<_>>(),
             vec![1, 0, 2]
         );
+        // A more probable runner-up is offered even when the first is not plausible.
+        let d = decide(&scored(&[0.2, 0.6]), 0.8, 0.45);
+        assert_eq!(d.action, DeflectAction::Clarify);
+        assert_eq!(d.chosen.iter().map(|c| c.slot).collect::<Vec<_>>(), vec![1]);
+        assert!(d.reasons[0].contains("more probable"), "{:?}", d.reasons);
         let d = decide(&scored(&[0.2]), 0.8, 0.45);
         assert_eq!(d.action, DeflectAction::Handoff);
         assert!(d.chosen.is_empty());
         assert_eq!(decide(&[], 0.8, 0.45).action, DeflectAction::Handoff);
+    }
+
+    /// A bank of `n` two-topic articles, three phrasings each, embedded by the
+    /// hashing embedder.
+    fn bank_of(n: usize) -> (FaqBank, crate::hashembed::HashEmbedder) {
+        use models::{EmbedKind, TextEmbedder};
+        let embedder = crate::hashembed::HashEmbedder::new(256);
+        let mut bank = FaqBank::new(256);
+        let things = [
+            "冰箱",
+            "空调",
+            "洗衣机",
+            "热水器",
+            "电视",
+            "手机",
+            "电脑",
+            "耳机",
+            "烤箱",
+            "风扇",
+            "音箱",
+            "相机",
+        ];
+        let troubles = ["漏水", "不制冷", "噪音大", "开不了机", "显示E1"];
+        for i in 0..n {
+            let (a, b) = (things[i % things.len()], troubles[i % troubles.len()]);
+            let article = indexer::Article {
+                id: format!("kb-{i}"),
+                question: format!("{a}{b}怎么办"),
+                answer: "…".into(),
+                alt_questions: vec![format!("我的{a}{b}了"), format!("{a}{b}是什么原因")],
+                ..indexer::Article::default()
+            };
+            let texts = FaqBank::phrasings(&article);
+            let vectors = embedder.embed(&texts, EmbedKind::Query).unwrap();
+            bank.upsert(article.clone(), &vectors).unwrap();
+        }
+        (bank, embedder)
+    }
+
+    #[test]
+    fn the_bank_calibration_is_fitted_on_held_out_phrasings_and_out_of_scope_requests() {
+        use models::{EmbedKind, TextEmbedder};
+        let (bank, embedder) = bank_of(12);
+        let oos_texts: Vec<String> = (0..25)
+            .map(|i| format!("明天第{i}场足球比赛几点开始"))
+            .collect();
+        let refs: Vec<&str> = oos_texts.iter().map(String::as_str).collect();
+        let oos: Vec<(String, Vec<f32>)> = oos_texts
+            .iter()
+            .cloned()
+            .zip(embedder.embed(&refs, EmbedKind::Query).unwrap())
+            .collect();
+        let mut d = Deflector::new(Verifier::builtin().unwrap());
+        assert!(
+            d.calibrate(&bank, "", &oos[..5]).unwrap().is_none(),
+            "five out-of-scope requests are too few: the verifier stays as fitted"
+        );
+        assert!(d.calibrate(&bank, "", &oos).unwrap().is_some());
+        let p = |text: &str| {
+            let q = embedder.embed(&[text], EmbedKind::Query).unwrap().remove(0);
+            d.score(&bank, text, &q, "").unwrap()[0].clone()
+        };
+        let inside = p("我家冰箱漏水了怎么办");
+        let outside = p("后天第3场足球比赛几点开始");
+        assert_eq!(bank.article(inside.slot).unwrap().id, "kb-0");
+        assert!(
+            inside.probability > outside.probability,
+            "{} vs {}",
+            inside.probability,
+            outside.probability
+        );
+        // The evidence names the best article and the runner-up.
+        let q = embedder
+            .embed(&["冰箱漏水"], EmbedKind::Query)
+            .unwrap()
+            .remove(0);
+        let scored = d.score(&bank, "冰箱漏水", &q, "").unwrap();
+        let line = evidence_line(&bank, &scored);
+        assert!(line.starts_with("best: kb-0 "), "{line}");
+        assert!(line.contains("; runner-up: kb-"), "{line}");
+        assert!(line.contains("matched"), "{line}");
+        assert_eq!(evidence_line(&bank, &[]), "no candidate article");
     }
 
     #[test]

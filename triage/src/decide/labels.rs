@@ -27,6 +27,23 @@ use crate::model::textsim::Units;
 use crate::pack::Pack;
 use crate::store::memory::{Example, TicketMemory};
 
+/// How an abstention's reason ends; a rule that overrules the abstention
+/// rewrites it (see [`overrule_abstention`]), so reasons never contradict the
+/// decision they explain.
+const NEEDS_A_HUMAN: &str = ": needs a human";
+
+/// Clears `decision`'s abstention for a rule that decides instead (`by`, e.g.
+/// "the urgent lexicon floor P0"), rewriting the model's abstention reason to
+/// say who decided.
+pub fn overrule_abstention(decision: &mut LabelDecision, by: &str) {
+    decision.abstain = false;
+    for r in &mut decision.reasons {
+        if let Some(head) = r.strip_suffix(NEEDS_A_HUMAN) {
+            *r = format!("model {head}: overruled by {by}");
+        }
+    }
+}
+
 /// The category head's label for the pack's out-of-scope examples (not a
 /// valid category id, so it never clashes with one and is never returned).
 pub const OUT_OF_SCOPE: &str = "(out of scope)";
@@ -294,7 +311,7 @@ impl LabelQuery<'_> {
         if abstain {
             reasons.insert(
                 0,
-                format!("confidence {p:.2} below threshold {threshold:.2}: needs a human"),
+                format!("confidence {p:.2} below threshold {threshold:.2}{NEEDS_A_HUMAN}"),
             );
         } else {
             reasons.insert(0, format!("calibrated probability {p:.2}"));

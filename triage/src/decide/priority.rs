@@ -9,6 +9,7 @@
 use std::collections::HashSet;
 
 use crate::api::{LabelDecision, ScoredLabel};
+use crate::decide::labels::overrule_abstention;
 use crate::pack::{priority_rank, Pack};
 
 /// Lexicon levels at or above this rank (`P0`, `P1`) are urgent: never abstained on.
@@ -141,7 +142,10 @@ impl PriorityRules {
             Some(rank) if rank < floor_rank => {
                 // The model is already more urgent than the floor: keep its label.
                 if urgent && decision.abstain {
-                    decision.abstain = false;
+                    overrule_abstention(
+                        &mut decision,
+                        &format!("the urgent lexicon floor {floor}"),
+                    );
                     decision
                         .reasons
                         .push(format!("urgent lexicon floor {floor}: not held for review"));
@@ -162,8 +166,11 @@ impl PriorityRules {
                     None => format!("lexicon set priority {floor} (model abstained)"),
                 });
                 // A non-urgent floor keeps the model's abstention: a human may still decide.
-                if urgent {
-                    decision.abstain = false;
+                if urgent && decision.abstain {
+                    overrule_abstention(
+                        &mut decision,
+                        &format!("the urgent lexicon floor {floor}"),
+                    );
                 }
                 decision.label = Some(floor.clone());
                 decision.confidence = confidence;

@@ -29,7 +29,7 @@ use crate::api::{
     ChatMessage, ChatReply, ChatTicket, ChatTicketRequest, DeflectAction,
 };
 use crate::clock::now_rfc3339;
-use crate::decide::deflect::{decide, ScoredArticle};
+use crate::decide::deflect::{decide, evidence_line, ScoredArticle};
 use crate::engine::Engine;
 use crate::error::{Error, Result};
 use crate::pack::priority_rank;
@@ -88,6 +88,7 @@ impl Engine {
             }
         }
         let mut d = decide(&scored, th.deflect_answer, th.deflect_clarify);
+        d.reasons.push(evidence_line(&self.read().bank, &scored));
         if d.action != DeflectAction::Handoff {
             // An article can look like a request it does not serve ("cancel my gym
             // membership" vs "cancel an order"): the category model, which learned
@@ -119,6 +120,11 @@ impl Engine {
                         evidence: ChatEvidence {
                             similarity: s.best.cos,
                             matched_terms: s.matched.clone(),
+                            missing_terms: if entry.is_some_and(|e| !e.learned) {
+                                s.missing.clone()
+                            } else {
+                                Vec::new()
+                            },
                             matched_phrasing: entry.filter(|e| !e.learned).map(|e| e.text.clone()),
                         },
                     })

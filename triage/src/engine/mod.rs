@@ -199,6 +199,21 @@ impl Engine {
             let vs: Vec<Vec<f32>> = vectors.by_ref().take(n).collect();
             bank.upsert_with_learned(a.clone(), extra, &vs)?;
         }
+        let mut deflector = Deflector::new(verifier);
+        let oos_texts: Vec<&str> = pack.out_of_scope.iter().map(String::as_str).collect();
+        let oos: Vec<(String, Vec<f32>)> = if oos_texts.is_empty() {
+            Vec::new()
+        } else {
+            pack.out_of_scope
+                .iter()
+                .cloned()
+                .zip(embedder.embed(&oos_texts, EmbedKind::Query)?)
+                .collect()
+        };
+        match deflector.calibrate(&bank, "", &oos)? {
+            Some(c) => tracing::info!(weights = ?c.w, bias = c.b, "answer probability calibrated on the pack's articles"),
+            None => tracing::info!("too few phrasings or out-of-scope examples to calibrate on: the verifier's probability is used as fitted"),
+        }
         let shared = SharedExamples::embed(&pack, &memory, embedder.as_ref())?;
         let heads = HeadCache::new(&cfg.data_dir.join("heads"));
         let (tenant_heads, base) = train_all(&pack, &memory, &shared, &heads)?;
@@ -213,7 +228,7 @@ impl Engine {
             extractor: FieldExtractor::new(&pack.fields)?,
             masker: Masker::new(&pack.fields)?,
             rules: PriorityRules::new(&pack),
-            deflector: Deflector::new(verifier),
+            deflector,
             shared,
             pack,
             embedder,

@@ -520,7 +520,7 @@ pub fn fit_verifier(
         groups
             .iter()
             .filter_map(|(cands, feats, right, latin)| {
-                let top = rank(v, cands, feats, *latin).into_iter().next()?;
+                let top = rank(v, None, cands, feats, *latin).into_iter().next()?;
                 Some((
                     answer_features(top.logit, top.gap, *latin, &feats[top.index]),
                     right.contains(&top.best.slot),

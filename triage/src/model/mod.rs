@@ -10,8 +10,10 @@
 //! head), [`calibrate`] (scores to probabilities), [`domain`] (the
 //! out-of-scope guard), [`classify`] (all of them as one calibrated
 //! classifier), [`keyunits`] (words that change a question) and [`verifier`]
-//! (is this FAQ phrasing what the message asks?).
+//! (is this FAQ phrasing what the message asks?), with [`bankcal`] reading
+//! its answer probability against a pack's own knowledge base.
 
+pub mod bankcal;
 pub mod calibrate;
 pub mod classify;
 pub mod domain;

@@ -209,13 +209,17 @@ impl Verifier {
     /// features (its score, its lead over the best other article —
     /// negative when it trails —, the script, and its best phrasing's evidence).
     pub fn answer_probability(&self, answer_features: &[f32]) -> f32 {
-        let z = self.answer_bias
+        1.0 / (1.0 + (-self.answer_logit(answer_features)).exp())
+    }
+
+    /// The log-odds behind [`Verifier::answer_probability`].
+    pub fn answer_logit(&self, answer_features: &[f32]) -> f32 {
+        self.answer_bias
             + answer_features
                 .iter()
                 .zip(&self.answer_weights)
                 .map(|(x, w)| x * w)
-                .sum::<f32>();
-        1.0 / (1.0 + (-z).exp())
+                .sum::<f32>()
     }
 
     /// Fits the candidate scorer on `(features, is_right)` rows, then the answer

@@ -204,6 +204,22 @@ impl FaqBank {
         }
     }
 
+    /// The live phrasings of `tenant`'s articles: index, entry and vector.
+    pub fn live_entries<'a>(
+        &'a self,
+        tenant: &'a str,
+    ) -> impl Iterator<Item = (usize, &'a Entry, &'a [f32])> + 'a {
+        self.entries.iter().enumerate().filter_map(move |(i, e)| {
+            let own = self
+                .article(e.slot)
+                .is_some_and(|a| a.tenant.as_str() == tenant);
+            if !(e.alive && own) {
+                return None;
+            }
+            self.vectors.get(i).map(|v| (i, e, v))
+        })
+    }
+
     /// Entry `i`.
     pub fn entry(&self, i: usize) -> Option<&Entry> {
         self.entries.get(i)

@@ -234,7 +234,7 @@ async fn one_customers_click_never_changes_what_others_get() {
     state.set_engine(open_test_engine(dir.path().join("engine")));
     let app = router(state.clone());
     // Clarified (not answered) with the refund article in this pack.
-    let message = "退款流程是什么样的？";
+    let message = "我想申请退款要怎么弄";
     let before = ask(&app, "k-chat", message).await;
     assert_eq!(before["action"], "clarify", "{before}");
     assert_eq!(
