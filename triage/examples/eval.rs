@@ -105,7 +105,7 @@ fn run() -> Result<(), String> {
                     .cloned()
                     .unwrap_or_else(|| "data/eval/work".into()),
             );
-            let report = eval::deflect_with(&faq, &test, embedder, &verifier, &work);
+            let report = eval::deflect_with(&faq, &test, embedder, &verifier, None, &work);
             cached.save().map_err(|e| e.to_string())?;
             serde_json::to_string(&report.map_err(|e| e.to_string())?).map_err(|e| e.to_string())?
         }

@@ -127,7 +127,7 @@ fn cases() -> Vec<DeflectCase> {
 #[test]
 fn deflect_report_has_the_contract_keys_and_hands_off_out_of_scope() {
     let dir = tempfile::tempdir().unwrap();
-    let report = eval::deflect(&faq(), &cases(), embedder(), dir.path()).unwrap();
+    let report = eval::deflect(&faq(), &cases(), embedder(), None, dir.path()).unwrap();
     let json = serde_json::to_value(&report).unwrap();
     for key in [
         "answer_rate",
@@ -165,10 +165,11 @@ fn a_fitted_verifier_round_trips_and_scores() {
     assert_eq!(fit.pairs, 2);
     assert!(verifier.key_units.weight("借") > 0.0 && verifier.key_units.weight("呀") < 0.0);
     let dir = tempfile::tempdir().unwrap();
-    let report = eval::deflect_with(&faq(), &cases(), embedder(), &verifier, dir.path()).unwrap();
+    let report =
+        eval::deflect_with(&faq(), &cases(), embedder(), &verifier, None, dir.path()).unwrap();
     assert_eq!(report.verifier, "test");
     assert_eq!(report.oos_handoff_recall, 1.0, "{report:?}");
-    assert!(eval::deflect(&[], &cases(), embedder(), dir.path()).is_err());
+    assert!(eval::deflect(&[], &cases(), embedder(), None, dir.path()).is_err());
 }
 
 #[test]
@@ -180,7 +181,7 @@ fn a_bank_entry_with_the_very_same_words_is_a_right_answer_and_is_counted() {
         text: "信用卡年费是多少？".into(),
         faq_ids: Vec::new(),
     });
-    let report = eval::deflect(&faq(), &test, embedder(), dir.path()).unwrap();
+    let report = eval::deflect(&faq(), &test, embedder(), None, dir.path()).unwrap();
     assert_eq!(report.same_text_added, 1);
     assert_eq!((report.in_scope, report.out_of_scope), (4, 2));
     assert_eq!(report.oos_handoff_recall, 1.0, "{report:?}");

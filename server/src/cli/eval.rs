@@ -93,6 +93,11 @@ pub struct DeflectArgs {
     /// customers and agents would, then measure the test set again.
     #[arg(long, requires = "pack")]
     learn: Option<PathBuf>,
+    /// With `--faq`: out-of-scope messages (`{"text"}` per line, none in the
+    /// test set) to calibrate the answer probability on the bank, as the
+    /// engine does with a pack's `out_of_scope.jsonl`.
+    #[arg(long, requires = "faq")]
+    calibrate_on: Option<PathBuf>,
     /// Keep the per-message decisions (`*_decisions.jsonl`) in this directory.
     #[arg(long)]
     decisions: Option<PathBuf>,
@@ -130,6 +135,11 @@ impl CacheArgs {
             .with_context(|| format!("saving the embedding cache {}", path.display()))?;
         out
     }
+}
+
+#[derive(Deserialize)]
+struct TextLine {
+    text: String,
 }
 
 #[derive(Deserialize)]
@@ -218,8 +228,20 @@ fn deflect(args: DeflectArgs) -> anyhow::Result<()> {
         }
         (None, Some(faq)) => {
             let faq: Vec<triage::eval::FaqEntry> = read_jsonl(faq)?;
+            let calibrate_on: Option<Vec<String>> = args
+                .calibrate_on
+                .as_deref()
+                .map(read_jsonl::<TextLine>)
+                .transpose()?
+                .map(|lines| lines.into_iter().map(|l| l.text).collect());
             let report = args.cache.with(args.model.load()?, |embedder| {
-                Ok(triage::eval::deflect(&faq, &test, embedder, work.path())?)
+                Ok(triage::eval::deflect(
+                    &faq,
+                    &test,
+                    embedder,
+                    calibrate_on.as_deref(),
+                    work.path(),
+                )?)
             })?;
             serde_json::to_string(&report)?
         }

@@ -226,13 +226,25 @@ fn prepare(
 
 /// Runs deflection on `test` against `faq` with the shipped verifier and the pack's
 /// default thresholds; writes per-message decisions to `work_dir/deflect_decisions.jsonl`.
+///
+/// With `calibrate_on` (out-of-scope messages, none of them in `test`), the
+/// answer probability is first calibrated on the bank as the engine does with
+/// a pack's `out_of_scope.jsonl` (see [`crate::model::bankcal`]).
 pub fn deflect(
     faq: &[FaqEntry],
     test: &[DeflectCase],
     embedder: Arc<dyn TextEmbedder>,
+    calibrate_on: Option<&[String]>,
     work_dir: &Path,
 ) -> Result<DeflectReport> {
-    deflect_with(faq, test, embedder, &Verifier::builtin()?, work_dir)
+    deflect_with(
+        faq,
+        test,
+        embedder,
+        &Verifier::builtin()?,
+        calibrate_on,
+        work_dir,
+    )
 }
 
 /// [`deflect`] with a given verifier.
@@ -241,12 +253,24 @@ pub fn deflect_with(
     test: &[DeflectCase],
     embedder: Arc<dyn TextEmbedder>,
     verifier: &Verifier,
+    calibrate_on: Option<&[String]>,
     work_dir: &Path,
 ) -> Result<DeflectReport> {
     let prep = prepare(faq, test, embedder.as_ref())?;
     let test = prep.cases.as_slice();
     let dim = embedder.dim();
-    let deflector = Deflector::new(verifier.clone());
+    let mut deflector = Deflector::new(verifier.clone());
+    let mut calibrated = false;
+    if let Some(texts) = calibrate_on.filter(|t| !t.is_empty()) {
+        let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+        let flat = embed_all(embedder.as_ref(), &refs, EmbedKind::Query)?;
+        let oos: Vec<(String, Vec<f32>)> = texts
+            .iter()
+            .cloned()
+            .zip(flat.chunks_exact(dim).map(<[f32]>::to_vec))
+            .collect();
+        calibrated = deflector.calibrate(&prep.bank, "", &oos)?.is_some();
+    }
     let t0 = Instant::now();
     let mut scored_all: Vec<Vec<ScoredArticle>> = Vec::with_capacity(test.len());
     let mut top_cos: Vec<(f32, Option<usize>)> = Vec::with_capacity(test.len());
@@ -306,7 +330,11 @@ pub fn deflect_with(
         .collect();
     Ok(DeflectReport {
         model: embedder.name().to_string(),
-        verifier: verifier.fitted_on.clone(),
+        verifier: if calibrated {
+            format!("{} (calibrated on this bank)", verifier.fitted_on)
+        } else {
+            verifier.fitted_on.clone()
+        },
         faq_entries: faq.len(),
         test_messages: test.len(),
         in_scope,
