@@ -125,6 +125,28 @@ fn list_damage(files: &[DamagedFile]) -> String {
 }
 
 impl Error {
+    /// The kind of the I/O failure behind this error, if it is one (also one
+    /// inside a tantivy or model error): lets callers tell "the disk refuses
+    /// writes" from other failures by kind, never by message text.
+    pub fn io_kind(&self) -> Option<std::io::ErrorKind> {
+        use tantivy::directory::error::{
+            LockError, OpenDirectoryError, OpenReadError, OpenWriteError,
+        };
+        use tantivy::TantivyError as T;
+        match self {
+            Error::Io { source, .. } => Some(source.kind()),
+            Error::Embed(models::Error::Io { source, .. }) => Some(source.kind()),
+            Error::Tantivy(
+                T::IoError(e)
+                | T::OpenWriteError(OpenWriteError::IoError { io_error: e, .. })
+                | T::OpenReadError(OpenReadError::IoError { io_error: e, .. })
+                | T::OpenDirectoryError(OpenDirectoryError::IoError { io_error: e, .. })
+                | T::LockFailure(LockError::IoError(e), _),
+            ) => Some(e.kind()),
+            _ => None,
+        }
+    }
+
     /// Wraps an I/O error with the path it concerns.
     pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
         Error::Io {

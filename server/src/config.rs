@@ -31,7 +31,11 @@ use std::time::Duration;
 use anyhow::Context;
 use serde::Deserialize;
 
-use crate::http::batch::BatchingEmbedder;
+use models::BatchingEmbedder;
+
+pub use crate::services::retrain::{
+    RetrainPolicy, DEFAULT_RETRAIN_AFTER_CHANGES, DEFAULT_RETRAIN_MIN_INTERVAL_SECS,
+};
 
 /// Default listen address (`triage serve` with no arguments).
 pub const DEFAULT_ADDR: &str = "127.0.0.1:8080";
@@ -39,14 +43,6 @@ pub const DEFAULT_ADDR: &str = "127.0.0.1:8080";
 pub const DEFAULT_DATA_DIR: &str = "data";
 /// Default pack, relative to the working directory (falls back to the source tree's copy).
 pub const DEFAULT_PACK_DIR: &str = "fixtures/demo-pack";
-/// Default number of labelled changes (ticket writes, corrections) after which
-/// the server retrains its classifiers in the background.
-pub const DEFAULT_RETRAIN_AFTER_CHANGES: u64 = 50;
-/// Default shortest time between two trainings, in seconds: a retrain costs
-/// seconds of CPU at tens of thousands of tickets, so a busy desk must not
-/// retrain after every burst of edits.
-pub const DEFAULT_RETRAIN_MIN_INTERVAL_SECS: u64 = 300;
-
 /// What an API key lets its holder do; each scope includes the ones before it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -206,27 +202,6 @@ impl Default for Limits {
             request_timeout: Duration::from_secs(30),
             body_read_timeout: Duration::from_secs(10),
             max_concurrency: 64,
-        }
-    }
-}
-
-/// When the server retrains its classifier heads in the background. Ticket
-/// writes and corrections reach the neighbour vote at once, but the linear
-/// heads only learn them when retrained; `POST /v1/admin/retrain` retrains on
-/// demand whatever this says.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RetrainPolicy {
-    /// Labelled changes that must be pending before a background retrain; 0 = never.
-    pub after_changes: u64,
-    /// Time that must have passed since the last training (or attempt).
-    pub min_interval: Duration,
-}
-
-impl Default for RetrainPolicy {
-    fn default() -> Self {
-        RetrainPolicy {
-            after_changes: DEFAULT_RETRAIN_AFTER_CHANGES,
-            min_interval: Duration::from_secs(DEFAULT_RETRAIN_MIN_INTERVAL_SECS),
         }
     }
 }

@@ -140,7 +140,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Serve(c) => {
             let cfg = crate::config::Config::from_args(&c.serve, &c.model.flags())?;
-            tokio::runtime::Runtime::new()?.block_on(crate::http::serve(cfg))
+            tokio::runtime::Runtime::new()?.block_on(crate::serve::serve(cfg))
         }
         Command::Reclassify(c) => {
             crate::reclassify::run_args(&c.args, &c.model.flags()).map(|_| ())

@@ -131,7 +131,7 @@ fn shared_engine() -> Arc<Engine> {
 
 /// Opens an engine on the demo pack with the hashing test embedder.
 fn open_test_engine(data_dir: PathBuf) -> Arc<Engine> {
-    let embedder = Arc::new(batch::BatchingEmbedder::new(Arc::new(TestEmbedder(
+    let embedder = Arc::new(models::BatchingEmbedder::new(Arc::new(TestEmbedder(
         triage::hashembed::HashEmbedder::new(256),
     ))));
     let engine = Engine::open(triage::EngineConfig::new(pack_dir(), data_dir), embedder).unwrap();
@@ -144,7 +144,7 @@ fn harness_with(keys: &[(&str, &str)], limits: Limits) -> Harness {
     let state = AppState::new(&cfg);
     state.set_engine(shared_engine());
     Harness {
-        app: router(state.clone()),
+        app: crate::app(state.clone()),
         state,
         _dir: dir,
     }
@@ -205,7 +205,7 @@ fn assert_error(status: StatusCode, body: &Value, want: StatusCode, code: &str) 
 async fn health_and_readiness() {
     let dir = tempfile::tempdir().unwrap();
     let state = AppState::new(&config(dir.path().to_path_buf(), &[], Limits::default()));
-    let app = router(state);
+    let app = crate::app(state);
     let (s, b) = call(&app, Method::GET, "/healthz", None, None).await;
     assert_eq!((s, b["status"].as_str()), (StatusCode::OK, Some("ok")));
     let (s, b) = call(&app, Method::GET, "/readyz", None, None).await;
@@ -698,9 +698,13 @@ async fn serve_loads_in_the_background_stays_up_and_stops_on_shutdown() {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(serve_on(listener, tiny_model_config(dir.path()), async {
-        let _ = stopped.await;
-    }));
+    let server = tokio::spawn(crate::serve::serve_on(
+        listener,
+        tiny_model_config(dir.path()),
+        async {
+            let _ = stopped.await;
+        },
+    ));
     assert_eq!(raw_get_status(addr, "/healthz").await, Some(200));
     let started = std::time::Instant::now();
     while raw_get_status(addr, "/readyz").await != Some(200) {
@@ -727,7 +731,7 @@ async fn serve_fails_clearly_when_the_engine_cannot_load() {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let result = tokio::time::timeout(
         Duration::from_secs(60),
-        serve_on(listener, cfg, std::future::pending()),
+        crate::serve::serve_on(listener, cfg, std::future::pending()),
     )
     .await
     .expect("serve should stop by itself");
@@ -806,7 +810,7 @@ fn private_harness(retrain: RetrainPolicy) -> Harness {
     let state = AppState::new(&cfg);
     state.set_engine(open_test_engine(dir.path().join("engine")));
     Harness {
-        app: router(state.clone()),
+        app: crate::app(state.clone()),
         state,
         _dir: dir,
     }
@@ -999,7 +1003,7 @@ async fn a_second_retrain_while_one_runs_gets_409() {
     // Pause the first retrain once it holds the slot, until the test releases it.
     let (started_tx, started_rx) = std::sync::mpsc::channel();
     let (release_tx, release_rx) = std::sync::mpsc::channel();
-    *h.state.retrainer().hold.lock().unwrap() = Some(retrain::TestHold {
+    *h.state.retrainer().hold.lock().unwrap() = Some(crate::services::retrain::TestHold {
         started: started_tx,
         release: release_rx,
     });
@@ -1131,7 +1135,7 @@ async fn timed_out_work_keeps_its_slot_until_it_really_ends() {
     };
     let state = AppState::new(&config(dir.path().join("server"), &[], limits));
     state.set_engine(open_test_engine(dir.path().join("engine")));
-    let app = router(state.clone());
+    let app = crate::app(state.clone());
     // Two heavy requests fill both slots; their work is held past the timeout.
     let write =
         json!({"title": "HOLD 写入", "body": "HOLD 空调不制冷", "tenant": "hold-t"}).to_string();
@@ -1212,7 +1216,7 @@ async fn a_garbled_job_meta_is_logged_and_reported_not_hidden() {
         logged.contains("WARN") && logged.contains("job-garbled/meta.json"),
         "{logged}"
     );
-    let app = router(state);
+    let app = crate::app(state);
     for path in ["/v1/jobs/job-garbled", "/v1/jobs/job-garbled/labels"] {
         let (s, b) = call(&app, Method::GET, path, None, None).await;
         assert_error(s, &b, StatusCode::INTERNAL_SERVER_ERROR, "corrupt");
