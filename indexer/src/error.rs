@@ -163,3 +163,35 @@ impl Error {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::io::ErrorKind;
+
+    use tantivy::directory::error::OpenWriteError;
+
+    use super::*;
+
+    #[test]
+    fn io_kind_reaches_through_tantivy_and_model_errors() {
+        let io = Error::io("x", ErrorKind::ReadOnlyFilesystem.into());
+        assert_eq!(io.io_kind(), Some(ErrorKind::ReadOnlyFilesystem));
+        let write = OpenWriteError::wrap_io_error(ErrorKind::StorageFull.into(), "seg".into());
+        let tantivy = Error::Tantivy(tantivy::TantivyError::OpenWriteError(write));
+        assert_eq!(tantivy.io_kind(), Some(ErrorKind::StorageFull));
+        let bare = Error::Tantivy(tantivy::TantivyError::from(std::io::Error::from(
+            ErrorKind::PermissionDenied,
+        )));
+        assert_eq!(bare.io_kind(), Some(ErrorKind::PermissionDenied));
+        let model = Error::Embed(models::Error::Io {
+            path: "m".into(),
+            source: ErrorKind::QuotaExceeded.into(),
+        });
+        assert_eq!(model.io_kind(), Some(ErrorKind::QuotaExceeded));
+        // Text that merely mentions a disk problem is not an I/O failure.
+        assert_eq!(
+            Error::InvalidRequest("no space left".into()).io_kind(),
+            None
+        );
+    }
+}
