@@ -125,6 +125,28 @@ fn list_damage(files: &[DamagedFile]) -> String {
 }
 
 impl Error {
+    /// The kind of the I/O failure behind this error, if it is one (also one
+    /// inside a tantivy or model error): lets callers tell "the disk refuses
+    /// writes" from other failures by kind, never by message text.
+    pub fn io_kind(&self) -> Option<std::io::ErrorKind> {
+        use tantivy::directory::error::{
+            LockError, OpenDirectoryError, OpenReadError, OpenWriteError,
+        };
+        use tantivy::TantivyError as T;
+        match self {
+            Error::Io { source, .. } => Some(source.kind()),
+            Error::Embed(models::Error::Io { source, .. }) => Some(source.kind()),
+            Error::Tantivy(
+                T::IoError(e)
+                | T::OpenWriteError(OpenWriteError::IoError { io_error: e, .. })
+                | T::OpenReadError(OpenReadError::IoError { io_error: e, .. })
+                | T::OpenDirectoryError(OpenDirectoryError::IoError { io_error: e, .. })
+                | T::LockFailure(LockError::IoError(e), _),
+            ) => Some(e.kind()),
+            _ => None,
+        }
+    }
+
     /// Wraps an I/O error with the path it concerns.
     pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
         Error::Io {
@@ -139,5 +161,37 @@ impl Error {
             path: path.into(),
             reason: reason.into(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::ErrorKind;
+
+    use tantivy::directory::error::OpenWriteError;
+
+    use super::*;
+
+    #[test]
+    fn io_kind_reaches_through_tantivy_and_model_errors() {
+        let io = Error::io("x", ErrorKind::ReadOnlyFilesystem.into());
+        assert_eq!(io.io_kind(), Some(ErrorKind::ReadOnlyFilesystem));
+        let write = OpenWriteError::wrap_io_error(ErrorKind::StorageFull.into(), "seg".into());
+        let tantivy = Error::Tantivy(tantivy::TantivyError::OpenWriteError(write));
+        assert_eq!(tantivy.io_kind(), Some(ErrorKind::StorageFull));
+        let bare = Error::Tantivy(tantivy::TantivyError::from(std::io::Error::from(
+            ErrorKind::PermissionDenied,
+        )));
+        assert_eq!(bare.io_kind(), Some(ErrorKind::PermissionDenied));
+        let model = Error::Embed(models::Error::Io {
+            path: "m".into(),
+            source: ErrorKind::QuotaExceeded.into(),
+        });
+        assert_eq!(model.io_kind(), Some(ErrorKind::QuotaExceeded));
+        // Text that merely mentions a disk problem is not an I/O failure.
+        assert_eq!(
+            Error::InvalidRequest("no space left".into()).io_kind(),
+            None
+        );
     }
 }

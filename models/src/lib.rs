@@ -8,6 +8,8 @@
 //!
 //! The entry point is [`Embedder`]; everything downstream depends only on the
 //! small [`TextEmbedder`] trait so tests can plug in other implementations.
+//! [`BatchingEmbedder`] wraps any of them to coalesce concurrent small calls
+//! (the server's request handlers) into one forward pass.
 //!
 //! # Models
 //! * `multilingual-e5-small` (default, [`DEFAULT_MODEL`]): [`fetch`] takes
@@ -39,6 +41,7 @@
 //! the defaults of [`EmbedderOptions`]; `TRIAGE_KERNELS` forces a kernel
 //! path (`scalar`, `avx2`, `avx512`) for measuring.
 
+mod batch;
 mod config;
 mod cpu;
 mod e5s1;
@@ -58,6 +61,7 @@ mod team;
 mod tokenize;
 mod weights;
 
+pub use batch::{BatchingEmbedder, BATCH_WINDOW};
 pub use cpu::{cpu_info, CpuInfo, KernelPath};
 pub use embedder::{Embedder, EmbedderOptions, Precision};
 pub use error::Error;

@@ -143,7 +143,7 @@ pub struct RunOptions<'a> {
 pub struct ReclassifyArgs {
     /// Data directory and pack.
     #[command(flatten)]
-    pub engine: crate::config::EngineArgs,
+    pub engine: crate::config::EngineOptions,
     /// Tickets to reclassify, one JSON object per line (their `category` is the old label).
     #[arg(long = "in", value_name = "TICKETS.jsonl")]
     pub input: PathBuf,
@@ -161,10 +161,7 @@ pub struct ReclassifyArgs {
 
 /// Runs `triage reclassify`: opens the engine, reclassifies with a progress
 /// bar, writes the report and prints its Markdown summary path and totals.
-pub fn run_args(
-    args: &ReclassifyArgs,
-    model: &crate::config::ModelFlags,
-) -> anyhow::Result<Report> {
+pub fn run_args(args: &ReclassifyArgs, model: &crate::config::ModelArgs) -> anyhow::Result<Report> {
     let base = args
         .report
         .clone()
@@ -172,7 +169,7 @@ pub fn run_args(
     // Refuse wrong paths at once, not after minutes of loading the model.
     check_paths(&args.input, &args.output, &base)?;
     scan_output(&args.output)?;
-    let engine = args.engine.settings(model).open_engine()?;
+    let engine = model.engine_settings(&args.engine)?.open_engine()?;
     let report = run_cli(&engine, &args.input, &args.output, &base, !args.no_progress)?;
     println!(
         "{} tickets: {} changed, {} unchanged, {} abstained, {} bad lines; report: {}.md / .json",

@@ -42,6 +42,20 @@ pub enum Error {
     Numeric(String),
 }
 
+impl Error {
+    /// The kind of the I/O failure behind this error, if it is one (also one
+    /// inside an index or model error): lets callers tell "the disk refuses
+    /// writes" from other failures by kind, never by message text.
+    pub fn io_kind(&self) -> Option<std::io::ErrorKind> {
+        match self {
+            Error::Io { source, .. } => Some(source.kind()),
+            Error::Index(e) => e.io_kind(),
+            Error::Model(models::Error::Io { source, .. }) => Some(source.kind()),
+            _ => None,
+        }
+    }
+}
+
 /// Result alias for this crate.
 pub type Result<T> = std::result::Result<T, Error>;
 

@@ -5,7 +5,7 @@ use std::time::Instant;
 
 use anyhow::Context;
 use clap::{Args, Subcommand};
-use models::{EmbedKind, Embedder, EmbedderOptions, ModelSource, TextEmbedder};
+use models::{EmbedKind, Embedder, EmbedderOptions, TextEmbedder};
 use serde::Serialize;
 
 use super::ModelArgs;
@@ -106,12 +106,8 @@ fn embed(args: EmbedBenchArgs) -> anyhow::Result<()> {
         }
     };
     anyhow::ensure!(!queries.is_empty(), "no queries for the latency run");
-    let source = ModelSource::from_env_or(args.model.model.clone(), args.model.model_dir.clone());
-    let cache = args
-        .model
-        .model_cache
-        .clone()
-        .unwrap_or_else(models::default_cache_dir);
+    let source = args.model.source()?;
+    let cache = args.model.cache();
     let mut embedder = Embedder::load_source(&source, &cache, EmbedderOptions::default())?;
     let cpu = models::cpu_info();
     let default_threads = embedder.threads();

@@ -7,10 +7,10 @@ mod index;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::Arc;
 
 use clap::{Args, Parser, Subcommand};
-use models::{Embedder, EmbedderOptions, ModelSource, TextEmbedder};
+
+pub use crate::config::ModelArgs;
 
 /// AI triage and knowledge retrieval for customer-support tickets, on your own machine.
 #[derive(Debug, Parser)]
@@ -48,8 +48,6 @@ enum Command {
 struct ServeCmd {
     #[command(flatten)]
     serve: crate::config::ServeArgs,
-    #[command(flatten)]
-    model: ModelArgs,
 }
 
 /// `triage reclassify` flags.
@@ -76,47 +74,6 @@ enum ModelsCommand {
     List,
 }
 
-/// Which embedding model to use; shared by every subcommand that embeds.
-#[derive(Debug, Clone, Args)]
-pub struct ModelArgs {
-    /// A known model name [env: TRIAGE_MODEL; default: multilingual-e5-small].
-    #[arg(long, global = true)]
-    pub model: Option<String>,
-    /// A local HuggingFace-layout BERT-family model directory [env: TRIAGE_MODEL_DIR].
-    #[arg(long, global = true, conflicts_with = "model")]
-    pub model_dir: Option<PathBuf>,
-    /// Model cache directory [env: TRIAGE_MODEL_CACHE; default: the user's cache dir].
-    #[arg(long, global = true)]
-    pub model_cache: Option<PathBuf>,
-}
-
-impl ModelArgs {
-    /// The same choice in the service configuration's terms.
-    fn flags(&self) -> crate::config::ModelFlags {
-        crate::config::ModelFlags {
-            name: self.model.clone(),
-            dir: self.model_dir.clone(),
-            cache: self.model_cache.clone(),
-        }
-    }
-
-    /// Loads the chosen model, fetching the default one on first use.
-    pub fn load(&self) -> anyhow::Result<Arc<dyn TextEmbedder>> {
-        let source = ModelSource::from_env_or(self.model.clone(), self.model_dir.clone());
-        let cache = self
-            .model_cache
-            .clone()
-            .unwrap_or_else(models::default_cache_dir);
-        let embedder = Embedder::load_source(&source, &cache, EmbedderOptions::default())?;
-        tracing::info!(
-            model = embedder.name(),
-            dim = embedder.dim(),
-            "model loaded"
-        );
-        Ok(Arc::new(embedder))
-    }
-}
-
 /// Parses arguments and runs the chosen subcommand.
 pub fn main() -> ExitCode {
     tracing_subscriber::fmt()
@@ -139,12 +96,10 @@ pub fn main() -> ExitCode {
 fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Serve(c) => {
-            let cfg = crate::config::Config::from_args(&c.serve, &c.model.flags())?;
-            tokio::runtime::Runtime::new()?.block_on(crate::http::serve(cfg))
+            let cfg = crate::config::Config::from_args(&c.serve)?;
+            tokio::runtime::Runtime::new()?.block_on(crate::serve::serve(cfg))
         }
-        Command::Reclassify(c) => {
-            crate::reclassify::run_args(&c.args, &c.model.flags()).map(|_| ())
-        }
+        Command::Reclassify(c) => crate::reclassify::run_args(&c.args, &c.model).map(|_| ()),
         Command::Models(ModelsCommand::Fetch { model, cache_dir }) => {
             let cache = cache_dir.unwrap_or_else(models::default_cache_dir);
             let dir = models::fetch(&model, &cache, true)?;

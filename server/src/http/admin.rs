@@ -9,8 +9,8 @@ use triage::api::EngineStats;
 use super::documents::TenantQuery;
 use super::error::ApiResult;
 use super::extract::{check_tenant, ApiQuery};
-use super::retrain::{RetrainStatus, Retrained, Trigger};
 use super::{AppState, Caller};
+use crate::services::retrain::{RetrainStatus, Retrained, Trigger};
 
 /// `POST /v1/admin/retrain`: retrains the caller's tenant's classifiers from
 /// its labelled tickets (and the shared pack) now and answers when done, with

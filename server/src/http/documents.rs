@@ -16,9 +16,9 @@ use super::extract::{
     check_fields, check_id, check_short, check_tenant, check_text, is_blank, ApiJson, ApiPath,
     ApiQuery,
 };
-use super::jobs::JobStatus;
 use super::{AppState, Caller};
 use crate::config::Limits;
+use crate::services::jobs::JobStatus;
 
 /// Most tickets one reclassify job may carry.
 const MAX_JOB_TICKETS: usize = 100_000;

@@ -6,6 +6,8 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::json;
 
+use crate::services::{refuses_writes, ServiceError};
+
 /// Everything a request can fail with, each mapped to one status and code.
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -159,44 +161,32 @@ impl From<triage::Error> for ApiError {
             triage::Error::Index(e @ indexer::Error::InvalidDocument { .. }) => {
                 ApiError::InvalidInput(e.to_string())
             }
-            triage::Error::Io { path, source } if is_storage(&source) => {
+            triage::Error::Io { path, source } if refuses_writes(source.kind()) => {
                 ApiError::Storage(format!("cannot write {}: {source}", path.display()))
             }
-            other => {
-                let message = other.to_string();
-                if storage_message(&message) {
-                    ApiError::Storage(message)
-                } else {
-                    ApiError::Internal(message)
-                }
+            other if other.io_kind().is_some_and(refuses_writes) => {
+                ApiError::Storage(other.to_string())
             }
+            other => ApiError::Internal(other.to_string()),
         }
     }
 }
 
-/// True for I/O errors that mean "the data directory cannot take writes".
-fn is_storage(err: &std::io::Error) -> bool {
-    use std::io::ErrorKind;
-    matches!(
-        err.kind(),
-        ErrorKind::PermissionDenied
-            | ErrorKind::ReadOnlyFilesystem
-            | ErrorKind::StorageFull
-            | ErrorKind::QuotaExceeded
-    )
-}
-
-/// Index errors wrap I/O errors in their own types: recognise them by message.
-fn storage_message(message: &str) -> bool {
-    let m = message.to_ascii_lowercase();
-    [
-        "permission denied",
-        "read-only file system",
-        "no space left",
-        "disk quota",
-    ]
-    .iter()
-    .any(|needle| m.contains(needle))
+impl From<ServiceError> for ApiError {
+    fn from(err: ServiceError) -> Self {
+        let storage = err.refuses_writes();
+        match err {
+            ServiceError::NotFound(m) => ApiError::NotFound(m),
+            ServiceError::Conflict(m) => ApiError::Conflict(m),
+            ServiceError::NotReady(m) => ApiError::NotReady(m),
+            ServiceError::Corrupt(m) => ApiError::Corrupt(m),
+            ServiceError::Engine(e) => ApiError::from(e),
+            e @ ServiceError::Io { .. } if storage => ApiError::Storage(e.to_string()),
+            e @ (ServiceError::Io { .. } | ServiceError::Internal(_)) => {
+                ApiError::Internal(e.to_string())
+            }
+        }
+    }
 }
 
 /// Result alias for handlers.

@@ -114,7 +114,7 @@ pub async fn metrics(State(state): State<AppState>, headers: HeaderMap) -> Respo
 }
 
 /// The retrain status as gauges (the timestamps only once known).
-fn retrain_gauges(s: &super::retrain::RetrainStatus) -> Vec<(String, String, f64)> {
+fn retrain_gauges(s: &crate::services::retrain::RetrainStatus) -> Vec<(String, String, f64)> {
     let mut out = vec![
         (
             "triage_retrain_pending_changes",

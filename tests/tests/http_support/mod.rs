@@ -2,8 +2,8 @@
 //! binary as a server on a free loopback port with its own data directory,
 //! wait until it is ready, call it, stop it gently or with kill -9.
 //!
-//! The binary is `$TRIAGE_BIN`, else the `triage` binary cargo builds for these
-//! tests (they are test targets of the `server` package). The model is the default one (fetched on
+//! The binary is `$TRIAGE_BIN`, else the `triage` CLI that cargo builds for
+//! these tests as the `e2e` package's `triage-e2e` bin. The model is the default one (fetched on
 //! first use into the model cache) unless `TRIAGE_MODEL_DIR` points elsewhere.
 
 #![allow(dead_code)] // each test file uses a different subset
@@ -24,7 +24,7 @@ pub fn binary() -> PathBuf {
     if let Some(bin) = std::env::var_os("TRIAGE_BIN") {
         return PathBuf::from(bin);
     }
-    PathBuf::from(env!("CARGO_BIN_EXE_triage"))
+    PathBuf::from(env!("CARGO_BIN_EXE_triage-e2e"))
 }
 
 /// The repository root.

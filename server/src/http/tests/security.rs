@@ -232,7 +232,7 @@ async fn one_customers_click_never_changes_what_others_get() {
     let cfg = config(dir.path().join("server"), KEYS, Limits::default());
     let state = AppState::new(&cfg);
     state.set_engine(open_test_engine(dir.path().join("engine")));
-    let app = router(state.clone());
+    let app = crate::app(state.clone());
     // Clarified (not answered) with the refund article in this pack.
     let message = "我想申请退款要怎么弄";
     let before = ask(&app, "k-chat", message).await;
@@ -340,7 +340,7 @@ async fn personal_data_is_masked_and_never_shown_to_customers() {
     let cfg = config(dir.path().join("server"), KEYS, Limits::default());
     let state = AppState::new(&cfg);
     state.set_engine(open_test_engine(dir.path().join("engine")));
-    let app = router(state.clone());
+    let app = crate::app(state.clone());
     // Before: a "this helped" message with a name, phone, e-mail and address
     // became an alternative question, returned to later customers.
     let message = "我叫王小明，电话13812345678，邮箱 wxm@example.com，住北京市朝阳区建国路88号3栋，怎么申请退款";
@@ -493,7 +493,7 @@ async fn one_tenant_cannot_train_another_tenants_classifier() {
     };
     let state = AppState::new(&cfg);
     state.set_engine(open_test_engine(dir.path().join("engine")));
-    let app = router(state.clone());
+    let app = crate::app(state.clone());
     let probe = json!({"body": "Please issue a VAT invoice"});
     let (_, before) = send(
         &app,
@@ -772,7 +772,7 @@ async fn slow_bodies_never_hold_the_engine_slots() {
     state.set_engine(shared_engine());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let server = tokio::spawn(async move { axum::serve(listener, router(state)).await });
+    let server = tokio::spawn(async move { axum::serve(listener, crate::app(state)).await });
     // Before: 70 clients sending headers and one byte held every slot for 18–30 s.
     let mut slow = Vec::new();
     for _ in 0..6 {

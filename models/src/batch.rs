@@ -1,4 +1,5 @@
-//! Micro-batching of concurrent embedding calls.
+//! Micro-batching of concurrent embedding calls, next to the embedder it
+//! wraps (as TEI keeps its queue and batching in its core, not in the router).
 //!
 //! Request handlers each embed one or two short texts; run one at a time the
 //! model is memory-bound and slow per text. [`BatchingEmbedder`] sends small
@@ -13,7 +14,7 @@ use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use models::{EmbedKind, Error, TextEmbedder};
+use crate::{EmbedKind, Error, TextEmbedder};
 
 /// How long the worker waits for more callers after the first one arrives.
 pub const BATCH_WINDOW: Duration = Duration::from_millis(2);

@@ -20,9 +20,36 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use serde::Serialize;
 use triage::Engine;
 
-use super::error::{ApiError, ApiResult};
-use super::AppState;
-use crate::config::RetrainPolicy;
+use super::{ServiceError, ServiceResult};
+
+/// Default number of labelled changes (ticket writes, corrections) after which
+/// the server retrains a tenant's classifiers in the background.
+pub const DEFAULT_RETRAIN_AFTER_CHANGES: u64 = 50;
+/// Default shortest time between two trainings, in seconds: a retrain costs
+/// seconds of CPU at tens of thousands of tickets, so a busy desk must not
+/// retrain after every burst of edits.
+pub const DEFAULT_RETRAIN_MIN_INTERVAL_SECS: u64 = 300;
+
+/// When the server retrains its classifier heads in the background. Ticket
+/// writes and corrections reach the neighbour vote at once, but the linear
+/// heads only learn them when retrained; `POST /v1/admin/retrain` retrains on
+/// demand whatever this says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RetrainPolicy {
+    /// Labelled changes that must be pending before a background retrain; 0 = never.
+    pub after_changes: u64,
+    /// Time that must have passed since the last training (or attempt).
+    pub min_interval: Duration,
+}
+
+impl Default for RetrainPolicy {
+    fn default() -> Self {
+        RetrainPolicy {
+            after_changes: DEFAULT_RETRAIN_AFTER_CHANGES,
+            min_interval: Duration::from_secs(DEFAULT_RETRAIN_MIN_INTERVAL_SECS),
+        }
+    }
+}
 
 /// Shortest and longest pause between two background checks: the check is a
 /// few map lookups, so it can run often; it never needs to run more often
@@ -248,9 +275,9 @@ impl Retrainer {
         engine: Arc<Engine>,
         tenant: String,
         trigger: Trigger,
-    ) -> ApiResult<Retrained> {
+    ) -> ServiceResult<Retrained> {
         let guard = self.try_begin().ok_or_else(|| {
-            ApiError::Conflict(
+            ServiceError::Conflict(
                 "a retrain is already running; try again when it has finished".into(),
             )
         })?;
@@ -260,7 +287,7 @@ impl Retrainer {
             .map_err(|e| {
                 // `run` catches panics; this is a cancelled blocking task (runtime shutdown).
                 tracing::error!(trigger = trigger.as_str(), "retrain task ended early: {e}");
-                ApiError::Internal("the retrain was cancelled".into())
+                ServiceError::Internal("the retrain was cancelled".into())
             })?
     }
 
@@ -271,7 +298,7 @@ impl Retrainer {
         tenant: &str,
         trigger: Trigger,
         guard: RunGuard,
-    ) -> ApiResult<Retrained> {
+    ) -> ServiceResult<Retrained> {
         let _guard = guard;
         #[cfg(test)]
         self.wait_for_test_hold();
@@ -288,9 +315,9 @@ impl Retrainer {
         let elapsed = started.elapsed();
         let labelled_examples = match result {
             Ok(Ok(n)) => n,
-            Ok(Err(e)) => return Err(self.failed(ApiError::from(e), trigger, elapsed)),
+            Ok(Err(e)) => return Err(self.failed(ServiceError::Engine(e), trigger, elapsed)),
             Err(_) => {
-                let err = ApiError::Internal("retraining panicked".into());
+                let err = ServiceError::Internal("retraining panicked".into());
                 return Err(self.failed(err, trigger, elapsed));
             }
         };
@@ -317,7 +344,7 @@ impl Retrainer {
     }
 
     /// Records a failed retrain and hands its error back.
-    fn failed(&self, err: ApiError, trigger: Trigger, elapsed: Duration) -> ApiError {
+    fn failed(&self, err: ServiceError, trigger: Trigger, elapsed: Duration) -> ServiceError {
         let mut h = self.history();
         h.failed += 1;
         h.last_error = Some(err.to_string());
@@ -341,10 +368,12 @@ impl Retrainer {
 }
 
 /// The background task: every few seconds, retrains the tenants that are
-/// [`Retrainer::due`]. Runs until aborted; returns at once when background
-/// retraining is off.
-pub async fn background(state: AppState) {
-    let retrainer = state.retrainer();
+/// [`Retrainer::due`] on the engine `engine` returns (none while it loads).
+/// Runs until aborted; returns at once when background retraining is off.
+pub async fn background<F>(retrainer: Arc<Retrainer>, engine: F)
+where
+    F: Fn() -> Option<Arc<Engine>> + Send + 'static,
+{
     let policy = retrainer.policy().clone();
     if policy.after_changes == 0 {
         tracing::info!("background retraining is off (retrain_after_changes = 0)");
@@ -354,7 +383,7 @@ pub async fn background(state: AppState) {
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
-        let Ok(engine) = state.engine() else {
+        let Some(engine) = engine() else {
             continue;
         };
         for tenant in retrainer.due(&engine) {

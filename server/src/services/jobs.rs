@@ -1,5 +1,5 @@
-//! Background reclassification jobs (`POST /v1/jobs/reclassify`, `GET /v1/jobs/{id}`,
-//! cancel).
+//! Background reclassification jobs: the durable job store and its worker
+//! (served as `POST /v1/jobs/reclassify`, `GET /v1/jobs/{id}`, cancel).
 //!
 //! A job's tickets are written (fsynced) to `<data_dir>/jobs/<id>/input.jsonl`
 //! before the job is acknowledged; one worker thread runs jobs with the same
@@ -27,7 +27,7 @@ use indexer::Ticket;
 use serde::{Deserialize, Serialize};
 use triage::Engine;
 
-use super::error::{ApiError, ApiResult};
+use super::{ServiceError, ServiceResult};
 use crate::reclassify::{self, Progress, Report, RunOptions};
 
 /// Where a job is.
@@ -176,7 +176,7 @@ impl Jobs {
     }
 
     /// Persists a new job's tickets and queues it; returns its status.
-    pub fn submit(&self, tenant: &str, tickets: &[Ticket]) -> ApiResult<JobStatus> {
+    pub fn submit(&self, tenant: &str, tickets: &[Ticket]) -> ServiceResult<JobStatus> {
         let id = new_id();
         let job_dir = self.dir.join(&id);
         let write = || -> std::io::Result<()> {
@@ -201,8 +201,9 @@ impl Jobs {
             File::open(&job_dir)?.sync_all()?;
             Ok(())
         };
-        write()
-            .map_err(|e| storage_error(format!("cannot store job in {}", job_dir.display()), &e))?;
+        write().map_err(|e| {
+            ServiceError::io(format!("cannot store job in {}", job_dir.display()), e)
+        })?;
         let meta = Meta {
             id: id.clone(),
             tenant: tenant.to_string(),
@@ -224,7 +225,7 @@ impl Jobs {
             })
             .unwrap_or(false);
         if !sent {
-            return Err(ApiError::NotReady(
+            return Err(ServiceError::NotReady(
                 "the job worker is not running yet; the job is stored and starts with it".into(),
             ));
         }
@@ -235,15 +236,15 @@ impl Jobs {
     /// `corrupt` for a job whose metadata on disk is unreadable (its tenant
     /// is unknown, so it is reported to whoever asks for its unguessable id).
     /// Paths in the report are relative to the data directory.
-    pub fn status(&self, id: &str, tenant: Option<&str>) -> ApiResult<JobStatus> {
-        let not_found = || ApiError::NotFound(format!("no job {id:?}"));
+    pub fn status(&self, id: &str, tenant: Option<&str>) -> ServiceResult<JobStatus> {
+        let not_found = || ServiceError::NotFound(format!("no job {id:?}"));
         if let Some(why) = self.corrupt.lock().ok().and_then(|c| c.get(id).cloned()) {
-            return Err(ApiError::Corrupt(why));
+            return Err(ServiceError::Corrupt(why));
         }
         let live = self
             .live
             .lock()
-            .map_err(|_| ApiError::Internal("job registry lock poisoned".into()))?;
+            .map_err(|_| ServiceError::Internal("job registry lock poisoned".into()))?;
         let job = live.get(id).ok_or_else(not_found)?;
         if tenant.is_some_and(|t| t != job.status.tenant) {
             return Err(not_found());
@@ -284,7 +285,7 @@ impl Jobs {
     }
 
     /// Path of a job's output file, for jobs visible to `tenant`.
-    pub fn labels_path(&self, id: &str, tenant: Option<&str>) -> ApiResult<PathBuf> {
+    pub fn labels_path(&self, id: &str, tenant: Option<&str>) -> ServiceResult<PathBuf> {
         self.status(id, tenant)?;
         Ok(self.dir.join(id).join("labels.jsonl"))
     }
@@ -296,22 +297,22 @@ impl Jobs {
     /// is fsynced in the job directory, so the job is not resumed after a
     /// restart. Cancelling a cancelled job returns its status again; a job
     /// that has already finished (done or failed) is a 409 `conflict`.
-    pub fn cancel(&self, id: &str, tenant: Option<&str>) -> ApiResult<JobStatus> {
+    pub fn cancel(&self, id: &str, tenant: Option<&str>) -> ServiceResult<JobStatus> {
         if let Some(why) = self.corrupt.lock().ok().and_then(|c| c.get(id).cloned()) {
-            return Err(ApiError::Corrupt(why));
+            return Err(ServiceError::Corrupt(why));
         }
         {
             let mut live = self
                 .live
                 .lock()
-                .map_err(|_| ApiError::Internal("job registry lock poisoned".into()))?;
+                .map_err(|_| ServiceError::Internal("job registry lock poisoned".into()))?;
             let job = live
                 .get_mut(id)
                 .filter(|job| tenant.is_none_or(|t| t == job.status.tenant))
-                .ok_or_else(|| ApiError::NotFound(format!("no job {id:?}")))?;
+                .ok_or_else(|| ServiceError::NotFound(format!("no job {id:?}")))?;
             match job.status.state {
                 state @ (JobState::Done | JobState::Failed) => {
-                    return Err(ApiError::Conflict(format!(
+                    return Err(ServiceError::Conflict(format!(
                         "job {id:?} has already finished ({}); there is nothing to cancel",
                         format!("{state:?}").to_lowercase()
                     )));
@@ -322,7 +323,7 @@ impl Jobs {
                     // job in between, and sees the state when its slice ends.
                     let job_dir = self.dir.join(id);
                     write_marker(&job_dir).map_err(|e| {
-                        storage_error(format!("cannot cancel job in {}", job_dir.display()), &e)
+                        ServiceError::io(format!("cannot cancel job in {}", job_dir.display()), e)
                     })?;
                     job.status.state = JobState::Cancelled;
                     job.status.eta_seconds = None;
@@ -446,18 +447,6 @@ fn update(live: &Mutex<BTreeMap<String, Live>>, id: &str, f: impl FnOnce(&mut Jo
         if let Some(job) = live.get_mut(id) {
             f(&mut job.status);
         }
-    }
-}
-
-/// Maps an I/O failure to 507 `storage_unavailable` when the disk refuses
-/// writes, 500 otherwise.
-fn storage_error(context: String, e: &std::io::Error) -> ApiError {
-    let message = format!("{context}: {e}");
-    match e.kind() {
-        std::io::ErrorKind::PermissionDenied
-        | std::io::ErrorKind::ReadOnlyFilesystem
-        | std::io::ErrorKind::StorageFull => ApiError::Storage(message),
-        _ => ApiError::Internal(message),
     }
 }
 
@@ -863,11 +852,11 @@ mod tests {
         // Another tenant's key does not see it.
         assert!(matches!(
             jobs.cancel(&second, Some("other")),
-            Err(ApiError::NotFound(_))
+            Err(ServiceError::NotFound(_))
         ));
         assert!(matches!(
             jobs.cancel("job-none", None),
-            Err(ApiError::NotFound(_))
+            Err(ServiceError::NotFound(_))
         ));
         let cancelled = jobs.cancel(&second, Some("t")).unwrap();
         assert_eq!(cancelled.state, JobState::Cancelled);
@@ -886,7 +875,7 @@ mod tests {
         wait_state(&jobs, &first, JobState::Done);
         assert!(matches!(
             jobs.cancel(&first, None),
-            Err(ApiError::Conflict(_))
+            Err(ServiceError::Conflict(_))
         ));
         jobs.shutdown();
         assert_eq!(label_lines(dir.path(), &second), 0);
