@@ -5,11 +5,13 @@
 
 use std::collections::BTreeMap;
 
-use serde::{Deserialize, Serialize};
+use serde::de::{DeserializeOwned, Error as _};
+use serde::{Deserialize, Deserializer, Serialize};
 
 /// Which kind of document a record is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, PartialOrd, Ord)]
 #[serde(rename_all = "lowercase")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum DocKind {
     /// A historical or live support ticket.
     Ticket,
@@ -21,6 +23,7 @@ pub enum DocKind {
 /// field defaults to empty so partial records from other systems still load.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Ticket {
     /// Stable external id (unique per tenant and kind).
     pub id: String,
@@ -53,6 +56,7 @@ pub struct Ticket {
 /// A knowledge-base article or FAQ entry.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Article {
     /// Stable external id (unique per tenant and kind).
     pub id: String,
@@ -73,6 +77,7 @@ pub struct Article {
 /// Either kind of document.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "lowercase")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum Document {
     /// A ticket.
     Ticket(Ticket),
@@ -83,6 +88,7 @@ pub enum Document {
 /// Which retrievers a search uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum SearchMode {
     /// BM25 and vectors, fused.
     #[default]
@@ -96,6 +102,7 @@ pub enum SearchMode {
 /// How hybrid search combines the two ranked lists.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "method", rename_all = "lowercase")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum Fusion {
     /// Reciprocal-rank fusion: `sum 1 / (k + rank)`.
     Rrf {
@@ -118,6 +125,7 @@ impl Default for Fusion {
 /// Restrictions applied inside both retrievers (before truncation to `k`).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Filters {
     /// Only this tenant's documents (`None` = the default tenant, `""`).
     pub tenant: Option<String>,
@@ -136,6 +144,7 @@ pub struct Filters {
 /// One search.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct SearchRequest {
     /// The query text.
     pub text: String,
@@ -144,6 +153,7 @@ pub struct SearchRequest {
     /// Number of hits to return (10 when omitted; 0 gives no hits; at most [`crate::MAX_K`]).
     pub k: usize,
     /// Filters applied in both retrievers.
+    #[serde(deserialize_with = "object")]
     pub filters: Filters,
     /// Fusion method for hybrid mode.
     pub fusion: Fusion,
@@ -164,6 +174,7 @@ impl Default for SearchRequest {
 
 /// Why a document was returned: every hit carries its evidence.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Explanation {
     /// BM25 score, if the lexical retriever found it.
     pub bm25_score: Option<f32>,
@@ -182,6 +193,7 @@ pub struct Explanation {
 
 /// One ranked result.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Hit {
     /// The document's external id.
     pub id: String,
@@ -193,4 +205,19 @@ pub struct Hit {
     pub score: f32,
     /// Why it matched.
     pub explanation: Explanation,
+}
+
+/// Reads a struct only from a JSON object: serde would also read one from an
+/// array of its fields in order, which no client means.
+fn object<'de, D: Deserializer<'de>, T: DeserializeOwned>(d: D) -> Result<T, D::Error> {
+    let map = serde_json::Map::deserialize(d)?;
+    serde_json::from_value(serde_json::Value::Object(map)).map_err(D::Error::custom)
+}
+
+/// [`object`] for each item of a list (`#[serde(deserialize_with = "indexer::objects")]`).
+pub fn objects<'de, D: Deserializer<'de>, T: DeserializeOwned>(d: D) -> Result<Vec<T>, D::Error> {
+    Vec::<serde_json::Map<String, serde_json::Value>>::deserialize(d)?
+        .into_iter()
+        .map(|map| serde_json::from_value(serde_json::Value::Object(map)).map_err(D::Error::custom))
+        .collect()
 }

@@ -8,6 +8,9 @@
 //! write is one durable tantivy commit that carries the document's vector, so
 //! the graph is only a cache, rebuilt or caught up when it is stale (rebuilt
 //! in the background when tombstones pile up, without stopping writes).
+//!
+//! With the `openapi` feature, the document and search types derive
+//! utoipa's `ToSchema` (the server's API document is generated from them).
 
 mod doc;
 mod error;
@@ -23,8 +26,8 @@ mod vectors;
 mod verify;
 
 pub use doc::{
-    Article, DocKind, Document, Explanation, Filters, Fusion, Hit, SearchMode, SearchRequest,
-    Ticket,
+    objects, Article, DocKind, Document, Explanation, Filters, Fusion, Hit, SearchMode,
+    SearchRequest, Ticket,
 };
 pub use error::{Damage, DamagedFile, Error};
 pub use index::{Index, IndexStats};

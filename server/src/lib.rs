@@ -15,9 +15,6 @@
 //! | `pages` | the `/chat` and `/agent` pages |
 //! | [`cli`] | the subcommands |
 
-// The hand-written OpenAPI document is one large `json!` literal.
-#![recursion_limit = "256"]
-
 pub mod cli;
 pub mod config;
 pub mod http;

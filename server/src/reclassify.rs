@@ -62,7 +62,7 @@ pub struct LabelLine {
 }
 
 /// A bad input line (unparsable, no id, or refused by the engine).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct LineError {
     /// 1-based line number in the input.
     pub line: usize,
@@ -71,7 +71,7 @@ pub struct LineError {
 }
 
 /// Per-category counts, keyed by the old category.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct CategorySummary {
     /// Tickets that had this category.
     pub total: usize,
@@ -84,11 +84,13 @@ pub struct CategorySummary {
 }
 
 /// The summary of a (possibly resumed) reclassification run.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Report {
     /// The input file.
+    #[schema(value_type = String)]
     pub input: PathBuf,
     /// The output file.
+    #[schema(value_type = String)]
     pub output: PathBuf,
     /// Tickets in the output file (this run and earlier ones).
     pub tickets: usize,

@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 /// An incoming service request to triage.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(default)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct TicketRequest {
     /// Subject line (may be empty).
     pub title: String,
@@ -26,6 +27,7 @@ pub struct TicketRequest {
 
 /// One scored label with the runner-up alternatives.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct LabelDecision {
     /// The chosen label, or `None` when the engine abstains.
     pub label: Option<String>,
@@ -41,6 +43,7 @@ pub struct LabelDecision {
 
 /// A label with a probability.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ScoredLabel {
     /// The label id.
     pub label: String,
@@ -50,6 +53,7 @@ pub struct ScoredLabel {
 
 /// A field extracted from the text (with its span) or inferred from neighbours.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct FieldValue {
     /// Field name (e.g. `order_no`, `phone`, `email`, `device_model`).
     pub name: String,
@@ -67,6 +71,7 @@ pub struct FieldValue {
 
 /// A likely duplicate of the request.
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Duplicate {
     /// The existing ticket.
     pub ticket: Ticket,
@@ -78,6 +83,7 @@ pub struct Duplicate {
 
 /// The full triage of one request.
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct TriageResult {
     /// Category decision.
     pub category: LabelDecision,
@@ -98,6 +104,7 @@ pub struct TriageResult {
 /// A self-service chat message.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(default)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ChatMessage {
     /// The message text.
     pub text: String,
@@ -114,6 +121,7 @@ pub struct ChatMessage {
 /// What the chat should do with a message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum DeflectAction {
     /// Show the article's answer.
     Answer,
@@ -126,6 +134,7 @@ pub enum DeflectAction {
 /// An article as the chat shows it: its question and answer, nothing else
 /// (no learned phrasings: those are other customers' words).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ChatArticle {
     /// Article id (to say whether it helped).
     pub id: String,
@@ -139,6 +148,7 @@ pub struct ChatArticle {
 
 /// Why an article was matched, as far as the chat may see.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ChatEvidence {
     /// Cosine similarity of the message and the best-matching phrasing.
     pub similarity: f32,
@@ -155,6 +165,7 @@ pub struct ChatEvidence {
 
 /// A candidate article for a chat message.
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ChatCandidate {
     /// The article.
     pub article: ChatArticle,
@@ -167,6 +178,7 @@ pub struct ChatCandidate {
 /// A prefilled ticket the chat shows before a handoff: the customer's own
 /// words and what the service read from them, nothing of other tickets.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ChatDraft {
     /// Proposed title.
     pub title: String,
@@ -186,6 +198,7 @@ pub struct ChatDraft {
 
 /// The chat's answer to one message.
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ChatReply {
     /// Answer, clarify or hand off.
     pub action: DeflectAction,
@@ -208,6 +221,7 @@ pub struct ChatReply {
 /// A customer's "did this help?" about an article the chat showed.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(default)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ChatFeedback {
     /// The conversation.
     pub session_id: String,
@@ -223,6 +237,7 @@ pub struct ChatFeedback {
 
 /// What a customer's feedback did.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ChatFeedbackOutcome {
     /// Always true: the feedback was recorded.
     pub recorded: bool,
@@ -237,6 +252,7 @@ pub struct ChatFeedbackOutcome {
 /// A customer's request to hand the conversation to a person.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ChatTicketRequest {
     /// The conversation.
     pub session_id: String,
@@ -252,6 +268,7 @@ pub struct ChatTicketRequest {
 
 /// The ticket a chat handoff created.
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ChatTicket {
     /// The new ticket's id (chosen by the service).
     pub ticket_id: String,
@@ -264,6 +281,7 @@ pub struct ChatTicket {
 
 /// An article with its learned phrasings, as agents see it.
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ArticleRecord {
     /// The article as written.
     pub article: Article,
@@ -273,6 +291,7 @@ pub struct ArticleRecord {
 
 /// Side-panel recommendations for an agent.
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Suggestions {
     /// Similar resolved tickets with their resolutions.
     pub similar_tickets: Vec<Hit>,
@@ -286,6 +305,7 @@ pub struct Suggestions {
 
 /// A resolution the nearest resolved tickets agree on.
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct PredictedResolution {
     /// The resolution text (from the most similar supporting ticket).
     pub text: String,
@@ -299,6 +319,7 @@ pub struct PredictedResolution {
 /// An agent's correction or confirmation.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(default)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Feedback {
     /// The ticket the feedback is about (stored/updated as a labelled example).
     pub ticket_id: String,
@@ -325,6 +346,7 @@ pub struct Feedback {
 
 /// What a piece of feedback changed.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct FeedbackOutcome {
     /// The labelled example the feedback was stored as.
     pub ticket_id: String,
@@ -340,6 +362,7 @@ pub struct FeedbackOutcome {
 
 /// Counts and model facts for `/readyz`, `/metrics` and the CLI.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct EngineStats {
     /// Tickets in the index.
     pub tickets: usize,
@@ -364,6 +387,7 @@ pub struct EngineStats {
 /// Where a learned phrasing stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum LearnedStatus {
     /// Proposed by customers; not used for answers yet.
     Candidate,
@@ -375,6 +399,7 @@ pub enum LearnedStatus {
 
 /// A phrasing of an article learned from chats, as agents see it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct LearnedPhrasing {
     /// Stable id (`lp-` and 16 hex digits of a digest of tenant, article and text).
     pub id: String,

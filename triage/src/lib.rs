@@ -14,6 +14,10 @@
 //! (`decide`); the engine that wires them together (`engine`); the
 //! evaluation.
 //!
+//! With the `openapi` feature, the [`api`] types (and the pack types the
+//! server shows) derive utoipa's `ToSchema`: the server generates its OpenAPI
+//! document from them, and the engine itself stays free of HTTP.
+//!
 //! With the `test-embedder` feature, `hashembed` is a model-free embedder
 //! for tests (lexical overlap only, microseconds per text, no model file).
 

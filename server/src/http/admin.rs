@@ -17,6 +17,11 @@ use crate::services::retrain::{RetrainStatus, Retrained, Trigger};
 /// the labelled example count and the seconds taken; 409 while another
 /// retrain runs. No other tenant's heads change. (`?tenant=` names the
 /// tenant when no keys are configured; a key's tenant always wins.)
+#[utoipa::path(post, path = "/admin/retrain", params(TenantQuery),
+    responses(
+        (status = 200, description = "Retrained", body = Retrained),
+        (status = 409, description = "A retrain is already running"),
+    ))]
 pub async fn retrain(
     State(state): State<AppState>,
     caller: Caller,
@@ -34,7 +39,7 @@ pub async fn retrain(
 }
 
 /// What `GET /v1/admin/stats` returns.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct TenantStats {
     /// The tenant.
     pub tenant: String,
@@ -45,6 +50,8 @@ pub struct TenantStats {
 }
 
 /// `GET /v1/admin/stats`: the caller's tenant's counts and retrain status.
+#[utoipa::path(get, path = "/admin/stats", params(TenantQuery),
+    responses((status = 200, description = "Statistics", body = TenantStats)))]
 pub async fn stats(
     State(state): State<AppState>,
     caller: Caller,

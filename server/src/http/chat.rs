@@ -12,10 +12,12 @@ use triage::api::{
 };
 
 use super::error::{ApiError, ApiResult};
-use super::extract::{check_id, check_short, check_tenant, check_text, ApiJson};
+use super::extract::{check_id, check_short, check_tenant, check_text, is_blank, ApiJson};
 use super::{AppState, Caller};
 
 /// `POST /v1/deflect`: answer, clarify or hand off (with a prefilled ticket draft).
+#[utoipa::path(post, path = "/deflect", request_body = ChatMessage,
+    responses((status = 200, description = "The decision (a handoff carries a ticket draft)", body = ChatReply)))]
 pub async fn deflect(
     State(state): State<AppState>,
     caller: Caller,
@@ -26,7 +28,7 @@ pub async fn deflect(
     check_short("customer_id", &msg.customer_id)?;
     check_tenant(&msg.tenant)?;
     msg.tenant = caller.tenant(&msg.tenant);
-    msg.session_id = msg.session_id.filter(|s| !s.trim().is_empty());
+    msg.session_id = msg.session_id.filter(|s| !is_blank(s));
     if let Some(s) = &msg.session_id {
         check_id("session_id", s)?;
     }
@@ -44,6 +46,12 @@ pub async fn deflect(
 /// was shown in that turn. The message becomes a candidate phrasing of the
 /// article; it answers others only after several conversations agree or an
 /// agent approves it.
+#[utoipa::path(post, path = "/chat/feedback", operation_id = "chat_feedback", request_body = ChatFeedback,
+    responses(
+        (status = 200, description = "What became of it", body = ChatFeedbackOutcome),
+        (status = 404, description = "Unknown conversation, turn or article"),
+        (status = 507, description = "The data directory cannot be written"),
+    ))]
 pub async fn feedback(
     State(state): State<AppState>,
     caller: Caller,
@@ -61,7 +69,7 @@ pub async fn feedback(
 }
 
 /// Body of `POST /v1/chat/draft`.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct DraftRequest {
     /// The conversation.
@@ -72,6 +80,11 @@ pub struct DraftRequest {
 
 /// `POST /v1/chat/draft`: the ticket draft of the conversation so far, for
 /// the customer to review before handing off.
+#[utoipa::path(post, path = "/chat/draft", operation_id = "chat_draft", request_body = DraftRequest,
+    responses(
+        (status = 200, description = "The draft", body = ChatDraft),
+        (status = 404, description = "Unknown conversation"),
+    ))]
 pub async fn draft(
     State(state): State<AppState>,
     caller: Caller,
@@ -89,6 +102,12 @@ pub async fn draft(
 
 /// `POST /v1/chat/tickets`: hands the conversation to a person as an open,
 /// unlabelled ticket with an id the service chooses.
+#[utoipa::path(post, path = "/chat/tickets", operation_id = "chat_ticket", request_body = ChatTicketRequest,
+    responses(
+        (status = 200, description = "The created ticket", body = ChatTicket),
+        (status = 404, description = "Unknown conversation"),
+        (status = 507, description = "The data directory cannot be written"),
+    ))]
 pub async fn ticket(
     State(state): State<AppState>,
     caller: Caller,

@@ -24,26 +24,35 @@ use crate::services::jobs::JobStatus;
 const MAX_JOB_TICKETS: usize = 100_000;
 
 /// `?tenant=` for GET/DELETE and admin routes (ignored when an API key pins the tenant).
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct TenantQuery {
     #[serde(default)]
     pub(super) tenant: String,
 }
 
 /// What an upsert or delete returns.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Written {
     /// Document id.
     id: String,
     /// `ticket` or `article`.
+    #[schema(value_type = String)]
     kind: &'static str,
     /// Owning tenant.
     tenant: String,
     /// `indexed` or `deleted`.
+    #[schema(value_type = String)]
     status: &'static str,
 }
 
 /// `PUT /v1/tickets/{id}`: inserts or replaces a ticket.
+#[utoipa::path(put, path = "/tickets/{id}", request_body = Ticket,
+    params(("id" = String, Path, description = "Ticket id (wins over one in the body)")),
+    responses(
+        (status = 200, description = "Stored; searchable on return", body = Written),
+        (status = 507, description = "The data directory cannot be written"),
+    ))]
 pub async fn put_ticket(
     State(state): State<AppState>,
     caller: Caller,
@@ -65,6 +74,12 @@ pub async fn put_ticket(
 }
 
 /// `GET /v1/tickets/{id}`: the stored ticket.
+#[utoipa::path(get, path = "/tickets/{id}",
+    params(("id" = String, Path, description = "Ticket id"), TenantQuery),
+    responses(
+        (status = 200, description = "The ticket", body = Ticket),
+        (status = 404, description = "No such ticket"),
+    ))]
 pub async fn get_ticket(
     State(state): State<AppState>,
     caller: Caller,
@@ -84,12 +99,20 @@ pub async fn get_ticket(
 }
 
 /// `DELETE /v1/tickets/{id}`.
+#[utoipa::path(delete, path = "/tickets/{id}",
+    params(("id" = String, Path, description = "Ticket id"), TenantQuery),
+    responses(
+        (status = 200, description = "Deleted", body = Written),
+        (status = 404, description = "No such ticket"),
+        (status = 507, description = "The data directory cannot be written"),
+    ))]
 pub async fn delete_ticket(
     State(state): State<AppState>,
     caller: Caller,
     ApiPath(id): ApiPath<String>,
     ApiQuery(q): ApiQuery<TenantQuery>,
 ) -> ApiResult<Json<Written>> {
+    check_tenant(&q.tenant)?;
     delete_document(
         state,
         caller.tenant(&q.tenant),
@@ -101,6 +124,12 @@ pub async fn delete_ticket(
 }
 
 /// `PUT /v1/articles/{id}`: inserts or replaces a knowledge-base article.
+#[utoipa::path(put, path = "/articles/{id}", request_body = Article,
+    params(("id" = String, Path, description = "Article id (wins over one in the body)")),
+    responses(
+        (status = 200, description = "Stored; searchable on return", body = Written),
+        (status = 507, description = "The data directory cannot be written"),
+    ))]
 pub async fn put_article(
     State(state): State<AppState>,
     caller: Caller,
@@ -132,12 +161,20 @@ pub async fn put_article(
 }
 
 /// `DELETE /v1/articles/{id}`.
+#[utoipa::path(delete, path = "/articles/{id}",
+    params(("id" = String, Path, description = "Article id"), TenantQuery),
+    responses(
+        (status = 200, description = "Deleted (with its learned phrasings)", body = Written),
+        (status = 404, description = "No such article"),
+        (status = 507, description = "The data directory cannot be written"),
+    ))]
 pub async fn delete_article(
     State(state): State<AppState>,
     caller: Caller,
     ApiPath(id): ApiPath<String>,
     ApiQuery(q): ApiQuery<TenantQuery>,
 ) -> ApiResult<Json<Written>> {
+    check_tenant(&q.tenant)?;
     delete_document(
         state,
         caller.tenant(&q.tenant),
@@ -150,6 +187,12 @@ pub async fn delete_article(
 
 /// `GET /v1/articles/{id}`: the article with its learned phrasings (masked
 /// customers' words with their status and source: agents only).
+#[utoipa::path(get, path = "/articles/{id}",
+    params(("id" = String, Path, description = "Article id"), TenantQuery),
+    responses(
+        (status = 200, description = "The article with its learned phrasings", body = ArticleRecord),
+        (status = 404, description = "No such article"),
+    ))]
 pub async fn get_article(
     State(state): State<AppState>,
     caller: Caller,
@@ -168,18 +211,22 @@ pub async fn get_article(
 }
 
 /// `?tenant=&article=&status=` of `GET /v1/learned`.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct LearnedQuery {
     #[serde(default)]
     tenant: String,
     /// Only this article's phrasings.
     article: Option<String>,
     /// Only phrasings with this status.
+    #[param(inline)]
     status: Option<LearnedStatus>,
 }
 
 /// `GET /v1/learned`: the tenant's learned phrasings (candidates waiting for
 /// approval first), to approve or remove.
+#[utoipa::path(get, path = "/learned", params(LearnedQuery),
+    responses((status = 200, description = "Phrasings, candidates first", body = Vec<LearnedPhrasing>)))]
 pub async fn list_learned(
     State(state): State<AppState>,
     caller: Caller,
@@ -202,6 +249,13 @@ pub async fn list_learned(
 
 /// `POST /v1/learned/{id}/approve`: an agent approves a learned phrasing; it
 /// answers customers from now on.
+#[utoipa::path(post, path = "/learned/{id}/approve",
+    params(("id" = String, Path, description = "Learned phrasing id"), TenantQuery),
+    responses(
+        (status = 200, description = "The phrasing", body = LearnedPhrasing),
+        (status = 404, description = "No such phrasing"),
+        (status = 507, description = "The data directory cannot be written"),
+    ))]
 pub async fn approve_learned(
     State(state): State<AppState>,
     caller: Caller,
@@ -220,6 +274,13 @@ pub async fn approve_learned(
 
 /// `DELETE /v1/learned/{id}`: an agent removes a learned phrasing; it stops
 /// answering at once and is not learned again from customers' clicks.
+#[utoipa::path(delete, path = "/learned/{id}",
+    params(("id" = String, Path, description = "Learned phrasing id"), TenantQuery),
+    responses(
+        (status = 200, description = "The phrasing", body = LearnedPhrasing),
+        (status = 404, description = "No such phrasing"),
+        (status = 507, description = "The data directory cannot be written"),
+    ))]
 pub async fn remove_learned(
     State(state): State<AppState>,
     caller: Caller,
@@ -260,14 +321,21 @@ async fn delete_document(
 }
 
 /// Body of `POST /v1/jobs/reclassify`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ReclassifyJob {
     /// The tickets to reclassify (their current `category` is the old label).
+    #[serde(deserialize_with = "indexer::objects")]
     tickets: Vec<Ticket>,
 }
 
 /// `POST /v1/jobs/reclassify`: stores the tickets durably, answers 202 with the job.
+#[utoipa::path(post, path = "/jobs/reclassify", request_body = ReclassifyJob,
+    responses(
+        (status = 202, description = "Accepted; poll the `Location`", body = JobStatus,
+            headers(("Location" = String, description = "The job's status URL"))),
+        (status = 507, description = "The data directory cannot be written"),
+    ))]
 pub async fn submit_reclassify(
     State(state): State<AppState>,
     caller: Caller,
@@ -309,16 +377,31 @@ pub async fn submit_reclassify(
 }
 
 /// `GET /v1/jobs/{id}`: state, progress (done/total, rate, ETA) and the report when done.
+#[utoipa::path(get, path = "/jobs/{id}",
+    params(("id" = String, Path, description = "Job id")),
+    responses(
+        (status = 200, description = "Status", body = JobStatus),
+        (status = 404, description = "No such job"),
+    ))]
 pub async fn job_status(
     State(state): State<AppState>,
     caller: Caller,
     ApiPath(id): ApiPath<String>,
 ) -> ApiResult<Json<JobStatus>> {
+    check_id("id", &id)?;
     Ok(Json(state.jobs().status(&id, caller.listing_tenant())?))
 }
 
 /// `DELETE /v1/jobs/{id}`: cancels a queued or running job of the caller's
 /// tenant (durably: it is not resumed after a restart); 409 once it has finished.
+#[utoipa::path(delete, path = "/jobs/{id}",
+    params(("id" = String, Path, description = "Job id")),
+    responses(
+        (status = 200, description = "Status", body = JobStatus),
+        (status = 404, description = "No such job"),
+        (status = 409, description = "The job has already finished"),
+        (status = 507, description = "The data directory cannot be written"),
+    ))]
 pub async fn cancel_job(
     State(state): State<AppState>,
     caller: Caller,
@@ -334,11 +417,18 @@ pub async fn cancel_job(
 }
 
 /// `GET /v1/jobs/{id}/labels`: the job's label lines so far (JSON lines).
+#[utoipa::path(get, path = "/jobs/{id}/labels",
+    params(("id" = String, Path, description = "Job id")),
+    responses(
+        (status = 200, description = "The job's label lines so far (JSON lines)", content_type = "application/x-ndjson", body = String),
+        (status = 404, description = "No such job"),
+    ))]
 pub async fn job_labels(
     State(state): State<AppState>,
     caller: Caller,
     ApiPath(id): ApiPath<String>,
 ) -> ApiResult<Response> {
+    check_id("id", &id)?;
     let path = state.jobs().labels_path(&id, caller.listing_tenant())?;
     let body = match tokio::fs::read(&path).await {
         Ok(b) => b,

@@ -13,8 +13,8 @@ use super::error::{ApiError, ApiResult};
 use super::AppState;
 use crate::config::Limits;
 
-/// Longest id (bytes) of a document, session or job.
-pub const MAX_ID_BYTES: usize = 256;
+/// Longest id (characters) of a document, session or job.
+pub const MAX_ID_CHARS: usize = 256;
 /// Longest short field (characters): tenant, status, created_at, category,
 /// priority, queue, channel, customer id, tag, field name.
 pub const MAX_SHORT_CHARS: usize = 256;
@@ -94,54 +94,124 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> ApiResult<T> {
 /// blank Braille pattern, and combining marks with no base character to
 /// attach to (they render as nothing, or as a dotted circle).
 pub fn is_blank(value: &str) -> bool {
-    value
-        .chars()
-        .all(|c| c.is_whitespace() || c.is_control() || is_invisible(c) || is_combining(c))
+    value.chars().all(is_blank_char)
+}
+
+/// One character of [`is_blank`]'s set: whitespace, control, invisible or combining.
+fn is_blank_char(c: char) -> bool {
+    c.is_whitespace() || c.is_control() || is_invisible(c) || is_combining(c)
 }
 
 /// Combining marks (the main Unicode blocks): shown only on a base character.
-fn is_combining(c: char) -> bool {
-    matches!(
-        c,
-        '\u{0300}'..='\u{036F}'
-            | '\u{0483}'..='\u{0489}'
-            | '\u{0591}'..='\u{05BD}'
-            | '\u{0610}'..='\u{061A}'
-            | '\u{064B}'..='\u{065F}'
-            | '\u{0E31}'
-            | '\u{0E34}'..='\u{0E3A}'
-            | '\u{0E47}'..='\u{0E4E}'
-            | '\u{1AB0}'..='\u{1AFF}'
-            | '\u{1DC0}'..='\u{1DFF}'
-            | '\u{20D0}'..='\u{20FF}'
-            | '\u{302A}'..='\u{302F}'
-            | '\u{3099}'..='\u{309A}'
-            | '\u{FE20}'..='\u{FE2F}'
-    )
-}
+const COMBINING: &[(char, char)] = &[
+    ('\u{0300}', '\u{036F}'),
+    ('\u{0483}', '\u{0489}'),
+    ('\u{0591}', '\u{05BD}'),
+    ('\u{0610}', '\u{061A}'),
+    ('\u{064B}', '\u{065F}'),
+    ('\u{0E31}', '\u{0E31}'),
+    ('\u{0E34}', '\u{0E3A}'),
+    ('\u{0E47}', '\u{0E4E}'),
+    ('\u{1AB0}', '\u{1AFF}'),
+    ('\u{1DC0}', '\u{1DFF}'),
+    ('\u{20D0}', '\u{20FF}'),
+    ('\u{302A}', '\u{302F}'),
+    ('\u{3099}', '\u{309A}'),
+    ('\u{FE20}', '\u{FE2F}'),
+];
 
 /// Default-ignorable and other zero-width characters that render as nothing.
+const INVISIBLE: &[(char, char)] = &[
+    ('\u{00AD}', '\u{00AD}'),
+    ('\u{034F}', '\u{034F}'),
+    ('\u{061C}', '\u{061C}'),
+    ('\u{115F}', '\u{1160}'),
+    ('\u{17B4}', '\u{17B5}'),
+    ('\u{180B}', '\u{180F}'),
+    ('\u{200B}', '\u{200F}'),
+    ('\u{202A}', '\u{202E}'),
+    ('\u{2060}', '\u{206F}'),
+    ('\u{2800}', '\u{2800}'),
+    ('\u{3164}', '\u{3164}'),
+    ('\u{FE00}', '\u{FE0F}'),
+    ('\u{FEFF}', '\u{FEFF}'),
+    ('\u{FFA0}', '\u{FFA0}'),
+    ('\u{E0000}', '\u{E0FFF}'),
+];
+
+/// Unicode `White_Space` ([`char::is_whitespace`]), as ranges for the OpenAPI patterns.
+const WHITESPACE: &[(char, char)] = &[
+    ('\u{0009}', '\u{000D}'),
+    ('\u{0020}', '\u{0020}'),
+    ('\u{0085}', '\u{0085}'),
+    ('\u{00A0}', '\u{00A0}'),
+    ('\u{1680}', '\u{1680}'),
+    ('\u{2000}', '\u{200A}'),
+    ('\u{2028}', '\u{2029}'),
+    ('\u{202F}', '\u{202F}'),
+    ('\u{205F}', '\u{205F}'),
+    ('\u{3000}', '\u{3000}'),
+];
+
+/// Control characters (`Cc`, [`char::is_control`]), as ranges for the OpenAPI patterns.
+const CONTROL: &[(char, char)] = &[('\u{0000}', '\u{001F}'), ('\u{007F}', '\u{009F}')];
+
+fn in_ranges(ranges: &[(char, char)], c: char) -> bool {
+    ranges.iter().any(|&(lo, hi)| (lo..=hi).contains(&c))
+}
+
+fn is_combining(c: char) -> bool {
+    in_ranges(COMBINING, c)
+}
+
 fn is_invisible(c: char) -> bool {
-    matches!(
-        c,
-        '\u{00AD}'
-            | '\u{034F}'
-            | '\u{061C}'
-            | '\u{115F}'
-            | '\u{1160}'
-            | '\u{17B4}'
-            | '\u{17B5}'
-            | '\u{180B}'..='\u{180F}'
-            | '\u{200B}'..='\u{200F}'
-            | '\u{202A}'..='\u{202E}'
-            | '\u{2060}'..='\u{206F}'
-            | '\u{2800}'
-            | '\u{3164}'
-            | '\u{FE00}'..='\u{FE0F}'
-            | '\u{FEFF}'
-            | '\u{FFA0}'
-            | '\u{E0000}'..='\u{E0FFF}'
-    )
+    in_ranges(INVISIBLE, c)
+}
+
+/// The character classes behind the checks, as the inside of a regular
+/// expression class (`[...]`) for the OpenAPI document: the same tables the
+/// checks use, so the document cannot drift from them. Characters of the
+/// basic plane are written `\uXXXX`, others literally (both ECMA-262 with
+/// the `u` flag and Python read them so).
+pub mod classes {
+    use super::{COMBINING, CONTROL, INVISIBLE, WHITESPACE};
+
+    fn class(tables: &[&[(char, char)]]) -> String {
+        let one = |c: char| match c {
+            '\u{0}'..='\u{FFFF}' => format!("\\u{:04X}", c as u32),
+            _ => c.to_string(),
+        };
+        let mut out = String::new();
+        for &(lo, hi) in tables.iter().flat_map(|t| t.iter()) {
+            out.push_str(&one(lo));
+            if hi != lo {
+                out.push('-');
+                out.push_str(&one(hi));
+            }
+        }
+        out
+    }
+
+    /// Characters that are not visible ([`super::is_blank`]).
+    pub fn blank() -> String {
+        class(&[WHITESPACE, CONTROL, INVISIBLE, COMBINING])
+    }
+
+    /// Whitespace.
+    pub fn whitespace() -> String {
+        class(&[WHITESPACE])
+    }
+
+    /// Control characters.
+    pub fn control() -> String {
+        class(&[CONTROL])
+    }
+
+    /// Characters an id may not hold anywhere ([`super::check_id`]): control,
+    /// invisible, combining, `/` and `\`.
+    pub fn not_in_id() -> String {
+        format!("{}/\\\\", class(&[CONTROL, INVISIBLE, COMBINING]))
+    }
 }
 
 /// Checks one text field: required fields must hold visible text, and no
@@ -182,7 +252,7 @@ fn check_len(field: &str, value: &str, max: usize) -> ApiResult<()> {
 }
 
 /// Checks an id taken from a path or a body (`field` names it in errors):
-/// visible text, at most [`MAX_ID_BYTES`] bytes, no control characters, no
+/// visible text, at most [`MAX_ID_CHARS`] characters, no control characters, no
 /// path separators or `..` segments (ids name files in some stores and URLs
 /// in every client), no invisible or direction-changing characters (an id
 /// must read as what it is).
@@ -192,11 +262,7 @@ pub fn check_id(field: &str, id: &str) -> ApiResult<()> {
             "`{field}` must not be empty"
         )));
     }
-    if id.len() > MAX_ID_BYTES {
-        return Err(ApiError::TooLarge(format!(
-            "`{field}` is longer than {MAX_ID_BYTES} bytes"
-        )));
-    }
+    check_len(field, id, MAX_ID_CHARS)?;
     if id.chars().any(char::is_control) {
         return Err(ApiError::InvalidInput(format!(
             "`{field}` must not contain control characters"
@@ -267,5 +333,26 @@ mod tests {
             "invalid_input"
         );
         assert!(check_text("t", "", false, &limits).is_ok());
+    }
+
+    #[test]
+    fn the_documented_classes_are_the_checked_ones() {
+        for c in (0..=0x10FFFF).filter_map(char::from_u32) {
+            assert_eq!(in_ranges(WHITESPACE, c), c.is_whitespace(), "{c:?}");
+            assert_eq!(in_ranges(CONTROL, c), c.is_control(), "{c:?}");
+        }
+        assert!(classes::blank().starts_with("\\u0009-\\u000D\\u0020"));
+        let id = classes::not_in_id();
+        assert!(
+            id.contains("\u{E0000}-\u{E0FFF}") && id.ends_with("\\uFE2F/\\\\"),
+            "{id}"
+        );
+    }
+
+    #[test]
+    fn ids_count_characters() {
+        assert!(check_id("id", &"停".repeat(MAX_ID_CHARS)).is_ok());
+        let long = check_id("id", &"停".repeat(MAX_ID_CHARS + 1)).unwrap_err();
+        assert_eq!(long.code(), "too_large");
     }
 }

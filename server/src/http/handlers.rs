@@ -14,11 +14,13 @@ use super::extract::{
 use super::{AppState, Caller};
 
 /// Most hits a search may ask for.
-const MAX_K: usize = 100;
+pub(super) const MAX_K: usize = 100;
 /// Hits a search returns when it does not say.
 const DEFAULT_K: usize = 10;
 
 /// `POST /v1/triage`: category, priority, queue, fields, duplicates, evidence.
+#[utoipa::path(post, path = "/triage", request_body = TicketRequest,
+    responses((status = 200, description = "The triage", body = triage::api::TriageResult)))]
 pub async fn triage(
     State(state): State<AppState>,
     caller: Caller,
@@ -44,6 +46,8 @@ pub async fn triage(
 }
 
 /// `POST /v1/suggest`: similar resolved tickets, articles, predicted resolution.
+#[utoipa::path(post, path = "/suggest", request_body = TicketRequest,
+    responses((status = 200, description = "Suggestions", body = triage::api::Suggestions)))]
 pub async fn suggest(
     State(state): State<AppState>,
     caller: Caller,
@@ -55,6 +59,8 @@ pub async fn suggest(
 }
 
 /// `POST /v1/search`: hybrid (or bm25/vector) search with filters and explanations.
+#[utoipa::path(post, path = "/search", request_body = SearchRequest,
+    responses((status = 200, description = "Hits, best first", body = Vec<indexer::Hit>)))]
 pub async fn search(
     State(state): State<AppState>,
     caller: Caller,
@@ -95,6 +101,12 @@ pub async fn search(
 /// by the neighbour vote (and counted by the engine for the tenant's next
 /// retrain); "this article solved it" teaches the message as an
 /// agent-approved phrasing.
+#[utoipa::path(post, path = "/feedback", request_body = Feedback,
+    responses(
+        (status = 200, description = "What was learned", body = triage::api::FeedbackOutcome),
+        (status = 404, description = "Unknown ticket (without title or body to create it) or article"),
+        (status = 507, description = "The data directory cannot be written"),
+    ))]
 pub async fn feedback(
     State(state): State<AppState>,
     caller: Caller,
@@ -128,6 +140,15 @@ pub async fn feedback(
     if let Some(article) = &fb.solved_by_article {
         check_id("solved_by_article", article)?;
     }
+    // Text with no visible character counts as none, as everywhere.
+    if fb.message.as_deref().is_some_and(is_blank) {
+        fb.message = None;
+    }
+    for text in [&mut fb.title, &mut fb.body] {
+        if is_blank(text) {
+            text.clear();
+        }
+    }
     fb.tenant = caller.tenant(&fb.tenant);
     let outcome = state.run(move |e| Ok(e.feedback(fb)?)).await?;
     state.metrics().observe_decision("feedback", "accepted");
@@ -135,7 +156,7 @@ pub async fn feedback(
 }
 
 /// The parts of the pack the pages need (taxonomy, priorities, queues).
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 pub struct PackSummary {
     name: String,
     description: String,
@@ -147,6 +168,8 @@ pub struct PackSummary {
 }
 
 /// `GET /v1/pack`: the taxonomy, priorities, queues and thresholds in use.
+#[utoipa::path(get, path = "/pack",
+    responses((status = 200, description = "Pack summary", body = PackSummary)))]
 pub async fn pack(State(state): State<AppState>) -> ApiResult<Json<PackSummary>> {
     let engine = state.engine()?;
     let p = engine.pack();

@@ -30,7 +30,6 @@ mod routes;
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, OnceLock};
 
-use axum::routing::get;
 use axum::Router;
 use tokio::sync::Semaphore;
 use triage::Engine;
@@ -204,10 +203,7 @@ pub fn app(state: AppState) -> Router {
         .layer(from_fn(guard::same_origin));
     Router::new()
         .nest("/v1", v1)
-        .route("/v1/openapi.json", get(ops::openapi))
-        .route("/healthz", get(ops::healthz))
-        .route("/readyz", get(ops::readyz))
-        .route("/metrics", get(ops::metrics))
+        .merge(routes::public())
         .merge(crate::pages::routes())
         .fallback(ops::not_found)
         .method_not_allowed_fallback(ops::method_not_allowed)

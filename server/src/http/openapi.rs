@@ -1,99 +1,197 @@
-//! The OpenAPI 3.1 document served at `/v1/openapi.json`, written by hand so
-//! it needs no derive machinery on the engine's types. A test checks that
-//! every path it lists is routed.
+//! The OpenAPI 3.1 document served at `/v1/openapi.json`, generated with
+//! utoipa: the schemas from the request and response types (`ToSchema`, the
+//! engine's behind its `openapi` feature), each operation from its handler's
+//! `#[utoipa::path]`, the operations from the one table in [`super::routes`].
+//!
+//! What the generated document cannot know is added here, each from where it
+//! is decided: the key scope of each operation (`x-scope`) and the answers of
+//! the layers every operation passes through (authentication, body reading,
+//! shedding, the timeout); what validation refuses ([`RULES`], with the
+//! character classes and limits of `extract.rs` and the configured text
+//! limit); with an engine loaded, the pack's categories, queues and
+//! priorities as enums; and whether a key is required.
 
-use serde_json::{json, Value};
+use serde_json::{json, Map, Value};
+use utoipa::OpenApi;
 
-/// Routes outside `/v1`'s operation table that the document describes.
+use super::extract::{classes, MAX_ID_CHARS, MAX_SHORT_CHARS};
+use super::routes::{self, Operation};
+use super::AppState;
+use crate::config::Limits;
+
+#[derive(OpenApi)]
+#[openapi(info(
+    title = "triage",
+    description = "Self-hosted AI triage and knowledge retrieval for support tickets (Chinese + English). With API keys configured, every /v1 route needs `Authorization: Bearer <key>` with a key whose scope covers the route (`x-scope`: chat < agent < admin) and acts for the key's tenant. A request that times out (504) is not cancelled: a write may still be applied, so re-read before retrying it."
+))]
+struct ApiDoc;
+
+/// What the document states about the running service.
+struct Facts<'a> {
+    limits: &'a Limits,
+    keyed: bool,
+    pack: Option<&'a triage::Pack>,
+}
+
+/// The document for the default limits, without keys or a pack (for tests).
 #[cfg(test)]
-pub const PUBLIC: &[(&str, &str)] = &[
-    ("/v1/openapi.json", "get"),
-    ("/healthz", "get"),
-    ("/readyz", "get"),
-    ("/metrics", "get"),
-];
-
-fn schema(name: &str) -> Value {
-    json!({"$ref": format!("#/components/schemas/{name}")})
+pub fn document() -> Value {
+    build(&Facts {
+        limits: &Limits::default(),
+        keyed: false,
+        pack: None,
+    })
 }
 
-fn body(name: &str) -> Value {
-    json!({"required": true, "content": {"application/json": {"schema": schema(name)}}})
+/// The document of this service: its limits, whether keys are required, and
+/// (once the engine is loaded) its pack's labels.
+pub fn document_for(state: &AppState) -> Value {
+    let engine = state.engine().ok();
+    build(&Facts {
+        limits: state.limits(),
+        keyed: !state.api_keys().is_empty(),
+        pack: engine.as_deref().map(|e| e.pack()),
+    })
 }
 
-fn ok(description: &str, name: &str) -> Value {
-    json!({"description": description, "content": {"application/json": {"schema": schema(name)}}})
+/// What one error status means wherever it is answered.
+fn error_description(code: &str) -> &'static str {
+    match code {
+        "400" => "Malformed JSON, invalid UTF-8, or an unreadable path or query string",
+        "401" => "Missing or wrong API key",
+        "403" => "The key's scope does not cover this route, or a browser request from another origin",
+        "404" => "Unknown id",
+        "408" => "The request body did not arrive within the body read timeout",
+        "409" => "Conflict",
+        "413" => "Body, a text field (or a short field such as `status`, 256 characters) or an id (256 characters) over its limit",
+        "414" => "The URI is over 8 KiB",
+        "415" => "The body is not JSON (`Content-Type: application/json`)",
+        "421" => "The `Host` is not one this service answers to",
+        "422" => "Not a JSON object, wrong types, missing or empty text (text with no visible characters counts as empty), or a value the engine or index refuses (bad date, fusion parameter, label outside the pack, control character in an id or tenant)",
+        "431" => "The request head is over 32 KiB",
+        "500" => "Internal error, or stored data that cannot be read (`corrupt`, naming the file)",
+        "503" => "Overloaded (shed) or still loading",
+        "504" => "Timed out. The work is not cancelled: a write (PUT, DELETE, feedback, job submission) that timed out may still have been applied, so re-read before retrying. Until it ends it keeps its concurrency slot (further requests may get 503)",
+        "507" => "The data directory cannot be written",
+        _ => "Error",
+    }
 }
 
-fn errors(codes: &[&str]) -> Value {
-    let mut map = serde_json::Map::new();
+/// The statuses the layers in front of a `/v1` handler answer (see
+/// `routes.rs` and `guard.rs`), by what the operation takes.
+fn layer_statuses(op: &Operation, operation: &Value) -> Vec<&'static str> {
+    let mut codes = vec!["401", "403", "414", "421", "431", "500", "503"];
+    if op.timed {
+        codes.push("504");
+    }
+    if matches!(op.method.as_str(), "POST" | "PUT") {
+        // `guard::read_body` reads every POST and PUT body, described or not.
+        codes.extend(["400", "408", "413", "415"]);
+    }
+    if operation.get("requestBody").is_some() {
+        codes.push("422");
+    }
+    if operation
+        .get("parameters")
+        .and_then(Value::as_array)
+        .is_some_and(|p| !p.is_empty())
+    {
+        codes.extend(["400", "413", "422"]);
+    }
+    codes
+}
+
+/// Merges `from` into `into`, objects key by key.
+fn merge(into: &mut Value, from: Value) {
+    match (into, from) {
+        (Value::Object(a), Value::Object(b)) => {
+            for (k, v) in b {
+                merge(a.entry(k).or_insert(Value::Null), v);
+            }
+        }
+        (slot, v) => *slot = v,
+    }
+}
+
+/// Adds the error statuses `codes` an operation lacks, and the error body to
+/// every error answer.
+fn add_errors(operation: &mut Value, codes: &[&str]) {
+    let Some(responses) = operation
+        .get_mut("responses")
+        .and_then(Value::as_object_mut)
+    else {
+        return;
+    };
     for code in codes {
-        let description = match *code {
-            "400" => "Malformed JSON, invalid UTF-8, or an unreadable path or query string",
-            "401" => "Missing or wrong API key",
-            "403" => "The key's scope does not cover this route, or a browser request from another origin",
-            "408" => "The request body did not arrive within the body read timeout",
-            "415" => "The body is not JSON (`Content-Type: application/json`)",
-            "404" => "Unknown id",
-            "409" => "A retrain is already running",
-            "413" => "Body, a text field (or a short field such as `status`, 256 characters) or an id (256 bytes) over its limit",
-            "422" => "Not a JSON object, wrong types, missing or empty text (text with no visible characters counts as empty), or a value the index refuses (bad date, fusion parameter, control character in an id or tenant)",
-            "503" => "Overloaded (shed) or still loading",
-            "504" => "Timed out. The work is not cancelled: a write (PUT, DELETE, feedback, job submission) that timed out may still have been applied, so re-read before retrying. Until it ends it keeps its concurrency slot (further requests may get 503)",
-            "507" => "The data directory cannot be written",
-            "500" => "Internal error, or stored data that cannot be read (`corrupt`, naming the file)",
-            _ => "Internal error",
+        responses
+            .entry(code.to_string())
+            .or_insert_with(|| json!({"description": error_description(code)}));
+    }
+    for (code, answer) in responses.iter_mut() {
+        if code.as_str() >= "400" && answer.get("content").is_none() {
+            answer["content"] =
+                json!({"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}});
+        }
+    }
+}
+
+fn build(facts: &Facts) -> Value {
+    let mut doc = serde_json::to_value(ApiDoc::openapi()).unwrap_or_else(|_| json!({}));
+    let documented = routes::documented();
+    let mut paths = Value::Object(Map::new());
+    for (op, item) in documented.v1 {
+        let item = serde_json::to_value(item).unwrap_or_default();
+        let method = op.method.as_str().to_ascii_lowercase();
+        let Some(mut operation) = item.get(&op.path).and_then(|i| i.get(&method)).cloned() else {
+            continue;
         };
-        map.insert(
-            (*code).to_string(),
-            json!({"description": description, "content": {"application/json": {"schema": schema("Error")}}}),
+        operation["x-scope"] = json!(op.scope.as_str());
+        let codes = layer_statuses(&op, &operation);
+        add_errors(&mut operation, &codes);
+        merge(
+            &mut paths,
+            json!({ format!("/v1{}", op.path): { method: operation } }),
         );
     }
-    Value::Object(map)
-}
-
-fn op(summary: &str, request: Option<&str>, response: Value, error_codes: &[&str]) -> Value {
-    op_with(summary, request, "200", response, error_codes)
-}
-
-fn op_with(
-    summary: &str,
-    request: Option<&str>,
-    status: &str,
-    response: Value,
-    error_codes: &[&str],
-) -> Value {
-    let mut responses = errors(error_codes);
-    if let Some(map) = responses.as_object_mut() {
-        map.insert(status.to_string(), response);
+    for item in documented.public {
+        let mut item = serde_json::to_value(item).unwrap_or_default();
+        if let Some(items) = item.as_object_mut() {
+            for methods in items.values_mut() {
+                if let Some(methods) = methods.as_object_mut() {
+                    for operation in methods.values_mut() {
+                        add_errors(operation, &["414", "421", "431"]);
+                    }
+                }
+            }
+        }
+        merge(&mut paths, item);
     }
-    let mut o = json!({"summary": summary, "responses": responses});
-    if let (Some(name), Some(obj)) = (request, o.as_object_mut()) {
-        obj.insert("requestBody".into(), body(name));
+    let mut schemas = Map::new();
+    for (name, schema) in documented.schemas {
+        schemas.insert(name, serde_json::to_value(schema).unwrap_or_default());
     }
-    o
-}
-
-const V1_ERRORS: &[&str] = &["400", "401", "413", "422", "500", "503", "504"];
-
-/// The document, with each `/v1` operation's key scope (`x-scope`) and its
-/// 401/403 answers added from the operation table.
-pub fn document() -> Value {
-    let mut doc = paths_and_schemas();
-    for op in super::routes::operations() {
-        let path = format!("/v1{}", op.path);
-        let method = op.method.as_str().to_ascii_lowercase();
-        if let Some(o) = doc["paths"][&path][&method].as_object_mut() {
-            o.insert("x-scope".into(), json!(op.scope.as_str()));
-            let extra = errors(&["401", "403", "408", "415"]);
-            if let (Some(responses), Some(extra)) = (
-                o.get_mut("responses").and_then(Value::as_object_mut),
-                extra.as_object(),
-            ) {
-                for (code, answer) in extra {
-                    responses
-                        .entry(code.clone())
-                        .or_insert_with(|| answer.clone());
+    schemas.insert("Error".into(), error_schema());
+    doc["paths"] = paths;
+    doc["components"] = json!({
+        "schemas": schemas,
+        "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+    });
+    apply_rules(&mut doc, facts);
+    if facts.keyed {
+        doc["security"] = json!([{"bearer": []}]);
+        // Open routes say so; `/metrics` needs an operator's key.
+        for path in ["/healthz", "/readyz", "/v1/openapi.json"] {
+            doc["paths"][path]["get"]["security"] = json!([]);
+        }
+    } else {
+        // Without keys nothing is authenticated (loopback only): no 401.
+        if let Some(paths) = doc["paths"].as_object_mut() {
+            for item in paths.values_mut().filter_map(Value::as_object_mut) {
+                for op in item.values_mut().filter_map(Value::as_object_mut) {
+                    op.remove("security");
+                    if let Some(r) = op.get_mut("responses").and_then(Value::as_object_mut) {
+                        r.remove("401");
+                    }
                 }
             }
         }
@@ -101,162 +199,332 @@ pub fn document() -> Value {
     doc
 }
 
-/// The hand-written part of the document.
-fn paths_and_schemas() -> Value {
-    let id_param =
-        json!([{"name": "id", "in": "path", "required": true, "schema": {"type": "string"}}]);
-    let tenant_param = json!({"name": "tenant", "in": "query", "required": false, "schema": {"type": "string"}, "description": "Tenant (ignored when an API key pins one)"});
-    let mut with_tenant = id_param.clone();
-    if let Some(a) = with_tenant.as_array_mut() {
-        a.push(tenant_param);
-    }
-    let text = |d: &str| json!({"type": "string", "description": d});
-    let any_object = json!({"type": "object", "additionalProperties": true});
-    json!({
-        "openapi": "3.1.0",
-        "info": {
-            "title": "triage",
-            "version": env!("CARGO_PKG_VERSION"),
-            "description": "Self-hosted AI triage and knowledge retrieval for support tickets (Chinese + English). With API keys configured, every /v1 route needs `Authorization: Bearer <key>` with a key whose scope covers the route (`x-scope`: chat < agent < admin) and acts for the key's tenant. A request that times out (504) is not cancelled: a write may still be applied, so re-read before retrying it."
-        },
-        "components": {
-            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
-            "schemas": {
-                "Error": {"type": "object", "required": ["error"], "properties": {"error": {"type": "object", "required": ["code", "message"], "properties": {
-                    "code": {"type": "string", "enum": ["malformed_json", "bad_request", "invalid_input", "too_large", "unauthorized", "forbidden", "request_timeout", "unsupported_media_type", "misdirected_request", "uri_too_long", "headers_too_large", "not_found", "conflict", "method_not_allowed", "overloaded", "not_ready", "timeout", "storage_unavailable", "corrupt", "internal"]},
-                    "message": {"type": "string"}}}}},
-                "TicketRequest": {"type": "object", "properties": {
-                    "title": text("Subject line"), "body": text("Request text (title or body required)"),
-                    "channel": text("phone, chat, wechat, email, web"), "customer_id": text("Customer id (duplicates of this customer first)"),
-                    "tenant": text("Tenant (ignored when an API key pins one)")}},
-                "LabelDecision": {"type": "object", "properties": {
-                    "label": {"type": ["string", "null"]}, "confidence": {"type": "number"}, "abstain": {"type": "boolean"},
-                    "alternatives": {"type": "array", "items": {"type": "object", "properties": {"label": {"type": "string"}, "probability": {"type": "number"}}}},
-                    "reasons": {"type": "array", "items": {"type": "string"}}}},
-                "FieldValue": {"type": "object", "properties": {
-                    "name": {"type": "string"}, "value": {"type": "string"},
-                    "span": {"type": ["array", "null"], "items": {"type": "integer"}}, "char_span": {"type": ["array", "null"], "items": {"type": "integer"}},
-                    "source": {"type": "string", "enum": ["extracted", "inferred"]}, "confidence": {"type": "number"}}},
-                "TriageResult": {"type": "object", "properties": {
-                    "category": schema("LabelDecision"), "priority": schema("LabelDecision"), "queue": schema("LabelDecision"),
-                    "fields": {"type": "array", "items": schema("FieldValue")},
-                    "duplicates": {"type": "array", "items": any_object},
-                    "needs_human": {"type": "boolean"},
-                    "neighbours": {"type": "array", "items": schema("Hit")}}},
-                "ChatMessage": {"type": "object", "required": ["text"], "properties": {
-                    "text": text("The customer's message"), "session_id": text("The conversation id a previous reply issued (omit to start one)"),
-                    "customer_id": {"type": "string"}, "tenant": {"type": "string"}}},
-                "ChatReply": {"type": "object", "properties": {
-                    "action": {"type": "string", "enum": ["answer", "clarify", "handoff"]}, "confidence": {"type": "number"},
-                    "session_id": text("The conversation (issued by the service)"), "turn": {"type": "integer"},
-                    "candidates": {"type": "array", "items": {"type": "object", "properties": {
-                        "article": {"type": "object", "properties": {"id": {"type": "string"}, "question": {"type": "string"}, "answer": {"type": "string"}, "category": {"type": "string"}}},
-                        "confidence": {"type": "number"},
-                        "evidence": {"type": "object", "properties": {"similarity": {"type": "number"}, "matched_terms": {"type": "array", "items": {"type": "string"}}, "matched_phrasing": {"type": ["string", "null"]}}}}}},
-                    "ticket_draft": {"type": ["object", "null"], "description": "On handoff: the prefilled ticket (ChatDraft)"},
-                    "reasons": {"type": "array", "items": {"type": "string"}}}},
-                "ChatDraft": {"type": "object", "properties": {
-                    "title": {"type": "string"}, "body": {"type": "string"}, "category": {"type": ["string", "null"]},
-                    "priority": {"type": ["string", "null"]}, "queue": {"type": ["string", "null"]}, "needs_human": {"type": "boolean"},
-                    "fields": {"type": "array", "items": schema("FieldValue")}}},
-                "ChatFeedback": {"type": "object", "required": ["session_id", "turn", "article_id", "helpful"], "properties": {
-                    "session_id": {"type": "string"}, "turn": {"type": "integer"}, "article_id": {"type": "string"}, "helpful": {"type": "boolean"}, "tenant": {"type": "string"}}},
-                "ChatSession": {"type": "object", "required": ["session_id"], "properties": {"session_id": {"type": "string"}, "tenant": {"type": "string"}}},
-                "ChatTicketRequest": {"type": "object", "required": ["session_id"], "properties": {
-                    "session_id": {"type": "string"}, "title": {"type": "string"}, "body": {"type": "string"}, "contact": {"type": "string"}, "tenant": {"type": "string"}}},
-                "LearnedPhrasing": {"type": "object", "properties": {
-                    "id": {"type": "string"}, "tenant": {"type": "string"}, "article_id": {"type": "string"}, "text": text("Personal data masked"),
-                    "status": {"type": "string", "enum": ["candidate", "active", "removed"]}, "helpful_sessions": {"type": "integer"},
-                    "unhelpful_sessions": {"type": "integer"}, "source": {"type": "string", "enum": ["customer", "agent"]},
-                    "approved_by_agent": {"type": "boolean"}, "created_at": {"type": "string"}, "updated_at": {"type": "string"}}},
-                "LearnedList": {"type": "array", "items": schema("LearnedPhrasing")},
-                "ArticleRecord": {"type": "object", "properties": {"article": schema("Article"), "learned": {"type": "array", "items": schema("LearnedPhrasing")}}},
-                "Suggestions": {"type": "object", "properties": {
-                    "similar_tickets": {"type": "array", "items": schema("Hit")}, "articles": {"type": "array", "items": schema("Hit")},
-                    "duplicates": {"type": "array", "items": any_object}, "predicted_resolution": {"type": ["object", "null"]}}},
-                "SearchRequest": {"type": "object", "required": ["text"], "properties": {
-                    "text": {"type": "string"}, "mode": {"type": "string", "enum": ["hybrid", "bm25", "vector"]},
-                    "k": {"type": "integer", "minimum": 1, "maximum": 100},
-                    "filters": {"type": "object", "properties": {"tenant": {"type": "string"}, "kind": {"type": "string", "enum": ["ticket", "article"]},
-                        "categories": {"type": "array", "items": {"type": "string"}}, "statuses": {"type": "array", "items": {"type": "string"}},
-                        "created_after": {"type": "string"}, "created_before": {"type": "string"}}},
-                    "fusion": {"type": "object", "description": "{\"method\":\"rrf\",\"k\":60} or {\"method\":\"weighted\",\"bm25_weight\":0.5}"}}},
-                "Hit": {"type": "object", "properties": {
-                    "id": {"type": "string"}, "kind": {"type": "string"}, "doc": any_object, "score": {"type": "number"},
-                    "explanation": {"type": "object", "properties": {"bm25_score": {"type": ["number", "null"]}, "bm25_rank": {"type": ["integer", "null"]},
-                        "vector_similarity": {"type": ["number", "null"]}, "vector_rank": {"type": ["integer", "null"]},
-                        "fused_score": {"type": "number"}, "matched_terms": {"type": "array", "items": {"type": "string"}}}}}},
-                "HitList": {"type": "array", "items": schema("Hit")},
-                "Ticket": {"type": "object", "properties": {
-                    "id": {"type": "string"}, "title": {"type": "string"}, "body": {"type": "string"}, "category": {"type": "string"},
-                    "priority": {"type": "string"}, "queue": {"type": "string"}, "status": {"type": "string"},
-                    "fields": {"type": "object", "additionalProperties": {"type": "string"}}, "resolution": {"type": "string"},
-                    "customer_id": {"type": "string"}, "channel": {"type": "string"}, "created_at": {"type": "string"}, "tenant": {"type": "string"}}},
-                "Article": {"type": "object", "required": ["question"], "properties": {
-                    "id": {"type": "string"}, "question": {"type": "string"}, "answer": {"type": "string"},
-                    "alt_questions": {"type": "array", "items": {"type": "string"}}, "tags": {"type": "array", "items": {"type": "string"}},
-                    "category": {"type": "string"}, "tenant": {"type": "string"}}},
-                "Written": {"type": "object", "properties": {"id": {"type": "string"}, "kind": {"type": "string"}, "tenant": {"type": "string"}, "status": {"type": "string", "enum": ["indexed", "deleted"]}}},
-                "Feedback": {"type": "object", "properties": {
-                    "ticket_id": {"type": "string"}, "title": {"type": "string"}, "body": {"type": "string"},
-                    "category": {"type": ["string", "null"]}, "priority": {"type": ["string", "null"]}, "queue": {"type": ["string", "null"]},
-                    "fields": {"type": "object", "additionalProperties": {"type": "string"}},
-                    "solved_by_article": {"type": ["string", "null"]}, "message": {"type": ["string", "null"]}, "tenant": {"type": "string"}}},
-                "Object": any_object,
-                "ReclassifyJob": {"type": "object", "required": ["tickets"], "properties": {"tickets": {"type": "array", "items": schema("Ticket")}}},
-                "JobStatus": {"type": "object", "properties": {
-                    "id": {"type": "string"}, "kind": {"type": "string"}, "state": {"type": "string", "enum": ["queued", "running", "done", "failed", "cancelled"]},
-                    "done": {"type": "integer"}, "total": {"type": "integer"}, "rate_per_second": {"type": "number"},
-                    "eta_seconds": {"type": ["number", "null"]}, "report": {"type": ["object", "null"], "description": "Summary once done; `input` and `output` are relative to the data directory"}, "error": {"type": ["string", "null"]}}},
-                "Retrained": {"type": "object", "properties": {
-                    "status": {"type": "string", "enum": ["retrained"]}, "tenant": {"type": "string"},
-                    "labelled_examples": {"type": "integer", "description": "Tickets with a category the classifier learned from"},
-                    "seconds": {"type": "number", "description": "Time the training took"}}}
-            }
-        },
-        "security": [{"bearer": []}, {}],
-        "paths": {
-            "/v1/triage": {"post": op("Triage a new request: category, priority, queue, fields, duplicates, evidence", Some("TicketRequest"), ok("The triage", "TriageResult"), V1_ERRORS)},
-            "/v1/deflect": {"post": op("Answer, clarify or hand off a chat message within its conversation (handoff carries a ticket draft)", Some("ChatMessage"), ok("The decision", "ChatReply"), V1_ERRORS)},
-            "/v1/chat/feedback": {"post": op("A customer's \"did this help?\" on an article the conversation was shown: the message becomes a candidate phrasing, used for others only after several conversations agree or an agent approves", Some("ChatFeedback"), ok("What became of it", "Object"), &["400", "401", "404", "413", "422", "500", "503", "504"])},
-            "/v1/chat/draft": {"post": op("The ticket draft of the conversation so far", Some("ChatSession"), ok("The draft", "ChatDraft"), &["400", "401", "404", "413", "422", "500", "503", "504"])},
-            "/v1/chat/tickets": {"post": op("Hand the conversation to a person: an open, unlabelled ticket with an id the service chooses", Some("ChatTicketRequest"), ok("The created ticket", "Object"), &["400", "401", "404", "413", "422", "500", "503", "504", "507"])},
-            "/v1/learned": {"get": {"summary": "Learned phrasings of the tenant (candidates first), to approve or remove", "parameters": [
-                {"name": "tenant", "in": "query", "required": false, "schema": {"type": "string"}},
-                {"name": "article", "in": "query", "required": false, "schema": {"type": "string"}},
-                {"name": "status", "in": "query", "required": false, "schema": {"type": "string", "enum": ["candidate", "active", "removed"]}}],
-                "responses": {"200": ok("Phrasings", "LearnedList"), "400": errors(&["400"])["400"].clone(), "503": errors(&["503"])["503"].clone()}}},
-            "/v1/learned/{id}/approve": {"parameters": with_tenant.clone(), "post": op("Approve a learned phrasing: it answers from now on", None, ok("The phrasing", "LearnedPhrasing"), &["400", "404", "500", "503", "504", "507"])},
-            "/v1/learned/{id}": {"parameters": with_tenant.clone(), "delete": op("Remove a learned phrasing: it stops answering and is not learned again from clicks", None, ok("The phrasing", "LearnedPhrasing"), &["400", "404", "500", "503", "504", "507"])},
-            "/v1/admin/stats": {"get": op("The tenant's documents, labels, corrections, learned phrasings and retrain status", None, ok("Statistics", "Object"), &["503"])},
-            "/v1/suggest": {"post": op("Similar resolved tickets, articles and a predicted resolution", Some("TicketRequest"), ok("Suggestions", "Suggestions"), V1_ERRORS)},
-            "/v1/search": {"post": op("Hybrid search with filters and explanations", Some("SearchRequest"), ok("Hits, best first", "HitList"), V1_ERRORS)},
-            "/v1/feedback": {"post": op("An agent's correction or confirmation, stored as a labelled example: it decides the same request at once, and reaches similar ones through the neighbour vote at once and the model at the next retrain", Some("Feedback"), ok("What was learned", "Object"), V1_ERRORS)},
-            "/v1/pack": {"get": op("The pack's taxonomy, priorities, queues and thresholds", None, ok("Pack summary", "Object"), &["401", "503"])},
-            "/v1/tickets/{id}": {
-                "parameters": id_param,
-                "put": op("Insert or replace a ticket (the path id wins); searchable on return", Some("Ticket"), ok("Stored", "Written"), &["400", "401", "413", "422", "500", "503", "504", "507"]),
-                "get": {"summary": "A stored ticket", "parameters": [with_tenant[1].clone()], "responses": {"200": ok("The ticket", "Ticket"), "400": errors(&["400"])["400"].clone(), "404": errors(&["404"])["404"].clone(), "401": errors(&["401"])["401"].clone()}},
-                "delete": {"summary": "Delete a ticket", "parameters": [with_tenant[1].clone()], "responses": {"200": ok("Deleted", "Written"), "400": errors(&["400"])["400"].clone(), "404": errors(&["404"])["404"].clone(), "401": errors(&["401"])["401"].clone(), "507": errors(&["507"])["507"].clone()}}
-            },
-            "/v1/articles/{id}": {
-                "parameters": id_param,
-                "put": op("Insert or replace an article (the path id wins); searchable on return", Some("Article"), ok("Stored", "Written"), &["400", "401", "413", "422", "500", "503", "504", "507"]),
-                "get": {"summary": "An article with its learned phrasings", "parameters": [with_tenant[1].clone()], "responses": {"200": ok("The article", "ArticleRecord"), "400": errors(&["400"])["400"].clone(), "404": errors(&["404"])["404"].clone()}},
-                "delete": {"summary": "Delete an article (and its learned phrasings)", "parameters": [with_tenant[1].clone()], "responses": {"200": ok("Deleted", "Written"), "400": errors(&["400"])["400"].clone(), "404": errors(&["404"])["404"].clone(), "401": errors(&["401"])["401"].clone(), "507": errors(&["507"])["507"].clone()}}
-            },
-            "/v1/jobs/reclassify": {"post": op_with("Start a background reclassification of the given tickets", Some("ReclassifyJob"), "202",
-                json!({"description": "Accepted; poll the Location", "content": {"application/json": {"schema": schema("JobStatus")}}}), &["400", "401", "413", "422", "503", "507"])},
-            "/v1/jobs/{id}": {"parameters": id_param, "get": op("A job's state, progress (rate, ETA) and report", None, ok("Status", "JobStatus"), &["400", "401", "404", "500"]),
-                "delete": op("Cancel a queued or running job (durably; it is not resumed after a restart)", None, ok("Status", "JobStatus"), &["400", "401", "404", "409", "500", "503"])},
-            "/v1/admin/retrain": {"post": op("Retrain the caller's tenant's category and priority classifiers from its labelled tickets (and the shared pack) now; answers when done (not subject to the request timeout)", None, ok("Retrained", "Retrained"), &["401", "409", "500", "503"])},
-            "/v1/jobs/{id}/labels": {"parameters": id_param, "get": {"summary": "The job's label lines so far", "responses": {"200": {"description": "JSON lines", "content": {"application/x-ndjson": {}}}, "404": errors(&["404"])["404"].clone()}}},
-            "/v1/openapi.json": {"get": {"summary": "This document", "security": [], "responses": {"200": {"description": "OpenAPI 3.1", "content": {"application/json": {}}}}}},
-            "/healthz": {"get": {"summary": "Liveness", "security": [], "responses": {"200": {"description": "Up"}}}},
-            "/readyz": {"get": {"summary": "Readiness: model and index loaded", "security": [], "responses": {"200": {"description": "Ready; for an operator (admin key of the default tenant, or no keys configured) with index statistics and the retrain status"}, "503": errors(&["503"])["503"].clone()}}},
-            "/metrics": {"get": {"summary": "Prometheus metrics (with keys configured: an admin key of the default tenant)", "responses": {"200": {"description": "Text exposition format", "content": {"text/plain": {}}}, "401": errors(&["401"])["401"].clone(), "403": errors(&["403"])["403"].clone()}}}
+/// The one error shape (`error.rs`).
+fn error_schema() -> Value {
+    json!({"type": "object", "required": ["error"], "properties": {"error": {
+        "type": "object", "required": ["code", "message"], "properties": {
+            "code": {"type": "string", "enum": [
+                "malformed_json", "bad_request", "invalid_input", "too_large", "unauthorized",
+                "forbidden", "request_timeout", "unsupported_media_type", "misdirected_request",
+                "uri_too_long", "headers_too_large", "not_found", "conflict", "method_not_allowed",
+                "overloaded", "not_ready", "timeout", "storage_unavailable", "corrupt", "internal"]},
+            "message": {"type": "string"}}}}})
+}
+
+/// What validation (`extract.rs`, the handlers, the engine) accepts in one field.
+#[derive(Debug, Clone, Copy)]
+enum Rule {
+    /// Text up to the configured limit.
+    Text,
+    /// Required text with a visible character, up to the limit.
+    RequiredText,
+    /// A short field: at most 256 characters.
+    Short,
+    /// A tenant or contact: short, no control characters.
+    Plain,
+    /// An id ([`super::extract::check_id`]), required.
+    Id,
+    /// An id, or empty for none.
+    IdOrEmpty,
+    /// An id, or null or blank for a new conversation.
+    SessionId,
+    /// Empty, or an RFC 3339 time.
+    Time,
+    /// Null, or an RFC 3339 time or a date.
+    FilterTime,
+    /// Empty, or one of the pack's leaf categories.
+    LeafCategory,
+    /// Empty, or one of the pack's categories.
+    Category,
+    /// Empty, or one of the pack's queues.
+    Queue,
+    /// Empty, or `P0`..`P3`.
+    Priority,
+    /// Field names (short) to values (text).
+    Fields,
+    /// Field names (short, not blank) to values (text).
+    NamedFields,
+    /// A list of texts.
+    Texts,
+    /// A list of short fields.
+    Shorts,
+}
+
+/// Every checked field of every request body, by schema and property.
+const RULES: &[(&str, &str, Rule)] = &[
+    ("TicketRequest", "title", Rule::Text),
+    ("TicketRequest", "body", Rule::Text),
+    ("TicketRequest", "channel", Rule::Short),
+    ("TicketRequest", "customer_id", Rule::Short),
+    ("TicketRequest", "tenant", Rule::Plain),
+    ("ChatMessage", "text", Rule::RequiredText),
+    ("ChatMessage", "session_id", Rule::SessionId),
+    ("ChatMessage", "customer_id", Rule::Short),
+    ("ChatMessage", "tenant", Rule::Plain),
+    ("ChatFeedback", "session_id", Rule::Id),
+    ("ChatFeedback", "article_id", Rule::Id),
+    ("ChatFeedback", "tenant", Rule::Plain),
+    ("DraftRequest", "session_id", Rule::Id),
+    ("DraftRequest", "tenant", Rule::Plain),
+    ("ChatTicketRequest", "session_id", Rule::Id),
+    ("ChatTicketRequest", "title", Rule::Text),
+    ("ChatTicketRequest", "body", Rule::Text),
+    ("ChatTicketRequest", "contact", Rule::Plain),
+    ("ChatTicketRequest", "tenant", Rule::Plain),
+    ("SearchRequest", "text", Rule::RequiredText),
+    ("Filters", "tenant", Rule::Plain),
+    ("Filters", "categories", Rule::Shorts),
+    ("Filters", "statuses", Rule::Shorts),
+    ("Filters", "created_after", Rule::FilterTime),
+    ("Filters", "created_before", Rule::FilterTime),
+    ("Feedback", "ticket_id", Rule::IdOrEmpty),
+    ("Feedback", "title", Rule::Text),
+    ("Feedback", "body", Rule::Text),
+    ("Feedback", "category", Rule::LeafCategory),
+    ("Feedback", "priority", Rule::Priority),
+    ("Feedback", "queue", Rule::Queue),
+    ("Feedback", "fields", Rule::NamedFields),
+    ("Feedback", "solved_by_article", Rule::Id),
+    ("Feedback", "message", Rule::Text),
+    ("Feedback", "tenant", Rule::Plain),
+    ("Ticket", "title", Rule::Text),
+    ("Ticket", "body", Rule::Text),
+    ("Ticket", "resolution", Rule::Text),
+    ("Ticket", "fields", Rule::Fields),
+    ("Ticket", "category", Rule::LeafCategory),
+    ("Ticket", "priority", Rule::Priority),
+    ("Ticket", "queue", Rule::Queue),
+    ("Ticket", "status", Rule::Short),
+    ("Ticket", "customer_id", Rule::Short),
+    ("Ticket", "channel", Rule::Short),
+    ("Ticket", "created_at", Rule::Time),
+    ("Ticket", "tenant", Rule::Plain),
+    ("Article", "question", Rule::RequiredText),
+    ("Article", "answer", Rule::Text),
+    ("Article", "alt_questions", Rule::Texts),
+    ("Article", "tags", Rule::Shorts),
+    ("Article", "category", Rule::Category),
+    ("Article", "tenant", Rule::Plain),
+];
+
+/// Query and path parameters, by name.
+const PARAMETER_RULES: &[(&str, Rule)] = &[
+    ("id", Rule::Id),
+    ("tenant", Rule::Plain),
+    ("article", Rule::Id),
+];
+
+/// The JSON Schema keywords of `rule`.
+fn constraint(rule: Rule, facts: &Facts) -> Value {
+    let text_max = facts.limits.max_text_chars;
+    let blank = classes::blank();
+    let ws = classes::whitespace();
+    let not_in_id = classes::not_in_id();
+    let control = classes::control();
+    let id = json!({
+        "type": "string", "minLength": 1, "maxLength": MAX_ID_CHARS,
+        "pattern": format!("^[^{not_in_id}]*$"),
+        "not": {"pattern": format!("[{not_in_id}]|\\.\\.|^[{ws}]|[{ws}]$")},
+    });
+    let labels = |values: Option<Vec<String>>| match values {
+        Some(mut v) => {
+            v.insert(0, String::new());
+            json!({"type": "string", "enum": v})
         }
-    })
+        None => json!({"type": "string", "maxLength": MAX_SHORT_CHARS}),
+    };
+    match rule {
+        Rule::Text => json!({"type": "string", "maxLength": text_max}),
+        Rule::RequiredText => json!({
+            "type": "string", "maxLength": text_max, "pattern": format!("[^{blank}]"),
+        }),
+        Rule::Short => json!({"type": "string", "maxLength": MAX_SHORT_CHARS}),
+        Rule::Plain => json!({
+            "type": "string", "maxLength": MAX_SHORT_CHARS,
+            "pattern": format!("^[^{control}]*$"), "not": {"pattern": format!("[{control}]")},
+        }),
+        Rule::Id => id,
+        Rule::IdOrEmpty => json!({"anyOf": [{"type": "string", "maxLength": 0}, id]}),
+        Rule::SessionId => json!({"anyOf": [
+            {"type": "null"},
+            {"type": "string", "not": {"pattern": format!("[^{blank}]")}},
+            id,
+        ]}),
+        Rule::Time => json!({"anyOf": [
+            {"type": "string", "maxLength": 0},
+            {"type": "string", "format": "date-time"},
+        ]}),
+        Rule::FilterTime => json!({"anyOf": [
+            {"type": "null"},
+            {"type": "string", "format": "date-time"},
+            {"type": "string", "format": "date"},
+        ]}),
+        Rule::LeafCategory => labels(
+            facts
+                .pack
+                .map(|p| p.leaf_categories().iter().map(|c| c.id.clone()).collect()),
+        ),
+        Rule::Category => labels(
+            facts
+                .pack
+                .map(|p| p.categories.iter().map(|c| c.id.clone()).collect()),
+        ),
+        Rule::Queue => labels(
+            facts
+                .pack
+                .map(|p| p.queues.iter().map(|q| q.id.clone()).collect()),
+        ),
+        Rule::Priority => labels(Some(["P0", "P1", "P2", "P3"].map(String::from).to_vec())),
+        Rule::Fields | Rule::NamedFields => {
+            let mut names = json!({"type": "string", "maxLength": MAX_SHORT_CHARS});
+            if matches!(rule, Rule::NamedFields) {
+                names["pattern"] = json!(format!("[^{ws}]"));
+            }
+            json!({
+                "type": "object", "propertyNames": names,
+                "additionalProperties": {"type": "string", "maxLength": text_max},
+            })
+        }
+        Rule::Texts => json!({"type": "array", "items": {"type": "string", "maxLength": text_max}}),
+        Rule::Shorts => {
+            json!({"type": "array", "items": {"type": "string", "maxLength": MAX_SHORT_CHARS}})
+        }
+    }
+}
+
+/// Whether a property schema admits null (an `Option`).
+fn nullable(property: &Value) -> bool {
+    (match property.get("type") {
+        Some(Value::Array(types)) => types.iter().any(|t| t == "null"),
+        _ => false,
+    }) || property
+        .get("oneOf")
+        .and_then(Value::as_array)
+        .is_some_and(|o| o.iter().any(|s| s.get("type") == Some(&json!("null"))))
+}
+
+/// Puts `rule` on a property schema, keeping null where the type allows it.
+fn constrain(property: &mut Value, rule: Rule, facts: &Facts) {
+    let nullable = nullable(property);
+    let description = property.get("description").cloned();
+    let mut c = constraint(rule, facts);
+    if nullable && !matches!(rule, Rule::SessionId | Rule::FilterTime) {
+        c = json!({"anyOf": [{"type": "null"}, c]});
+    }
+    if let Some(d) = description {
+        c["description"] = d;
+    }
+    *property = c;
+}
+
+/// Requires `field` in `schema`.
+fn require(schema: &mut Value, field: &str) {
+    let required = schema
+        .as_object_mut()
+        .map(|o| o.entry("required").or_insert_with(|| json!([])));
+    if let Some(Value::Array(r)) = required {
+        if !r.iter().any(|f| f == field) {
+            r.push(json!(field));
+        }
+    }
+}
+
+fn apply_rules(doc: &mut Value, facts: &Facts) {
+    let schemas = &mut doc["components"]["schemas"];
+    // Reclassify jobs take tickets as `PUT /v1/tickets/{id}` does, with
+    // their own id, and with labels outside the pack (they are the old ones).
+    let mut job_ticket = schemas["Ticket"].clone();
+    for (schema, field, rule) in RULES {
+        let Some(p) = schemas[*schema]["properties"].get_mut(*field) else {
+            continue;
+        };
+        // Required text and ids must be sent, unless they are optional (`Option`).
+        let required = matches!(rule, Rule::RequiredText | Rule::Id) && !nullable(p);
+        constrain(p, *rule, facts);
+        if required {
+            require(&mut schemas[*schema], field);
+        }
+    }
+    let no_pack = Facts {
+        pack: None,
+        ..*facts
+    };
+    for (_, field, rule) in RULES.iter().filter(|r| r.0 == "Ticket") {
+        // Only the service's own checks apply (not the engine's: time format, labels).
+        let rule = match rule {
+            Rule::Time | Rule::LeafCategory | Rule::Priority | Rule::Queue => Rule::Short,
+            r => *r,
+        };
+        if let Some(p) = job_ticket["properties"].get_mut(*field) {
+            constrain(p, rule, &no_pack);
+        }
+    }
+    if let Some(p) = job_ticket["properties"].get_mut("id") {
+        constrain(p, Rule::Id, facts);
+    }
+    require(&mut job_ticket, "id");
+    let visible = |field: &str| json!({"required": [field], "properties": {field: {"pattern": format!("[^{}]", classes::blank())}}});
+    // A request or ticket needs visible text in its title or body.
+    let title_or_body = json!([visible("title"), visible("body")]);
+    schemas["TicketRequest"]["anyOf"] = title_or_body.clone();
+    schemas["Ticket"]["anyOf"] = title_or_body.clone();
+    job_ticket["anyOf"] = title_or_body;
+    job_ticket["description"] = json!("A ticket to reclassify: as `Ticket`, with its own id, and labels that may lie outside the pack (they are the old ones)");
+    schemas["ReclassifyTicket"] = job_ticket;
+    let job = &mut schemas["ReclassifyJob"]["properties"]["tickets"];
+    job["items"] = json!({"$ref": "#/components/schemas/ReclassifyTicket"});
+    job["minItems"] = json!(1);
+    job["maxItems"] = json!(100_000);
+    // Feedback corrects a ticket (by id, or created from its text) or says
+    // which article solved it (then with the message it answered).
+    let some = |field: &str| json!({"required": [field], "properties": {field: {"not": {"type": "null"}}}});
+    schemas["Feedback"]["anyOf"] = json!([
+        {"allOf": [
+            {"required": ["ticket_id"], "properties": {"ticket_id": {"minLength": 1}}},
+            {"anyOf": [some("category"), some("priority"), some("queue"),
+                {"required": ["fields"], "properties": {"fields": {"minProperties": 1}}}]},
+        ]},
+        {"allOf": [some("solved_by_article"),
+            {"anyOf": [visible("message"), visible("title"), visible("body")]}]},
+    ]);
+    // Search: how many hits, and the fusion parameters the index accepts.
+    if let Some(k) = schemas["SearchRequest"]["properties"].get_mut("k") {
+        k["maximum"] = json!(super::handlers::MAX_K);
+        k["description"] = json!("Number of hits (10 when omitted or 0)");
+    }
+    if let Some(variants) = schemas["Fusion"]["oneOf"].as_array_mut() {
+        for v in variants {
+            if let Some(k) = v["properties"].get_mut("k") {
+                k["minimum"] = json!(0);
+                k["maximum"] = json!(f32::MAX);
+            }
+            if let Some(w) = v["properties"].get_mut("bm25_weight") {
+                w["minimum"] = json!(0);
+                w["maximum"] = json!(1);
+            }
+        }
+    }
+    // Path and query parameters.
+    if let Some(paths) = doc["paths"].as_object_mut() {
+        for item in paths.values_mut().filter_map(Value::as_object_mut) {
+            for op in item.values_mut() {
+                let Some(params) = op.get_mut("parameters").and_then(Value::as_array_mut) else {
+                    continue;
+                };
+                for p in params {
+                    let name = p["name"].as_str().unwrap_or_default().to_string();
+                    if let Some((_, rule)) = PARAMETER_RULES.iter().find(|(n, _)| *n == name) {
+                        let mut schema = constraint(*rule, facts);
+                        if name == "tenant" {
+                            schema["description"] =
+                                json!("Tenant (ignored when an API key pins one)");
+                        }
+                        p["schema"] = schema;
+                    }
+                }
+            }
+        }
+    }
 }
 
 #[cfg(test)]
@@ -264,9 +532,9 @@ mod tests {
     use super::*;
 
     #[test]
-    fn every_listed_operation_is_documented_with_its_schemas() {
+    fn every_operation_is_documented_with_its_scope_and_schemas() {
         let doc = document();
-        for op in crate::http::routes::operations() {
+        for op in routes::operations() {
             let (path, method) = (
                 format!("/v1{}", op.path),
                 op.method.as_str().to_ascii_lowercase(),
@@ -277,11 +545,9 @@ mod tests {
                 "{method} {path} missing from the document"
             );
             assert_eq!(documented["x-scope"], op.scope.as_str(), "{method} {path}");
-        }
-        for (path, method) in PUBLIC {
             assert!(
-                doc["paths"][path][method].is_object(),
-                "{method} {path} missing"
+                documented["responses"]["503"].is_object(),
+                "{method} {path}"
             );
         }
         // Every $ref points at a defined schema.
@@ -291,6 +557,13 @@ mod tests {
             assert!(
                 doc["components"]["schemas"][&name].is_object(),
                 "schema {name} is referenced but not defined"
+            );
+        }
+        // Every rule names a property the types have.
+        for (schema, field, _) in RULES {
+            assert!(
+                doc["components"]["schemas"][*schema]["properties"][*field].is_object(),
+                "{schema}.{field}"
             );
         }
     }

@@ -12,6 +12,8 @@ use super::metrics::stats_gauges;
 use super::{auth, AppState};
 
 /// `GET /healthz`: the process is up.
+#[utoipa::path(get, path = "/healthz", security(()),
+    responses((status = 200, description = "Up", body = serde_json::Value)))]
 pub async fn healthz() -> Json<serde_json::Value> {
     Json(json!({"status": "ok"}))
 }
@@ -20,6 +22,11 @@ pub async fn healthz() -> Json<serde_json::Value> {
 /// An operator (an admin key of the default tenant, or anyone without keys)
 /// also gets the engine's statistics and the retrain status; others only the
 /// status: the service's totals are nobody else's business.
+#[utoipa::path(get, path = "/readyz", security(()),
+    responses(
+        (status = 200, description = "Ready; for an operator (an admin key of the default tenant, or no keys configured) with index statistics and the retrain status", body = serde_json::Value),
+        (status = 503, description = "Still loading, or the engine could not be loaded"),
+    ))]
 pub async fn readyz(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -48,6 +55,12 @@ pub async fn readyz(
 /// `GET /metrics`: Prometheus text format; with API keys configured, for an
 /// admin key of the default tenant only (Prometheus sends it as
 /// `authorization: {credentials: ...}` in the scrape config).
+#[utoipa::path(get, path = "/metrics",
+    responses(
+        (status = 200, description = "Prometheus text exposition format", content_type = "text/plain", body = String),
+        (status = 401, description = "Missing or wrong API key (with keys configured)"),
+        (status = 403, description = "Not an admin key of the default tenant"),
+    ))]
 pub async fn metrics(State(state): State<AppState>, headers: HeaderMap) -> Response {
     if let Err(e) = auth::operator(&state, &headers) {
         return e.into_response();
@@ -172,8 +185,10 @@ fn dir_bytes(dir: &std::path::Path) -> u64 {
 }
 
 /// `GET /v1/openapi.json`.
-pub async fn openapi() -> Json<serde_json::Value> {
-    Json(super::openapi::document())
+#[utoipa::path(get, path = "/v1/openapi.json", security(()),
+    responses((status = 200, description = "This document (OpenAPI 3.1)", body = serde_json::Value)))]
+pub async fn openapi(State(state): State<AppState>) -> Json<serde_json::Value> {
+    Json(super::openapi::document_for(&state))
 }
 
 /// Unknown route: 404 in the error shape.

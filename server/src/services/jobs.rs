@@ -31,7 +31,7 @@ use super::{ServiceError, ServiceResult};
 use crate::reclassify::{self, Progress, Report, RunOptions};
 
 /// Where a job is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum JobState {
     /// Accepted, waiting for the worker.
@@ -47,11 +47,12 @@ pub enum JobState {
 }
 
 /// What `GET /v1/jobs/{id}` returns.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct JobStatus {
     /// Job id.
     pub id: String,
     /// Job kind (`reclassify`).
+    #[schema(value_type = String)]
     pub kind: &'static str,
     /// State.
     pub state: JobState,

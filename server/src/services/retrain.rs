@@ -76,9 +76,10 @@ impl Trigger {
 }
 
 /// The answer of a finished retrain (`POST /v1/admin/retrain`).
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Retrained {
     /// Always `retrained`.
+    #[schema(value_type = String)]
     pub status: &'static str,
     /// The tenant whose heads were retrained.
     pub tenant: String,
@@ -89,7 +90,7 @@ pub struct Retrained {
 }
 
 /// What `/readyz` and `/v1/admin/stats` report about retraining.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct RetrainStatus {
     /// Labelled changes (ticket writes, corrections) the heads have not
     /// learned yet: of the tenant asked about, or of all tenants.

@@ -77,6 +77,7 @@ pub struct Pack {
 
 /// Decision thresholds; each has a default used when the key is absent.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Thresholds {
     /// Below this calibrated probability the category decision abstains ("needs a human").
     pub classify_abstain: f32,
@@ -104,6 +105,7 @@ impl Default for Thresholds {
 
 /// A queue / skill group that tickets are routed to.
 #[derive(Debug, Clone, PartialEq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Queue {
     /// Stable id referenced by categories and tickets.
     pub id: String,
@@ -113,6 +115,7 @@ pub struct Queue {
 
 /// A node of the two-level category taxonomy.
 #[derive(Debug, Clone, PartialEq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Category {
     /// Stable id (e.g. `repair.no_power`).
     pub id: String,
@@ -130,6 +133,7 @@ pub struct Category {
 
 /// One priority level with its service-level target.
 #[derive(Debug, Clone, PartialEq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Priority {
     /// `P0`..`P3`.
     pub id: String,

@@ -58,11 +58,21 @@ async fn metrics_count_routes_and_decisions() {
 }
 
 #[tokio::test]
-async fn every_documented_operation_is_routed() {
+async fn the_document_and_the_router_hold_the_same_routes() {
     let h = harness();
     // Hold the retrain slot: the admin route must answer (409), not retrain the shared engine.
     let _slot = h.state.retrainer().try_begin().expect("no retrain running");
-    let ops = routes::operations()
+    let (s, doc) = call(&h.app, Method::GET, "/v1/openapi.json", None, None).await;
+    assert_eq!(s, StatusCode::OK);
+    let methods = ["get", "put", "post", "delete", "patch"];
+    let mut documented = std::collections::BTreeSet::new();
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        for method in methods.iter().filter(|m| item.get(**m).is_some()) {
+            documented.insert((path.clone(), method.to_string()));
+        }
+    }
+    // The table's operations and the public routes are the document's paths...
+    let mut table: std::collections::BTreeSet<(String, String)> = routes::operations()
         .into_iter()
         .map(|op| {
             (
@@ -70,23 +80,31 @@ async fn every_documented_operation_is_routed() {
                 op.method.as_str().to_ascii_lowercase(),
             )
         })
-        .chain(
-            openapi::PUBLIC
-                .iter()
-                .map(|(p, m)| (p.to_string(), m.to_string())),
-        );
-    for (path, method) in ops {
+        .collect();
+    for path in ["/v1/openapi.json", "/healthz", "/readyz", "/metrics"] {
+        table.insert((path.to_string(), "get".to_string()));
+    }
+    assert_eq!(documented, table);
+    // ...every one of them is routed, and no other method is on their paths.
+    for (path, item) in doc["paths"].as_object().unwrap() {
         let uri = path.replace("{id}", "x");
-        let method = Method::from_bytes(method.to_uppercase().as_bytes()).unwrap();
-        let body = matches!(method, Method::POST | Method::PUT).then(|| b"{}".to_vec());
-        let (s, b) = call(&h.app, method.clone(), &uri, None, body).await;
-        let unrouted = b["error"]["message"]
-            .as_str()
-            .is_some_and(|m| m.contains("no such route"));
-        assert!(
-            !unrouted && s != StatusCode::METHOD_NOT_ALLOWED,
-            "{method} {uri}: {s} {b}"
-        );
+        for method in methods {
+            let m = Method::from_bytes(method.to_uppercase().as_bytes()).unwrap();
+            let body = matches!(m, Method::POST | Method::PUT).then(|| b"{}".to_vec());
+            let (s, b) = call(&h.app, m.clone(), &uri, None, body).await;
+            let unrouted = b["error"]["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("no such route"));
+            assert!(!unrouted, "{m} {uri}: {s} {b}");
+            if item.get(method).is_some() {
+                assert!(s != StatusCode::METHOD_NOT_ALLOWED, "{m} {uri}: {s} {b}");
+                // Whatever it answers is documented.
+                let documented = &item[method]["responses"][s.as_str()];
+                assert!(documented.is_object(), "{m} {uri}: undocumented {s} {b}");
+            } else {
+                assert_eq!(s, StatusCode::METHOD_NOT_ALLOWED, "{m} {uri}: {b}");
+            }
+        }
     }
 }
 
