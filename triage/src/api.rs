@@ -99,6 +99,23 @@ pub struct TriageResult {
     pub needs_human: bool,
     /// The nearest labelled tickets the decision used (evidence).
     pub neighbours: Vec<Hit>,
+    /// How likely the request is to turn into a complaint, and why.
+    #[serde(default)]
+    pub escalation_risk: EscalationRisk,
+}
+
+/// The risk that a request escalates into a complaint (see the pack's
+/// `[escalation]` table): explicit escalation words, repeat contact, anger,
+/// waiting time and similar labelled tickets, each named in `reasons`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct EscalationRisk {
+    /// Risk between 0 and 1.
+    pub score: f32,
+    /// Whether the risk reaches the pack's flag (default 0.5).
+    pub flagged: bool,
+    /// The evidence that raised it (or "no sign of escalation").
+    pub reasons: Vec<String>,
 }
 
 /// A self-service chat message.

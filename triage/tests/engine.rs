@@ -290,6 +290,72 @@ fn recent_near_identical_requests_are_duplicates_same_customer_first() {
     assert!(f.engine.get_ticket("", "D-2").unwrap().is_none());
 }
 
+/// Escalation risk in every triage result: the words of the request, and the
+/// same customer's earlier requests (the duplicate finder's) as repeat contact.
+#[test]
+fn escalation_risk_names_its_words_and_counts_the_customers_earlier_requests() {
+    let f = fixture();
+    let calm = f
+        .engine
+        .triage(&request("空调不制冷，麻烦安排师傅上门"))
+        .unwrap();
+    assert_eq!(
+        calm.escalation_risk.score, 0.0,
+        "{:?}",
+        calm.escalation_risk
+    );
+    assert!(!calm.escalation_risk.flagged);
+    let angry = f
+        .engine
+        .triage(&request("空调坏了三次了，再不修好我就打12315投诉"))
+        .unwrap();
+    assert!(angry.escalation_risk.flagged, "{:?}", angry.escalation_risk);
+    assert!(
+        angry
+            .escalation_risk
+            .reasons
+            .iter()
+            .any(|r| r.contains("12315")),
+        "{:?}",
+        angry.escalation_risk.reasons
+    );
+    let body = "洗衣机滚筒异响很大，像金属摩擦的声音";
+    let ask = |customer: &str| {
+        f.engine
+            .triage(&TicketRequest {
+                body: body.into(),
+                customer_id: customer.into(),
+                ..TicketRequest::default()
+            })
+            .unwrap()
+            .escalation_risk
+    };
+    assert_eq!(ask("C-me").score, 0.0);
+    f.engine
+        .upsert_ticket(Ticket {
+            id: "E-1".into(),
+            body: body.into(),
+            customer_id: "C-me".into(),
+            status: "open".into(),
+            ..Ticket::default()
+        })
+        .unwrap();
+    let again = ask("C-me");
+    assert!(again.score > 0.0, "{again:?}");
+    assert!(
+        again
+            .reasons
+            .iter()
+            .any(|r| r.contains("1 earlier request")),
+        "{again:?}"
+    );
+    assert_eq!(
+        ask("C-someone-else").score,
+        0.0,
+        "another customer's request is no repeat"
+    );
+}
+
 #[test]
 fn suggestions_bring_resolutions_and_articles() {
     let f = fixture();

@@ -1329,3 +1329,42 @@ fn demo_pack_lexicon_has_emergency_room_at_p0() {
         ("急诊", "P0")
     );
 }
+
+#[test]
+fn the_escalation_table_is_optional_and_checked_with_its_line() {
+    // Absent: the defaults.
+    let dir = write_pack(PACK_TOML, ARTICLES, TICKETS);
+    let pack = Pack::load(dir.path()).unwrap();
+    assert!(pack.escalation.words.iter().any(|w| w == "投诉"));
+    assert_eq!(pack.escalation.field, None);
+    // Present: its lists replace the defaults, its field must be a declared field.
+    let with = format!(
+        "{PACK_TOML}\n[escalation]\nwords = [\"Escalate\", \"上报\"]\nflag = 0.7\nfield = \"product\"\n"
+    );
+    let dir = write_pack(&with, ARTICLES, TICKETS);
+    let pack = Pack::load(dir.path()).unwrap();
+    assert_eq!(pack.escalation.words, vec!["escalate", "上报"]);
+    assert_eq!(pack.escalation.flag, 0.7);
+    assert_eq!(pack.escalation.field.as_deref(), Some("product"));
+    assert!(
+        !pack.escalation.anger.is_empty(),
+        "anger keeps its defaults"
+    );
+    for (bad, key, says) in [
+        ("flag = 1.5", "escalation.flag", "not in"),
+        ("field = \"escalated\"", "escalation.field", "escalated"),
+        (
+            "words = [\"投诉\", \" 投诉 \"]",
+            "escalation.words",
+            "duplicate",
+        ),
+        ("anger = [\"\"]", "escalation.anger", "empty"),
+        ("loudness = 3", "escalation", "loudness"),
+    ] {
+        let toml = format!("{PACK_TOML}\n[escalation]\n{bad}\n");
+        let (_, line, k, message) = load_err(&toml, ARTICLES, TICKETS);
+        assert_eq!(line, line_of(&toml, bad), "{bad}: {message}");
+        assert!(k.starts_with(key), "{bad}: {k}");
+        assert!(message.contains(says), "{bad}: {message}");
+    }
+}

@@ -12,9 +12,11 @@
 //! * [`fields`]: order numbers, phones, ... found in a text;
 //! * [`privacy`]: masking personal data in texts kept for others;
 //! * [`recommend`]: duplicates, a predicted resolution, inferred fields;
-//! * [`deflect`]: answer, clarify or hand off a chat message.
+//! * [`deflect`]: answer, clarify or hand off a chat message;
+//! * [`escalation`]: the risk that a request turns into a complaint.
 
 pub mod deflect;
+pub mod escalation;
 pub mod fields;
 pub mod labels;
 pub mod priority;

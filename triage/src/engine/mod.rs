@@ -37,6 +37,7 @@ use self::heads::{train_all, Heads, SharedExamples};
 use crate::api::EngineStats;
 use crate::clock::now_rfc3339;
 use crate::decide::deflect::Deflector;
+use crate::decide::escalation::EscalationRules;
 use crate::decide::fields::FieldExtractor;
 use crate::decide::priority::PriorityRules;
 use crate::decide::privacy::Masker;
@@ -104,6 +105,7 @@ pub struct Engine {
     /// Masks personal data in texts kept for others (learned phrasings).
     masker: Masker,
     rules: PriorityRules,
+    escalation: EscalationRules,
     deflector: Deflector,
     /// What the pack teaches every tenant, embedded like tickets.
     shared: SharedExamples,
@@ -228,6 +230,7 @@ impl Engine {
             extractor: FieldExtractor::new(&pack.fields)?,
             masker: Masker::new(&pack.fields)?,
             rules: PriorityRules::new(&pack),
+            escalation: EscalationRules::new(&pack.escalation),
             deflector,
             shared,
             pack,

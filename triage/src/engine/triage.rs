@@ -10,6 +10,7 @@ use time::OffsetDateTime;
 
 use super::{request_text, Engine, State};
 use crate::api::{Duplicate, Suggestions, TicketRequest, TriageResult};
+use crate::decide::escalation::EscalationContext;
 use crate::decide::labels::{queue_decision, with_default_priority, Head, LabelQuery, Request};
 use crate::decide::recommend::{
     duplicates, infer_fields, is_resolved, predict_resolution, ticket_hit, DuplicateQuery,
@@ -28,8 +29,11 @@ impl Engine {
         let text = request_text(&req.title, &req.body)?;
         let v = self.embed_one(&text, EmbedKind::Passage)?;
         let state = self.read();
-        let mut result = self.decide_all(&state, &v, &text, &req.tenant, None)?;
-        result.duplicates = self.duplicates(&state, &v, &text, req)?;
+        let duplicates = self.duplicates(&state, &v, &text, req)?;
+        // The same customer's earlier requests in the window are repeat contacts.
+        let earlier = duplicates.iter().filter(|d| d.same_customer).count();
+        let mut result = self.decide_all(&state, &v, &text, &req.tenant, None, earlier)?;
+        result.duplicates = duplicates;
         Ok(result)
     }
 
@@ -44,7 +48,7 @@ impl Engine {
         let text = request_text(title, body)?;
         let v = self.embed_one(&text, EmbedKind::Passage)?;
         let state = self.read();
-        self.decide_all(&state, &v, &text, tenant, None)
+        self.decide_all(&state, &v, &text, tenant, None, 0)
     }
 
     /// Reclassifies a stored or new ticket (no duplicate lookup). The ticket's own
@@ -64,10 +68,12 @@ impl Engine {
             None => self.embed_one(&text, EmbedKind::Passage)?,
         };
         let state = self.read();
-        self.decide_all(&state, &v, &text, &t.tenant, Some(&t.id))
+        self.decide_all(&state, &v, &text, &t.tenant, Some(&t.id), 0)
     }
 
-    /// The label decisions, fields and evidence for one embedded text.
+    /// The label decisions, fields, escalation risk and evidence for one
+    /// embedded text; `earlier_contacts` counts the customer's requests in the
+    /// duplicate window (0 where unknown).
     fn decide_all(
         &self,
         state: &State,
@@ -75,6 +81,7 @@ impl Engine {
         text: &str,
         tenant: &str,
         self_id: Option<&str>,
+        earlier_contacts: usize,
     ) -> Result<TriageResult> {
         let threshold = self.pack.thresholds.classify_abstain;
         let usable = |e: &Example| {
@@ -128,7 +135,22 @@ impl Engine {
             .enumerate()
             .map(|(r, (i, s))| ticket_hit(&state.memory.item(*i).ticket, *s, r + 1))
             .collect();
+        let learned = self.pack.escalation.field.as_deref().and_then(|field| {
+            escalated_share(
+                neighbours
+                    .iter()
+                    .map(|(i, s)| (state.memory.item(*i).ticket.fields.get(field), *s)),
+            )
+        });
+        let escalation_risk = self.escalation.assess(
+            text,
+            EscalationContext {
+                earlier_contacts,
+                learned,
+            },
+        );
         Ok(TriageResult {
+            escalation_risk,
             needs_human: category.abstain || priority.abstain,
             category,
             priority,
@@ -222,5 +244,40 @@ impl Engine {
     /// Hybrid search over the index (filters, explanations).
     pub fn search(&self, req: &SearchRequest) -> Result<Vec<Hit>> {
         Ok(self.index.search(req)?)
+    }
+}
+
+/// The similarity-weighted share of neighbours whose escalation field says
+/// `true`, among those that carry it (`true`/`false`, `yes`/`no`, `1`/`0`);
+/// `None` when none does.
+fn escalated_share<'a>(neighbours: impl Iterator<Item = (Option<&'a String>, f32)>) -> Option<f32> {
+    let (mut yes, mut all) = (0f32, 0f32);
+    for (value, sim) in neighbours {
+        let Some(v) = value else { continue };
+        let w = sim.max(0.0);
+        match v.trim().to_ascii_lowercase().as_str() {
+            "true" | "yes" | "1" => {
+                yes += w;
+                all += w;
+            }
+            "false" | "no" | "0" => all += w,
+            _ => {}
+        }
+    }
+    (all > 0.0).then(|| yes / all)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_learned_share_counts_only_labelled_neighbours() {
+        let (t, f, other) = ("true".to_string(), "no".to_string(), "maybe".to_string());
+        assert_eq!(escalated_share([(None, 0.9)].into_iter()), None);
+        assert_eq!(escalated_share([(Some(&other), 0.9)].into_iter()), None);
+        let share =
+            escalated_share([(Some(&t), 0.9), (Some(&f), 0.3), (None, 0.8)].into_iter()).unwrap();
+        assert!((share - 0.75).abs() < 1e-6, "{share}");
     }
 }

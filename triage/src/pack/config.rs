@@ -9,7 +9,7 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use super::{
-    pack_error, priority_rank, Category, FieldSpec, Pack, Priority, Queue, Thresholds,
+    pack_error, priority_rank, Category, Escalation, FieldSpec, Pack, Priority, Queue, Thresholds,
     PRIORITY_LEVELS,
 };
 use crate::error::{Error, Result};
@@ -41,6 +41,16 @@ struct RawConfig {
     lexicon: BTreeMap<String, Spanned<Vec<Spanned<String>>>>,
     #[serde(default)]
     fields: Vec<RawField>,
+    escalation: Option<RawEscalation>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawEscalation {
+    words: Option<Vec<Spanned<String>>>,
+    anger: Option<Vec<Spanned<String>>>,
+    flag: Option<Spanned<f32>>,
+    field: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -146,6 +156,7 @@ pub(super) fn parse_config(file: &Path, source: &str) -> Result<Pack> {
     let priorities = convert_priorities(&ctx, &raw.priorities)?;
     let (lexicon, lexicon_exceptions) = convert_lexicon(&ctx, &raw.lexicon)?;
     let fields = convert_fields(&ctx, &raw.fields)?;
+    let escalation = convert_escalation(&ctx, raw.escalation.as_ref(), &fields)?;
 
     Ok(Pack {
         dir: PathBuf::new(),
@@ -162,6 +173,7 @@ pub(super) fn parse_config(file: &Path, source: &str) -> Result<Pack> {
         articles: Vec::new(),
         tickets: Vec::new(),
         out_of_scope: Vec::new(),
+        escalation,
         fingerprint: String::new(),
     })
 }
@@ -541,6 +553,66 @@ fn convert_lexicon(
         lexicon.insert(level.clone(), list);
     }
     Ok((lexicon, exceptions))
+}
+
+/// The `[escalation]` table: word lists replace the defaults, `flag` is a
+/// risk in 0..1, `field` must be one of the pack's `[[fields]]`.
+fn convert_escalation(
+    ctx: &ConfigCtx,
+    raw: Option<&RawEscalation>,
+    fields: &[FieldSpec],
+) -> Result<Escalation> {
+    let mut out = Escalation::default();
+    let Some(raw) = raw else {
+        return Ok(out);
+    };
+    let words = |list: &Option<Vec<Spanned<String>>>, key: &str| -> Result<Option<Vec<String>>> {
+        let Some(list) = list else {
+            return Ok(None);
+        };
+        let mut seen = HashSet::new();
+        let mut out = Vec::with_capacity(list.len());
+        for w in list {
+            let word = w.get_ref().trim().to_lowercase();
+            if word.is_empty() {
+                return Err(ctx.err(w.span(), key, "empty word"));
+            }
+            if !seen.insert(word.clone()) {
+                return Err(ctx.err(w.span(), key, format!("duplicate word `{word}`")));
+            }
+            out.push(word);
+        }
+        Ok(Some(out))
+    };
+    if let Some(w) = words(&raw.words, "escalation.words")? {
+        out.words = w;
+    }
+    if let Some(w) = words(&raw.anger, "escalation.anger")? {
+        out.anger = w;
+    }
+    if let Some(flag) = &raw.flag {
+        let v = *flag.get_ref();
+        if !(v > 0.0 && v <= 1.0) {
+            return Err(ctx.err(
+                flag.span(),
+                "escalation.flag",
+                format!("{v} is not in (0, 1]"),
+            ));
+        }
+        out.flag = v;
+    }
+    if let Some(field) = &raw.field {
+        let name = field.get_ref().trim();
+        if !fields.iter().any(|f| f.name == name) {
+            return Err(ctx.err(
+                field.span(),
+                "escalation.field",
+                format!("`{name}` is not one of the pack's [[fields]]"),
+            ));
+        }
+        out.field = Some(name.to_string());
+    }
+    Ok(out)
 }
 
 fn convert_fields(ctx: &ConfigCtx, raw: &[RawField]) -> Result<Vec<FieldSpec>> {

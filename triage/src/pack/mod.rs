@@ -68,11 +68,103 @@ pub struct Pack {
     /// empty if absent): the category classifier learns them as "none of these", so
     /// an unrelated request is sent to a human instead of into a queue.
     pub out_of_scope: Vec<String>,
+    /// Escalation-risk rules (`[escalation]`; defaults when absent).
+    pub escalation: Escalation,
     /// Fingerprint of the documents the pack puts in the index (`tickets.jsonl` and
     /// `articles.jsonl` as loaded, SHA-256): a data
     /// directory re-ingests the pack when it changes.
     #[serde(skip)]
     pub fingerprint: String,
+}
+
+/// Words that announce a complaint, a regulator, the press or a lawyer, in
+/// Chinese and English: a request that uses one is likely to escalate.
+pub const ESCALATION_WORDS: &[&str] = &[
+    "投诉",
+    "12315",
+    "曝光",
+    "律师",
+    "起诉",
+    "媒体",
+    "消协",
+    "工商",
+    "差评",
+    "维权",
+    "退款否则",
+    "否则投诉",
+    "举报",
+    "赔偿",
+    "法院",
+    "lawyer",
+    "attorney",
+    "sue",
+    "lawsuit",
+    "chargeback",
+    "cancel my account",
+    "complaint",
+    "complain",
+    "legal action",
+    "ombudsman",
+    "refund or else",
+    "bbb",
+];
+
+/// Words of anger and exasperation (Chinese and English).
+pub const ANGER_WORDS: &[&str] = &[
+    "垃圾",
+    "气死",
+    "太差",
+    "坑人",
+    "骗子",
+    "受够了",
+    "忍无可忍",
+    "什么破",
+    "无语",
+    "恶心",
+    "太过分",
+    "欺骗",
+    "忽悠",
+    "态度恶劣",
+    "ridiculous",
+    "unacceptable",
+    "furious",
+    "disgusting",
+    "worst",
+    "scam",
+    "fed up",
+    "outrageous",
+    "terrible service",
+    "angry",
+];
+
+/// Escalation risk at or above which a request is flagged.
+pub const ESCALATION_FLAG: f32 = 0.5;
+
+/// How a pack judges the risk that a request turns into a complaint
+/// (`[escalation]` in `pack.toml`; every key optional).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct Escalation {
+    /// Explicit escalation words (投诉, 12315, "lawyer", "chargeback"…).
+    pub words: Vec<String>,
+    /// Words of anger.
+    pub anger: Vec<String>,
+    /// Risk at or above which `escalation_risk.flagged` is true.
+    pub flag: f32,
+    /// A ticket field whose value `true`/`false` labels escalated history: the
+    /// nearest labelled tickets then add a learned part to the risk.
+    pub field: Option<String>,
+}
+
+impl Default for Escalation {
+    fn default() -> Self {
+        Escalation {
+            words: ESCALATION_WORDS.iter().map(|w| w.to_string()).collect(),
+            anger: ANGER_WORDS.iter().map(|w| w.to_string()).collect(),
+            flag: ESCALATION_FLAG,
+            field: None,
+        }
+    }
 }
 
 /// Decision thresholds; each has a default used when the key is absent.

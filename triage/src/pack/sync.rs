@@ -191,6 +191,7 @@ fn pack_without_documents(pack: &Pack) -> Pack {
         articles: Vec::new(),
         tickets: Vec::new(),
         out_of_scope: pack.out_of_scope.clone(),
+        escalation: pack.escalation.clone(),
         fingerprint: pack.fingerprint.clone(),
     }
 }
