@@ -28,6 +28,7 @@ use serde::Serialize;
 use crate::api::{ChatFeedback, ChatMessage, ChatReply, DeflectAction, Feedback, LearnedStatus};
 use crate::engine::{Engine, EngineConfig};
 use crate::error::{Error, Result};
+use crate::eval::classify::share;
 use crate::eval::deflect::DeflectCase;
 
 /// Outcomes of one pass over a set of messages.
@@ -78,7 +79,7 @@ pub struct ChatReport {
     /// With `learn`: the test messages again, after the feedback.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub after_learning: Option<ChatOutcomes>,
-    /// With `learn`: messages fed back, and phrasings learned from them.
+    /// With `learn`: in-scope messages fed back.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub fed_back: Option<usize>,
     /// With `learn`: phrasings learned (all approved by the simulated agent).
@@ -202,7 +203,6 @@ fn hash_of(text: &str) -> u64 {
 }
 
 fn outcomes(test: &[DeflectCase], replies: &[(ChatReply, f32)]) -> ChatOutcomes {
-    let share = |n: usize, d: usize| if d == 0 { 0.0 } else { n as f32 / d as f32 };
     let (mut right, mut answered, mut wrong, mut answers) = (0, 0, 0, 0);
     let (mut clarified, mut clarify_hit, mut handoff_in, mut oos_handoff) = (0, 0, 0, 0);
     let mut in_scope = 0;

@@ -305,8 +305,8 @@ pub fn classify_as(
     })
 }
 
-/// `num / den`, 0 when `den` is 0.
-fn share(num: usize, den: usize) -> f32 {
+/// `num / den`, 0 when `den` is 0 (every evaluation's rates).
+pub(super) fn share(num: usize, den: usize) -> f32 {
     if den == 0 {
         0.0
     } else {

@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 use crate::api::DeflectAction;
 use crate::decide::deflect::{decide, rank, Deflector, ScoredArticle};
 use crate::error::{Error, Result};
-use crate::eval::classify::embed_all;
+use crate::eval::classify::{embed_all, share};
 use crate::model::keyunits::KeyUnits;
 use crate::model::textsim::Units;
 use crate::model::verifier::{answer_features, is_latin, Verifier};
@@ -298,13 +298,6 @@ pub fn deflect_with(
     );
     write_decisions(work_dir, test, &prep.ids, &scored_all, &defaults)?;
     let in_scope = test.iter().filter(|c| !c.faq_ids.is_empty()).count();
-    let share = |num: usize, den: usize| {
-        if den == 0 {
-            0.0
-        } else {
-            num as f32 / den as f32
-        }
-    };
     let cosine_baseline = COSINE_THRESHOLDS
         .iter()
         .map(|&t| {
@@ -396,13 +389,6 @@ fn point(
         }
     }
     let in_scope = test.iter().filter(|c| !c.faq_ids.is_empty()).count();
-    let share = |num: usize, den: usize| {
-        if den == 0 {
-            0.0
-        } else {
-            num as f32 / den as f32
-        }
-    };
     DeflectPoint {
         answer_threshold: answer_at,
         clarify_threshold: clarify_at,

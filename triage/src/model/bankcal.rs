@@ -87,13 +87,24 @@ impl BankCalibration {
             return None;
         }
         let look_alikes = count(Kind::LookAlike);
+        // Each row's weight, by kind, counted once (not per row and iteration).
         // Without look-alike rows the out-of-scope rows carry the whole negative half.
-        let weight = |r: &Row| {
-            let share = match r.kind {
+        let kind_weight = |k: Kind, n: usize| {
+            let share = match k {
                 Kind::OutOfScope if look_alikes == 0 => 0.5,
                 k => k.share(),
             };
-            share * rows.len() as f64 / count(r.kind) as f64
+            share * rows.len() as f64 / n.max(1) as f64
+        };
+        let (w_phrasing, w_look_alike, w_oos) = (
+            kind_weight(Kind::Phrasing, inside),
+            kind_weight(Kind::LookAlike, look_alikes),
+            kind_weight(Kind::OutOfScope, oos),
+        );
+        let weight = |r: &Row| match r.kind {
+            Kind::Phrasing => w_phrasing,
+            Kind::LookAlike => w_look_alike,
+            Kind::OutOfScope => w_oos,
         };
         // Standardised inputs, so the penalty weighs each alike (folded back below).
         let mut mean = [0f64; INPUTS];
