@@ -1,14 +1,16 @@
 //! End-to-end tests of the HTTP API against the real `triage serve` binary
-//! with the real default model and the demo pack: every route, the decisions
-//! that need the real model (answer vs handoff, urgent priority, prefilled
-//! fields, a correction that changes the next decision), error shapes, API
-//! keys with tenant isolation, background jobs and graceful shutdown.
+//! with the real default model and the demo pack: the decisions that need the
+//! real model (answer vs handoff, urgent priority, prefilled fields,
+//! duplicates, a correction that changes the next decision, reclassifying the
+//! labelled history) and a graceful shutdown. Routing, validation, keys,
+//! tenants, jobs, retraining and metrics are tested in process
+//! (`server/src/http/tests/`).
 
 mod http_support;
 
 use std::time::Duration;
 
-use http_support::{assert_error, demo_pack, wait_job, Opts, Server};
+use http_support::{demo_pack, wait_job, Opts, Server};
 use serde_json::{json, Value};
 
 fn jsonl(name: &str) -> Vec<Value> {
@@ -22,34 +24,9 @@ fn jsonl(name: &str) -> Vec<Value> {
 }
 
 #[test]
-fn every_route_and_the_decisions_that_need_the_real_model() {
+fn the_decisions_that_need_the_real_model() {
     let dir = tempfile::tempdir().unwrap();
     let server = Server::start(dir.path(), &Opts::default());
-
-    // Health, readiness, document, pages.
-    assert_eq!(server.get("/healthz").0, 200);
-    let (s, ready) = server.get("/readyz");
-    assert_eq!(s, 200, "{ready}");
-    let (s, doc) = server.get("/v1/openapi.json");
-    assert_eq!(s, 200);
-    for path in [
-        "/v1/triage",
-        "/v1/deflect",
-        "/v1/suggest",
-        "/v1/search",
-        "/v1/feedback",
-        "/v1/tickets/{id}",
-        "/v1/articles/{id}",
-        "/v1/jobs/reclassify",
-        "/v1/jobs/{id}",
-    ] {
-        assert!(doc["paths"][path].is_object(), "{path} not documented");
-    }
-    for page in ["/chat", "/agent"] {
-        let (s, html) = server.get(page);
-        assert_eq!(s, 200);
-        assert!(html.as_str().unwrap().contains("<html"), "{page}");
-    }
 
     // Urgent: a P0 lexicon word must never be routine.
     let (s, t) = server.post("/v1/triage", &json!({"title": "机房服务器宕机", "body": "我们的智能家居云服务器宕机了，所有设备都连不上，停机已经半小时", "channel": "phone"}));
@@ -227,35 +204,6 @@ fn every_route_and_the_decisions_that_need_the_real_model() {
     assert_eq!(hits[0]["id"], article["id"], "{hits}");
     assert!(hits[0]["explanation"]["fused_score"].is_number());
 
-    // Upserts are searchable on return; the path id wins; deletes work.
-    let (s, w) = server.put("/v1/tickets/E2E-1", &json!({"id": "other", "title": "投影仪 qx7-e2e 色彩偏绿", "body": "投影仪 qx7-e2e 画面偏绿色"}));
-    assert_eq!((s, w["id"].as_str()), (200, Some("E2E-1")), "{w}");
-    let (_, hits) = server.post("/v1/search", &json!({"text": "qx7-e2e", "mode": "bm25"}));
-    assert_eq!(hits[0]["id"], "E2E-1", "{hits}");
-    assert_eq!(
-        server.get("/v1/tickets/E2E-1").1["title"],
-        "投影仪 qx7-e2e 色彩偏绿"
-    );
-    let (s, _) = server.put(
-        "/v1/articles/KB-E2E",
-        &json!({"question": "qx7-e2e 投影仪如何校色", "answer": "在设置-画面中选择色彩校准。"}),
-    );
-    assert_eq!(s, 200);
-    let (_, hits) = server.post(
-        "/v1/search",
-        &json!({"text": "qx7-e2e 校色", "filters": {"kind": "article"}}),
-    );
-    assert_eq!(hits[0]["id"], "KB-E2E", "{hits}");
-    assert_eq!(
-        server.call("DELETE", "/v1/tickets/E2E-1", None, None).0,
-        200
-    );
-    assert_error(&server.get("/v1/tickets/E2E-1"), 404, "not_found");
-    assert_eq!(
-        server.call("DELETE", "/v1/articles/KB-E2E", None, None).0,
-        200
-    );
-
     // Feedback: a correction changes the next decision at once.
     let request =
         json!({"title": "qx9 设备异常", "body": "qx9 设备的指示灯一直闪烁橙色，说明书里没有写"});
@@ -302,140 +250,10 @@ fn every_route_and_the_decisions_that_need_the_real_model() {
             .contains("agent correction"),
         "{leak_after}"
     );
-
-    // Errors: one shape, the right status, and the server stays up.
-    let raw = |m: &str, p: &str, b: &[u8]| server.call(m, p, None, Some(b));
-    assert_error(
-        &raw("POST", "/v1/triage", b"{\"body\": "),
-        400,
-        "malformed_json",
-    );
-    assert_error(
-        &raw("POST", "/v1/deflect", b"{\"text\": \"\xc3\x28\"}"),
-        400,
-        "malformed_json",
-    );
-    assert_error(
-        &raw("POST", "/v1/triage", b"{\"body\": [1, 2]}"),
-        422,
-        "invalid_input",
-    );
-    assert_error(
-        &server.post("/v1/deflect", &json!({"text": "   "})),
-        422,
-        "invalid_input",
-    );
-    assert_error(
-        &server.post("/v1/deflect", &json!({"text": "x".repeat(1_000_000)})),
-        413,
-        "too_large",
-    );
-    assert_error(&server.get("/v1/tickets/does-not-exist"), 404, "not_found");
-    assert_error(&server.get("/v1/jobs/does-not-exist"), 404, "not_found");
-    assert_error(
-        &server.call("DELETE", "/v1/articles/does-not-exist", None, None),
-        404,
-        "not_found",
-    );
-    assert_eq!(server.get("/healthz").0, 200);
-
-    // Metrics saw all of it.
-    let (s, m) = server.get("/metrics");
-    assert_eq!(s, 200);
-    let m = m.as_str().unwrap();
-    assert!(
-        m.contains("route=\"/v1/triage\",method=\"POST\",status=\"200\""),
-        "{m}"
-    );
-    assert!(
-        m.contains("route=\"/v1/deflect\",method=\"POST\",status=\"413\""),
-        "{m}"
-    );
-    assert!(
-        m.contains("triage_decisions_total{decision=\"deflect\",outcome=\"handoff\"}"),
-        "{m}"
-    );
-    assert!(m.contains("triage_deflection_rate"), "{m}");
 }
 
 #[test]
-fn api_keys_pin_tenants_and_isolate_their_documents() {
-    let dir = tempfile::tempdir().unwrap();
-    let server = Server::start(
-        dir.path(),
-        &Opts {
-            args: ["--api-key", "ka=acme:agent", "--api-key", "kb=globex:agent"]
-                .map(String::from)
-                .to_vec(),
-            ..Opts::default()
-        },
-    );
-    let body = json!({"body": "电视没有声音"}).to_string();
-    assert_error(
-        &server.call("POST", "/v1/triage", None, Some(body.as_bytes())),
-        401,
-        "unauthorized",
-    );
-    assert_error(
-        &server.call("POST", "/v1/triage", Some("nope"), Some(body.as_bytes())),
-        401,
-        "unauthorized",
-    );
-    assert_error(
-        &server.call("GET", "/v1/tickets/x", None, None),
-        401,
-        "unauthorized",
-    );
-    assert_eq!(
-        server
-            .call("POST", "/v1/triage", Some("ka"), Some(body.as_bytes()))
-            .0,
-        200
-    );
-
-    let secret = json!({"title": "acme-only-secret 冰箱", "body": "acme-only-secret 冰箱结霜", "tenant": "globex"}).to_string();
-    let (s, w) = server.call(
-        "PUT",
-        "/v1/tickets/S-1",
-        Some("ka"),
-        Some(secret.as_bytes()),
-    );
-    assert_eq!((s, w["tenant"].as_str()), (200, Some("acme")), "{w}");
-    assert_eq!(
-        server.call("GET", "/v1/tickets/S-1", Some("ka"), None).0,
-        200
-    );
-    assert_eq!(
-        server
-            .call("GET", "/v1/tickets/S-1?tenant=acme", Some("kb"), None)
-            .0,
-        404
-    );
-    let q = json!({"text": "acme-only-secret", "mode": "bm25", "filters": {"tenant": "acme"}})
-        .to_string();
-    let (_, hits) = server.call("POST", "/v1/search", Some("kb"), Some(q.as_bytes()));
-    assert!(
-        hits.as_array().unwrap().iter().all(|h| h["id"] != "S-1"),
-        "globex saw acme's ticket: {hits}"
-    );
-    let (_, hits) = server.call("POST", "/v1/search", Some("ka"), Some(q.as_bytes()));
-    assert!(
-        hits.as_array().unwrap().iter().any(|h| h["id"] == "S-1"),
-        "{hits}"
-    );
-    let (_, s2) = server.call("POST", "/v1/suggest", Some("kb"), Some(secret.as_bytes()));
-    assert!(
-        !s2.to_string().contains("acme-only-secret"),
-        "globex suggestions leak: {s2}"
-    );
-    assert_eq!(
-        server.call("DELETE", "/v1/tickets/S-1", Some("kb"), None).0,
-        404
-    );
-}
-
-#[test]
-fn reclassify_job_reports_and_graceful_shutdown_exits_cleanly() {
+fn real_model_reclassify_keeps_the_labelled_history_and_sigterm_exits_cleanly() {
     let dir = tempfile::tempdir().unwrap();
     let mut server = Server::start(dir.path(), &Opts::default());
     let tickets: Vec<Value> = jsonl("tickets.jsonl").into_iter().take(40).collect();
@@ -455,79 +273,8 @@ fn reclassify_job_reports_and_graceful_shutdown_exits_cleanly() {
     assert_eq!(total, 40, "{report}");
     // Labelled history reclassified by a model trained on it: mostly unchanged.
     assert!(report["unchanged"].as_u64().unwrap() >= 20, "{report}");
-    assert!(dir
-        .path()
-        .join("jobs")
-        .join(job["id"].as_str().unwrap())
-        .join("report.md")
-        .is_file());
     assert!(
         server.terminate(),
         "SIGTERM should end the server with success"
     );
-}
-
-#[test]
-fn retrain_on_demand_and_in_the_background_after_labelled_changes() {
-    let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("triage.toml");
-    std::fs::write(
-        &config,
-        "retrain_after_changes = 2\nretrain_min_interval_secs = 0\n",
-    )
-    .unwrap();
-    let data = dir.path().join("data");
-    let server = Server::start(
-        &data,
-        &Opts {
-            args: vec!["--config".into(), config.display().to_string()],
-            ..Opts::default()
-        },
-    );
-    let (s, ready) = server.get("/readyz");
-    assert_eq!(s, 200, "{ready}");
-    assert_eq!(ready["retrain"]["pending_changes"], 0, "{ready}");
-    assert_eq!(ready["retrain"]["after_changes"], 2, "{ready}");
-
-    // On demand: answers when done, with the labelled example count.
-    let (s, r) = server.post("/v1/admin/retrain", &json!({}));
-    assert_eq!(s, 200, "{r}");
-    assert_eq!(r["status"], "retrained", "{r}");
-    assert_eq!(
-        r["labelled_examples"], ready["stats"]["labelled_examples"],
-        "{r}"
-    );
-    assert!(r["seconds"].as_f64().is_some_and(|s| s > 0.0), "{r}");
-
-    // In the background: two labelled writes are enough with this configuration.
-    for i in 0..2 {
-        let (s, w) = server.put(
-            &format!("/v1/tickets/RT-{i}"),
-            &json!({"title": "洗衣机漏水", "body": format!("洗衣机底部漏水，第{i}次报修"), "category": "repair.water_leak"}),
-        );
-        assert_eq!(s, 200, "{w}");
-    }
-    let started = std::time::Instant::now();
-    let ready = loop {
-        let (_, ready) = server.get("/readyz");
-        if ready["retrain"]["completed"].as_u64() >= Some(2) {
-            break ready;
-        }
-        assert_eq!(ready["retrain"]["failed"], 0, "{ready}");
-        assert!(
-            started.elapsed() < Duration::from_secs(300),
-            "no background retrain: {ready}"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    };
-    assert_eq!(ready["retrain"]["pending_changes"], 0, "{ready}");
-    assert_eq!(
-        ready["stats"]["labelled_examples"].as_u64(),
-        r["labelled_examples"].as_u64().map(|n| n + 2),
-        "{ready}"
-    );
-    let (_, m) = server.get("/metrics");
-    let m = m.as_str().unwrap();
-    assert!(m.contains("triage_retrain_pending_changes 0\n"), "{m}");
-    assert!(m.contains("triage_retrain_completed 2\n"), "{m}");
 }

@@ -6,10 +6,10 @@ use axum::Json;
 use serde::Serialize;
 use triage::api::EngineStats;
 
-use super::documents::TenantQuery;
+use super::auth::QueryTenant;
 use super::error::ApiResult;
-use super::extract::{check_tenant, ApiQuery};
-use super::{AppState, Caller};
+use super::extract::TenantQuery;
+use super::AppState;
 use crate::services::retrain::{RetrainStatus, Retrained, Trigger};
 
 /// `POST /v1/admin/retrain`: retrains the caller's tenant's classifiers from
@@ -24,12 +24,9 @@ use crate::services::retrain::{RetrainStatus, Retrained, Trigger};
     ))]
 pub async fn retrain(
     State(state): State<AppState>,
-    caller: Caller,
-    ApiQuery(q): ApiQuery<TenantQuery>,
+    QueryTenant(tenant): QueryTenant,
 ) -> ApiResult<Json<Retrained>> {
-    check_tenant(&q.tenant)?;
     let engine = state.engine()?;
-    let tenant = caller.tenant(&q.tenant);
     Ok(Json(
         state
             .retrainer()
@@ -54,12 +51,9 @@ pub struct TenantStats {
     responses((status = 200, description = "Statistics", body = TenantStats)))]
 pub async fn stats(
     State(state): State<AppState>,
-    caller: Caller,
-    ApiQuery(q): ApiQuery<TenantQuery>,
+    QueryTenant(tenant): QueryTenant,
 ) -> ApiResult<Json<TenantStats>> {
-    check_tenant(&q.tenant)?;
     let engine = state.engine()?;
-    let tenant = caller.tenant(&q.tenant);
     let t = tenant.clone();
     let (stats, retrain) = state
         .blocking({

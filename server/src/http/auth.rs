@@ -19,7 +19,8 @@ use axum::http::HeaderMap;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
-use super::error::ApiError;
+use super::error::{ApiError, ApiResult};
+use super::extract::{check_tenant, ApiQuery, PathId, TenantQuery};
 use super::AppState;
 use crate::config::{ApiKey, Scope};
 
@@ -49,6 +50,13 @@ impl Caller {
         }
     }
 
+    /// The tenant a request acts for, after checking the one it asked for
+    /// (a key's tenant still wins): the prologue of every tenant-scoped handler.
+    pub fn act_for(&self, requested: &str) -> ApiResult<String> {
+        check_tenant(requested)?;
+        Ok(self.tenant(requested))
+    }
+
     /// The tenant to restrict listings to (`None` = all, only without keys).
     pub fn listing_tenant(&self) -> Option<&str> {
         self.forced_tenant.as_deref()
@@ -71,6 +79,43 @@ impl<S: Send + Sync> FromRequestParts<S> for Caller {
             .get::<Caller>()
             .cloned()
             .ok_or_else(|| ApiError::Internal("this route is not behind authentication".into()))
+    }
+}
+
+/// The tenant of a request addressed by `?tenant=` (checked; a key's tenant
+/// wins): the admin routes and listings.
+pub struct QueryTenant(pub String);
+
+impl<S: Send + Sync> FromRequestParts<S> for QueryTenant {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let caller = Caller::from_request_parts(parts, state).await?;
+        let ApiQuery(q) = ApiQuery::<TenantQuery>::from_request_parts(parts, state).await?;
+        Ok(QueryTenant(caller.act_for(&q.tenant)?))
+    }
+}
+
+/// One tenant's record addressed by `/{id}?tenant=`: the id checked like
+/// every id ([`PathId`]), the tenant checked and resolved against the key.
+pub struct TenantId {
+    /// The tenant the request acts for.
+    pub tenant: String,
+    /// The record's id from the path.
+    pub id: String,
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for TenantId {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let caller = Caller::from_request_parts(parts, state).await?;
+        let PathId(id) = PathId::from_request_parts(parts, state).await?;
+        let ApiQuery(q) = ApiQuery::<TenantQuery>::from_request_parts(parts, state).await?;
+        Ok(TenantId {
+            tenant: caller.act_for(&q.tenant)?,
+            id,
+        })
     }
 }
 

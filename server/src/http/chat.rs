@@ -12,7 +12,7 @@ use triage::api::{
 };
 
 use super::error::{ApiError, ApiResult};
-use super::extract::{check_id, check_short, check_tenant, check_text, is_blank, ApiJson};
+use super::extract::{check_id, check_short, check_text, is_blank, ApiJson};
 use super::{AppState, Caller};
 
 /// `POST /v1/deflect`: answer, clarify or hand off (with a prefilled ticket draft).
@@ -26,8 +26,7 @@ pub async fn deflect(
     let limits = state.limits();
     check_text("text", &msg.text, true, limits)?;
     check_short("customer_id", &msg.customer_id)?;
-    check_tenant(&msg.tenant)?;
-    msg.tenant = caller.tenant(&msg.tenant);
+    msg.tenant = caller.act_for(&msg.tenant)?;
     msg.session_id = msg.session_id.filter(|s| !is_blank(s));
     if let Some(s) = &msg.session_id {
         check_id("session_id", s)?;
@@ -59,8 +58,7 @@ pub async fn feedback(
 ) -> ApiResult<Json<ChatFeedbackOutcome>> {
     check_id("session_id", &fb.session_id)?;
     check_id("article_id", &fb.article_id)?;
-    check_tenant(&fb.tenant)?;
-    fb.tenant = caller.tenant(&fb.tenant);
+    fb.tenant = caller.act_for(&fb.tenant)?;
     let outcome = state.run(move |e| Ok(e.chat_feedback(&fb)?)).await?;
     state
         .metrics()
@@ -91,8 +89,7 @@ pub async fn draft(
     ApiJson(req): ApiJson<DraftRequest>,
 ) -> ApiResult<Json<ChatDraft>> {
     check_id("session_id", &req.session_id)?;
-    check_tenant(&req.tenant)?;
-    let tenant = caller.tenant(&req.tenant);
+    let tenant = caller.act_for(&req.tenant)?;
     Ok(Json(
         state
             .run(move |e| Ok(e.chat_draft(&tenant, &req.session_id)?))
@@ -118,13 +115,12 @@ pub async fn ticket(
     check_text("title", &req.title, false, limits)?;
     check_text("body", &req.body, false, limits)?;
     check_short("contact", &req.contact)?;
-    check_tenant(&req.tenant)?;
     if req.contact.chars().any(char::is_control) {
         return Err(ApiError::InvalidInput(
             "`contact` must not contain control characters".into(),
         ));
     }
-    req.tenant = caller.tenant(&req.tenant);
+    req.tenant = caller.act_for(&req.tenant)?;
     let created = state.run(move |e| Ok(e.chat_ticket(&req)?)).await?;
     state.metrics().observe_decision("chat_ticket", "created");
     Ok(Json(created))

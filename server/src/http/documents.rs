@@ -11,10 +11,11 @@ use triage::api::ArticleRecord;
 use triage::api::{LearnedPhrasing, LearnedStatus};
 use triage::Engine;
 
+use super::auth::TenantId;
 use super::error::{ApiError, ApiResult};
 use super::extract::{
-    check_fields, check_id, check_short, check_tenant, check_text, is_blank, ApiJson, ApiPath,
-    ApiQuery,
+    check_fields, check_id, check_short, check_tenant, check_text, is_blank, ApiJson, ApiQuery,
+    PathId, TenantQuery,
 };
 use super::{AppState, Caller};
 use crate::config::Limits;
@@ -22,14 +23,6 @@ use crate::services::jobs::JobStatus;
 
 /// Most tickets one reclassify job may carry.
 const MAX_JOB_TICKETS: usize = 100_000;
-
-/// `?tenant=` for GET/DELETE and admin routes (ignored when an API key pins the tenant).
-#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
-#[into_params(parameter_in = Query)]
-pub struct TenantQuery {
-    #[serde(default)]
-    pub(super) tenant: String,
-}
 
 /// What an upsert or delete returns.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -56,10 +49,9 @@ pub struct Written {
 pub async fn put_ticket(
     State(state): State<AppState>,
     caller: Caller,
-    ApiPath(id): ApiPath<String>,
+    PathId(id): PathId,
     ApiJson(mut ticket): ApiJson<Ticket>,
 ) -> ApiResult<Json<Written>> {
-    check_id("id", &id)?;
     check_ticket(&ticket, state.limits())?;
     ticket.id = id.clone();
     ticket.tenant = caller.tenant(&ticket.tenant);
@@ -82,13 +74,8 @@ pub async fn put_ticket(
     ))]
 pub async fn get_ticket(
     State(state): State<AppState>,
-    caller: Caller,
-    ApiPath(id): ApiPath<String>,
-    ApiQuery(q): ApiQuery<TenantQuery>,
+    TenantId { tenant, id }: TenantId,
 ) -> ApiResult<Json<Ticket>> {
-    check_id("id", &id)?;
-    check_tenant(&q.tenant)?;
-    let tenant = caller.tenant(&q.tenant);
     let wanted = id.clone();
     let found = state
         .run(move |e| Ok(e.get_ticket(&tenant, &wanted)?))
@@ -108,19 +95,9 @@ pub async fn get_ticket(
     ))]
 pub async fn delete_ticket(
     State(state): State<AppState>,
-    caller: Caller,
-    ApiPath(id): ApiPath<String>,
-    ApiQuery(q): ApiQuery<TenantQuery>,
+    target: TenantId,
 ) -> ApiResult<Json<Written>> {
-    check_tenant(&q.tenant)?;
-    delete_document(
-        state,
-        caller.tenant(&q.tenant),
-        id,
-        "ticket",
-        Engine::delete_ticket,
-    )
-    .await
+    delete_document(state, target, "ticket", Engine::delete_ticket).await
 }
 
 /// `PUT /v1/articles/{id}`: inserts or replaces a knowledge-base article.
@@ -133,10 +110,9 @@ pub async fn delete_ticket(
 pub async fn put_article(
     State(state): State<AppState>,
     caller: Caller,
-    ApiPath(id): ApiPath<String>,
+    PathId(id): PathId,
     ApiJson(mut article): ApiJson<Article>,
 ) -> ApiResult<Json<Written>> {
-    check_id("id", &id)?;
     let limits = state.limits();
     check_text("question", &article.question, true, limits)?;
     check_text("answer", &article.answer, false, limits)?;
@@ -147,9 +123,8 @@ pub async fn put_article(
         check_short("tags", t)?;
     }
     check_short("category", &article.category)?;
-    check_tenant(&article.tenant)?;
     article.id = id.clone();
-    article.tenant = caller.tenant(&article.tenant);
+    article.tenant = caller.act_for(&article.tenant)?;
     let tenant = article.tenant.clone();
     state.run(move |e| Ok(e.upsert_article(article)?)).await?;
     Ok(Json(Written {
@@ -170,19 +145,9 @@ pub async fn put_article(
     ))]
 pub async fn delete_article(
     State(state): State<AppState>,
-    caller: Caller,
-    ApiPath(id): ApiPath<String>,
-    ApiQuery(q): ApiQuery<TenantQuery>,
+    target: TenantId,
 ) -> ApiResult<Json<Written>> {
-    check_tenant(&q.tenant)?;
-    delete_document(
-        state,
-        caller.tenant(&q.tenant),
-        id,
-        "article",
-        Engine::delete_article,
-    )
-    .await
+    delete_document(state, target, "article", Engine::delete_article).await
 }
 
 /// `GET /v1/articles/{id}`: the article with its learned phrasings (masked
@@ -195,13 +160,8 @@ pub async fn delete_article(
     ))]
 pub async fn get_article(
     State(state): State<AppState>,
-    caller: Caller,
-    ApiPath(id): ApiPath<String>,
-    ApiQuery(q): ApiQuery<TenantQuery>,
+    TenantId { tenant, id }: TenantId,
 ) -> ApiResult<Json<ArticleRecord>> {
-    check_id("id", &id)?;
-    check_tenant(&q.tenant)?;
-    let tenant = caller.tenant(&q.tenant);
     let wanted = id.clone();
     state
         .run(move |e| Ok(e.article_record(&tenant, &wanted)))
@@ -232,11 +192,10 @@ pub async fn list_learned(
     caller: Caller,
     ApiQuery(q): ApiQuery<LearnedQuery>,
 ) -> ApiResult<Json<Vec<LearnedPhrasing>>> {
-    check_tenant(&q.tenant)?;
     if let Some(a) = &q.article {
         check_id("article", a)?;
     }
-    let tenant = caller.tenant(&q.tenant);
+    let tenant = caller.act_for(&q.tenant)?;
     let mut list = state
         .run(move |e| Ok(e.learned_phrasings(&tenant, q.article.as_deref())))
         .await?;
@@ -258,13 +217,8 @@ pub async fn list_learned(
     ))]
 pub async fn approve_learned(
     State(state): State<AppState>,
-    caller: Caller,
-    ApiPath(id): ApiPath<String>,
-    ApiQuery(q): ApiQuery<TenantQuery>,
+    TenantId { tenant, id }: TenantId,
 ) -> ApiResult<Json<LearnedPhrasing>> {
-    check_id("id", &id)?;
-    check_tenant(&q.tenant)?;
-    let tenant = caller.tenant(&q.tenant);
     Ok(Json(
         state
             .run(move |e| Ok(e.approve_learned(&tenant, &id)?))
@@ -283,13 +237,8 @@ pub async fn approve_learned(
     ))]
 pub async fn remove_learned(
     State(state): State<AppState>,
-    caller: Caller,
-    ApiPath(id): ApiPath<String>,
-    ApiQuery(q): ApiQuery<TenantQuery>,
+    TenantId { tenant, id }: TenantId,
 ) -> ApiResult<Json<LearnedPhrasing>> {
-    check_id("id", &id)?;
-    check_tenant(&q.tenant)?;
-    let tenant = caller.tenant(&q.tenant);
     Ok(Json(
         state
             .run(move |e| Ok(e.remove_learned(&tenant, &id)?))
@@ -300,13 +249,10 @@ pub async fn remove_learned(
 /// What both deletes share: `delete` says whether the tenant's document existed.
 async fn delete_document(
     state: AppState,
-    tenant: String,
-    id: String,
+    TenantId { tenant, id }: TenantId,
     kind: &'static str,
     delete: fn(&Engine, &str, &str) -> triage::Result<bool>,
 ) -> ApiResult<Json<Written>> {
-    check_id("id", &id)?;
-    check_tenant(&tenant)?;
     let (t, wanted) = (tenant.clone(), id.clone());
     let existed = state.run(move |e| Ok(delete(e, &t, &wanted)?)).await?;
     if !existed {
@@ -386,9 +332,8 @@ pub async fn submit_reclassify(
 pub async fn job_status(
     State(state): State<AppState>,
     caller: Caller,
-    ApiPath(id): ApiPath<String>,
+    PathId(id): PathId,
 ) -> ApiResult<Json<JobStatus>> {
-    check_id("id", &id)?;
     Ok(Json(state.jobs().status(&id, caller.listing_tenant())?))
 }
 
@@ -405,9 +350,8 @@ pub async fn job_status(
 pub async fn cancel_job(
     State(state): State<AppState>,
     caller: Caller,
-    ApiPath(id): ApiPath<String>,
+    PathId(id): PathId,
 ) -> ApiResult<Json<JobStatus>> {
-    check_id("id", &id)?;
     let tenant = caller.listing_tenant().map(str::to_string);
     let jobs_state = state.clone();
     let status = state
@@ -426,9 +370,8 @@ pub async fn cancel_job(
 pub async fn job_labels(
     State(state): State<AppState>,
     caller: Caller,
-    ApiPath(id): ApiPath<String>,
+    PathId(id): PathId,
 ) -> ApiResult<Response> {
-    check_id("id", &id)?;
     let path = state.jobs().labels_path(&id, caller.listing_tenant())?;
     let body = match tokio::fs::read(&path).await {
         Ok(b) => b,

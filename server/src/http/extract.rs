@@ -52,6 +52,19 @@ impl<S: Send + Sync, T: DeserializeOwned + Send> FromRequestParts<S> for ApiPath
     }
 }
 
+/// An id from the path, checked like every id ([`check_id`]).
+pub struct PathId(pub String);
+
+impl<S: Send + Sync> FromRequestParts<S> for PathId {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let ApiPath(id) = ApiPath::<String>::from_request_parts(parts, state).await?;
+        check_id("id", &id)?;
+        Ok(PathId(id))
+    }
+}
+
 /// A query string; one that cannot be read (e.g. a repeated parameter) is a
 /// 400 with the JSON error body.
 pub struct ApiQuery<T>(pub T);
@@ -65,6 +78,15 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for ApiQuery<T> {
             .map(|Query(value)| ApiQuery(value))
             .map_err(|e| ApiError::BadRequest(e.body_text()))
     }
+}
+
+/// `?tenant=` for GET/DELETE and admin routes (ignored when an API key pins the tenant).
+#[derive(Debug, Default, serde::Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct TenantQuery {
+    /// The tenant (empty = the default tenant; a key's tenant wins).
+    #[serde(default)]
+    pub tenant: String,
 }
 
 /// Parses a JSON body, telling syntax errors (400) from type errors (422).

@@ -27,7 +27,7 @@ pub async fn triage(
     ApiJson(mut req): ApiJson<TicketRequest>,
 ) -> ApiResult<Json<triage::api::TriageResult>> {
     check_request(&state, &req)?;
-    req.tenant = caller.tenant(&req.tenant);
+    req.tenant = caller.act_for(&req.tenant)?;
     let result = state.run(move |e| Ok(e.triage(&req)?)).await?;
     let m = state.metrics();
     m.observe_decision(
@@ -54,7 +54,7 @@ pub async fn suggest(
     ApiJson(mut req): ApiJson<TicketRequest>,
 ) -> ApiResult<Json<triage::api::Suggestions>> {
     check_request(&state, &req)?;
-    req.tenant = caller.tenant(&req.tenant);
+    req.tenant = caller.act_for(&req.tenant)?;
     Ok(Json(state.run(move |e| Ok(e.suggest(&req)?)).await?))
 }
 
@@ -126,7 +126,6 @@ pub async fn feedback(
     ] {
         check_short(name, value.as_deref().unwrap_or_default())?;
     }
-    check_tenant(&fb.tenant)?;
     if fb.ticket_id.is_empty() && fb.solved_by_article.is_none() {
         return Err(ApiError::InvalidInput(
             "feedback needs a `ticket_id` or a `solved_by_article`".into(),
@@ -149,7 +148,7 @@ pub async fn feedback(
             text.clear();
         }
     }
-    fb.tenant = caller.tenant(&fb.tenant);
+    fb.tenant = caller.act_for(&fb.tenant)?;
     let outcome = state.run(move |e| Ok(e.feedback(fb)?)).await?;
     state.metrics().observe_decision("feedback", "accepted");
     Ok(Json(outcome))
@@ -191,7 +190,6 @@ fn check_request(state: &AppState, req: &TicketRequest) -> ApiResult<()> {
     check_text("body", &req.body, false, limits)?;
     check_short("channel", &req.channel)?;
     check_short("customer_id", &req.customer_id)?;
-    check_tenant(&req.tenant)?;
     if is_blank(&req.title) && is_blank(&req.body) {
         return Err(ApiError::InvalidInput(
             "`title` or `body` must hold the request text".into(),

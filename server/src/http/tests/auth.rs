@@ -80,6 +80,20 @@ async fn api_keys_are_required_and_pin_the_tenant() {
         hits.as_array().unwrap().iter().any(|h| h["id"] == "A-1"),
         "{hits}"
     );
+    // globex's suggestions for acme's very words show none of acme's tickets.
+    let (s, sugg) = call(
+        app,
+        Method::POST,
+        "/v1/suggest",
+        Some("key-b"),
+        Some(t.to_string().into_bytes()),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{sugg}");
+    assert!(
+        !sugg.to_string().contains("secret-acme-token"),
+        "globex suggestions leak: {sugg}"
+    );
     let (s, _) = call(app, Method::DELETE, "/v1/tickets/A-1", Some("key-b"), None).await;
     assert_eq!(s, StatusCode::NOT_FOUND);
 }
