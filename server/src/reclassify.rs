@@ -70,6 +70,22 @@ pub struct LineError {
     pub message: String,
 }
 
+/// The bad input lines of a run: all counted, the first [`MAX_LISTED_ERRORS`] kept.
+#[derive(Default)]
+struct LineErrors {
+    count: usize,
+    listed: Vec<LineError>,
+}
+
+impl LineErrors {
+    fn record(&mut self, line: usize, message: String) {
+        self.count += 1;
+        if self.listed.len() < MAX_LISTED_ERRORS {
+            self.listed.push(LineError { line, message });
+        }
+    }
+}
+
 /// Per-category counts, keyed by the old category.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct CategorySummary {
@@ -284,8 +300,7 @@ pub fn run(
         total,
     };
     on_progress(progress);
-    let mut errors = Vec::new();
-    let mut error_count = 0;
+    let mut errors = LineErrors::default();
     let mut duplicate_ids = 0;
     let mut processed = 0;
     let mut interrupted = false;
@@ -303,13 +318,7 @@ pub fn run(
         let mut ticket = match parse_ticket(&raw) {
             Ok(t) => t,
             Err(message) => {
-                error_count += 1;
-                if errors.len() < MAX_LISTED_ERRORS {
-                    errors.push(LineError {
-                        line: line_no,
-                        message,
-                    });
-                }
+                errors.record(line_no, message);
                 continue;
             }
         };
@@ -326,13 +335,7 @@ pub fn run(
         let result = match engine.classify_ticket(&ticket) {
             Ok(r) => r,
             Err(triage::Error::InvalidInput(message)) => {
-                error_count += 1;
-                if errors.len() < MAX_LISTED_ERRORS {
-                    errors.push(LineError {
-                        line: line_no,
-                        message,
-                    });
-                }
+                errors.record(line_no, message);
                 continue;
             }
             Err(e) => return Err(e).with_context(|| format!("classifying ticket {:?}", ticket.id)),
@@ -354,8 +357,8 @@ pub fn run(
     report.resumed = resumed;
     report.duplicate_ids = duplicate_ids;
     report.repaired_torn_line = repaired;
-    report.error_count = error_count;
-    report.errors = errors;
+    report.error_count = errors.count;
+    report.errors = errors.listed;
     report.interrupted = interrupted;
     report.elapsed_seconds = started.elapsed().as_secs_f64();
     tracing::info!(
@@ -363,7 +366,7 @@ pub fn run(
         resumed,
         changed = report.changed,
         abstained = report.abstained,
-        errors = error_count,
+        errors = report.error_count,
         "reclassified {}",
         input.display()
     );
