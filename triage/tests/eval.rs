@@ -139,9 +139,9 @@ fn deflect_report_has_the_contract_keys_and_hands_off_out_of_scope() {
     }
     assert_eq!(report.at_thresholds.len(), 3);
     assert_eq!((report.in_scope, report.out_of_scope), (3, 2));
-    assert_eq!(report.oos_handoff_recall, 1.0, "{report:?}");
-    assert!(report.answer_rate >= 2.0 / 3.0, "{report:?}");
-    assert_eq!(report.answer_precision, 1.0, "{report:?}");
+    assert_eq!(report.headline.oos_handoff_recall, 1.0, "{report:?}");
+    assert!(report.headline.answer_rate >= 2.0 / 3.0, "{report:?}");
+    assert_eq!(report.headline.answer_precision, 1.0, "{report:?}");
     assert_eq!(report.retrieval_recall, 1.0);
     let decisions = std::fs::read_to_string(dir.path().join("deflect_decisions.jsonl")).unwrap();
     assert_eq!(decisions.lines().count(), 5);
@@ -168,7 +168,7 @@ fn a_fitted_verifier_round_trips_and_scores() {
     let report =
         eval::deflect_with(&faq(), &cases(), embedder(), &verifier, None, dir.path()).unwrap();
     assert_eq!(report.verifier, "test");
-    assert_eq!(report.oos_handoff_recall, 1.0, "{report:?}");
+    assert_eq!(report.headline.oos_handoff_recall, 1.0, "{report:?}");
     assert!(eval::deflect(&[], &cases(), embedder(), None, dir.path()).is_err());
 }
 
@@ -184,5 +184,5 @@ fn a_bank_entry_with_the_very_same_words_is_a_right_answer_and_is_counted() {
     let report = eval::deflect(&faq(), &test, embedder(), None, dir.path()).unwrap();
     assert_eq!(report.same_text_added, 1);
     assert_eq!((report.in_scope, report.out_of_scope), (4, 2));
-    assert_eq!(report.oos_handoff_recall, 1.0, "{report:?}");
+    assert_eq!(report.headline.oos_handoff_recall, 1.0, "{report:?}");
 }

@@ -102,22 +102,10 @@ pub struct DeflectReport {
     /// list; such an entry answers the message. `in_scope` / `out_of_scope`
     /// count the messages after this.
     pub same_text_added: usize,
-    /// Answer threshold of the headline numbers (the pack default).
-    pub answer_threshold: f32,
-    /// Clarify threshold of the headline numbers.
-    pub clarify_threshold: f32,
-    /// In-scope messages answered.
-    pub answer_rate: f32,
-    /// Answers that were right.
-    pub answer_precision: f32,
-    /// Answers to in-scope messages that were right.
-    pub in_scope_answer_precision: f32,
-    /// Out-of-scope messages handed off.
-    pub oos_handoff_recall: f32,
-    /// In-scope messages answered with a clarification.
-    pub clarify_rate: f32,
-    /// Clarifications whose candidates include a right article.
-    pub clarify_hit_rate: f32,
+    /// The headline numbers, at the pack's default thresholds (printed
+    /// inline: `answer_threshold`, `answer_rate`, ...).
+    #[serde(flatten)]
+    pub headline: DeflectPoint,
     /// In-scope messages with a right article among the retrieved candidates.
     pub retrieval_recall: f32,
     /// The same at other answer thresholds.
@@ -333,14 +321,7 @@ pub fn deflect_with(
         in_scope,
         out_of_scope: test.len() - in_scope,
         same_text_added: prep.same_text_added,
-        answer_threshold: headline.answer_threshold,
-        clarify_threshold: headline.clarify_threshold,
-        answer_rate: headline.answer_rate,
-        answer_precision: headline.answer_precision,
-        in_scope_answer_precision: headline.in_scope_answer_precision,
-        oos_handoff_recall: headline.oos_handoff_recall,
-        clarify_rate: headline.clarify_rate,
-        clarify_hit_rate: headline.clarify_hit_rate,
+        headline,
         retrieval_recall: share(retrieved, in_scope),
         at_thresholds: OTHER_ANSWER_THRESHOLDS
             .iter()
