@@ -101,6 +101,10 @@ impl TextEmbedder for BatchingEmbedder {
     fn name(&self) -> &str {
         self.inner.name()
     }
+
+    fn token_count(&self, text: &str, kind: EmbedKind) -> Option<usize> {
+        self.inner.token_count(text, kind)
+    }
 }
 
 /// Takes the next job, then collects the other waiting callers' jobs for up

@@ -300,4 +300,8 @@ impl TextEmbedder for Embedder {
     fn name(&self) -> &str {
         &self.info.name
     }
+
+    fn token_count(&self, text: &str, kind: EmbedKind) -> Option<usize> {
+        self.token_ids(text, kind).ok().map(|ids| ids.len())
+    }
 }

@@ -92,4 +92,11 @@ pub trait TextEmbedder: Send + Sync {
     fn dim(&self) -> usize;
     /// A stable model identifier (e.g. `multilingual-e5-small`), stored in index manifests.
     fn name(&self) -> &str;
+    /// How many tokens the model reads for `text` as `kind` (its prefix and
+    /// special tokens included), for usage figures; `None` when the
+    /// embedder has no tokenizer.
+    fn token_count(&self, text: &str, kind: EmbedKind) -> Option<usize> {
+        let _ = (text, kind);
+        None
+    }
 }

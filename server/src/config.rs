@@ -56,6 +56,9 @@ pub const DEFAULT_MAX_CONCURRENCY: usize = 64;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Scope {
+    /// A key that is published in a web page (the chat widget's): it may
+    /// only deflect and submit a handoff ticket for its tenant.
+    Public,
     /// The customer chat: deflect, the conversation's feedback and handoff.
     Chat,
     /// Agents: read and write tickets and articles, triage, suggestions,
@@ -70,6 +73,7 @@ impl Scope {
     /// The scope's name as keys and errors spell it.
     pub fn as_str(self) -> &'static str {
         match self {
+            Scope::Public => "public",
             Scope::Chat => "chat",
             Scope::Agent => "agent",
             Scope::Admin => "admin",
@@ -78,6 +82,7 @@ impl Scope {
 
     fn parse(name: &str) -> Option<Scope> {
         match name.trim().to_ascii_lowercase().as_str() {
+            "public" => Some(Scope::Public),
             "chat" => Some(Scope::Chat),
             "agent" => Some(Scope::Agent),
             "admin" => Some(Scope::Admin),
@@ -215,7 +220,8 @@ pub struct ServeOptions {
     /// Listen address, HOST:PORT (port 0 picks a free one).
     #[arg(long, env = "TRIAGE_ADDR", default_value = DEFAULT_ADDR)]
     pub addr: SocketAddr,
-    /// API key as TOKEN=TENANT:SCOPE, SCOPE one of chat, agent, admin; the
+    /// API key as TOKEN=TENANT:SCOPE, SCOPE one of public (the chat
+    /// widget's key, published in web pages), chat, agent, admin; the
     /// default tenant is the empty name (`TOKEN=:chat`). Repeatable, or
     /// comma-separated in the env var. With any key set, every /v1 route
     /// requires `Authorization: Bearer TOKEN` of a sufficient scope.
@@ -264,6 +270,36 @@ pub struct ServeOptions {
     /// Shortest time between two trainings of a tenant, in seconds.
     #[arg(long, env = "TRIAGE_RETRAIN_MIN_INTERVAL_SECS", default_value_t = DEFAULT_RETRAIN_MIN_INTERVAL_SECS)]
     pub retrain_min_interval_secs: u64,
+    /// Connectors file (TOML): the Zammad, Chatwoot and webhook endpoints of
+    /// each tenant, their secrets, and how queues, priorities and categories
+    /// map to Zammad's groups, priority ids and tags (docs/INTEGRATIONS.md).
+    /// Checked against the pack at start.
+    #[arg(long, env = "TRIAGE_CONNECTORS")]
+    pub connectors: Option<PathBuf>,
+    /// Origins (`https://shop.example.com`) whose pages may call the chat
+    /// widget's routes (`/v1/deflect`, `/v1/chat/tickets`) across origins
+    /// (CORS). Default: none.
+    #[arg(
+        long = "widget-origin",
+        env = "TRIAGE_WIDGET_ORIGINS",
+        value_delimiter = ','
+    )]
+    pub widget_origins: Vec<String>,
+    /// Delay before a failed outgoing call (Zammad, Chatwoot, webhooks) is
+    /// retried the first time, in milliseconds; doubled at each retry, with jitter.
+    #[arg(long, env = "TRIAGE_OUTBOX_BACKOFF_MS", default_value_t = crate::connectors::DEFAULT_OUTBOX_BACKOFF_MS)]
+    pub outbox_backoff_ms: u64,
+    /// Longest delay between two attempts of an outgoing call, in
+    /// milliseconds (a `Retry-After` may ask for more).
+    #[arg(long, env = "TRIAGE_OUTBOX_MAX_BACKOFF_MS", default_value_t = crate::connectors::DEFAULT_OUTBOX_MAX_BACKOFF_MS)]
+    pub outbox_max_backoff_ms: u64,
+    /// Attempts of an outgoing call before its delivery is given up (and
+    /// shown in /readyz, /metrics and GET /v1/admin/outbox).
+    #[arg(long, env = "TRIAGE_OUTBOX_MAX_ATTEMPTS", default_value_t = crate::connectors::DEFAULT_OUTBOX_MAX_ATTEMPTS)]
+    pub outbox_max_attempts: u32,
+    /// Longest wait for the answer of one outgoing call, in milliseconds.
+    #[arg(long, env = "TRIAGE_OUTBOX_TIMEOUT_MS", default_value_t = crate::connectors::DEFAULT_OUTBOX_TIMEOUT_MS)]
+    pub outbox_timeout_ms: u64,
 }
 
 /// [`ServeOptions`] with the origin of each value, as `triage serve` takes them.
@@ -396,6 +432,8 @@ pub struct Config {
     pub limits: Limits,
     /// Background retraining of the classifiers.
     pub retrain: RetrainPolicy,
+    /// Zammad, Chatwoot, outgoing webhooks, the widget's origins, the outbox's retries.
+    pub connectors: crate::connectors::Settings,
 }
 
 /// The settings `args` and the file they name give, with the origin of each:
@@ -500,8 +538,10 @@ impl Config {
                 min_sessions: o.learn_min_sessions,
             },
         };
+        let connectors = connector_settings(o, &engine.pack_dir)?;
         Ok(Config {
             addr,
+            connectors,
             engine,
             api_keys,
             allow_unauthenticated: o.allow_unauthenticated,
@@ -515,12 +555,52 @@ impl Config {
     }
 }
 
+/// The connectors file (checked against the pack), the widget's origins and
+/// the outbox's retry policy.
+fn connector_settings(
+    o: &ServeOptions,
+    pack_dir: &Path,
+) -> anyhow::Result<crate::connectors::Settings> {
+    let mut settings = match &o.connectors {
+        Some(path) => {
+            let pack = triage::Pack::load(pack_dir)
+                .with_context(|| format!("loading pack {} to check the connectors file", pack_dir.display()))?;
+            crate::connectors::settings::load(path, &pack)?
+        }
+        None => crate::connectors::Settings::default(),
+    };
+    for origin in &o.widget_origins {
+        let rest = origin
+            .strip_prefix("https://")
+            .or_else(|| origin.strip_prefix("http://"));
+        if rest.is_none_or(|r| r.is_empty() || r.trim_end_matches('/').contains('/')) {
+            anyhow::bail!(
+                "widget origin `{origin}` is not an origin: write scheme://host[:port], e.g. https://shop.example.com"
+            );
+        }
+    }
+    settings.widget_origins = o.widget_origins.clone();
+    settings.policy = crate::connectors::RetryPolicy {
+        base: Duration::from_millis(o.outbox_backoff_ms),
+        max: Duration::from_millis(o.outbox_max_backoff_ms),
+        max_attempts: o.outbox_max_attempts,
+        timeout: Duration::from_millis(o.outbox_timeout_ms),
+    };
+    if o.outbox_backoff_ms == 0 || o.outbox_max_attempts == 0 || o.outbox_timeout_ms == 0 {
+        anyhow::bail!("outbox_backoff_ms, outbox_max_attempts and outbox_timeout_ms must be positive");
+    }
+    if o.outbox_max_backoff_ms < o.outbox_backoff_ms {
+        anyhow::bail!("outbox_max_backoff_ms must be at least outbox_backoff_ms");
+    }
+    Ok(settings)
+}
+
 /// Parses `TOKEN=TENANT:SCOPE`. Errors never repeat the token: it is a secret.
 fn parse_key(spec: &str) -> anyhow::Result<(String, ApiKey)> {
     let Some((token, grant)) = spec.split_once('=') else {
         anyhow::bail!(
-            "expected TOKEN=TENANT:SCOPE (SCOPE chat, agent or admin; the default tenant is the \
-             empty name: TOKEN=:chat)"
+            "expected TOKEN=TENANT:SCOPE (SCOPE public, chat, agent or admin; the default tenant \
+             is the empty name: TOKEN=:chat)"
         );
     };
     let token = token.trim();
@@ -534,13 +614,13 @@ fn parse_key(spec: &str) -> anyhow::Result<(String, ApiKey)> {
 fn parse_grant(grant: &str) -> anyhow::Result<ApiKey> {
     let Some((tenant, scope)) = grant.rsplit_once(':') else {
         anyhow::bail!(
-            "the key has no scope: write TENANT:SCOPE with SCOPE chat, agent or admin (the \
-             default tenant is the empty name, e.g. `:chat`)"
+            "the key has no scope: write TENANT:SCOPE with SCOPE public, chat, agent or admin \
+             (the default tenant is the empty name, e.g. `:chat`)"
         );
     };
     let scope = Scope::parse(scope).ok_or_else(|| {
         anyhow::anyhow!(
-            "unknown scope `{}` (expected chat, agent or admin)",
+            "unknown scope `{}` (expected public, chat, agent or admin)",
             scope.trim()
         )
     })?;

@@ -10,6 +10,7 @@
 //! | [`config`] | the settings, declared once: flags, environment, the TOML file, defaults |
 //! | [`http`] | the adapter: router, thin handlers, extractors, auth, guards, one error type |
 //! | [`services`] | what handlers call besides the engine: the job store, the retrain scheduler |
+//! | [`connectors`] | Zammad, Chatwoot and signed webhooks: verification, write-backs, the durable outbox |
 //! | [`serve`] | binding, background engine load, graceful shutdown |
 //! | [`reclassify`] | the resumable bulk reclassification behind jobs and `triage reclassify` |
 //! | `pages` | the `/chat` and `/agent` pages |
@@ -17,6 +18,7 @@
 
 pub mod cli;
 pub mod config;
+pub mod connectors;
 pub mod http;
 mod pages;
 pub mod reclassify;

@@ -118,9 +118,12 @@ pub(crate) async fn serve_on(
     }
 
     let jobs_state = state.clone();
-    tokio::task::spawn_blocking(move || jobs_state.jobs().shutdown())
-        .await
-        .context("stopping background jobs")?;
+    tokio::task::spawn_blocking(move || {
+        jobs_state.jobs().shutdown();
+        jobs_state.connectors().shutdown();
+    })
+    .await
+    .context("stopping background jobs and the outbox")?;
     if load_watch.is_finished() {
         load_watch
             .await

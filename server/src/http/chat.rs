@@ -14,6 +14,7 @@ use triage::api::{
 use super::error::{ApiError, ApiResult};
 use super::extract::{check_id, check_short, check_tenant, check_text, is_blank, ApiJson};
 use super::{AppState, Caller};
+use crate::connectors::events;
 
 /// `POST /v1/deflect`: answer, clarify or hand off (with a prefilled ticket draft).
 #[utoipa::path(post, path = "/deflect", request_body = ChatMessage,
@@ -61,7 +62,20 @@ pub async fn feedback(
     check_id("article_id", &fb.article_id)?;
     check_tenant(&fb.tenant)?;
     fb.tenant = caller.tenant(&fb.tenant);
+    let (tenant, article) = (fb.tenant.clone(), fb.article_id.clone());
     let outcome = state.run(move |e| Ok(e.chat_feedback(&fb)?)).await?;
+    if outcome.learning == "active" {
+        let learned = events::PhrasingLearned {
+            id: None,
+            article_id: article,
+            text: None,
+            status: "active".into(),
+            source: "customer".into(),
+        };
+        state
+            .emit(&tenant, events::PHRASING_LEARNED, learned)
+            .await?;
+    }
     state
         .metrics()
         .observe_decision("chat_feedback", &outcome.learning);
@@ -125,7 +139,15 @@ pub async fn ticket(
         ));
     }
     req.tenant = caller.tenant(&req.tenant);
+    let tenant = req.tenant.clone();
     let created = state.run(move |e| Ok(e.chat_ticket(&req)?)).await?;
+    let handoff = events::ChatHandoff {
+        source: "chat".into(),
+        ticket_id: Some(created.ticket_id.clone()),
+        conversation: None,
+        draft: created.draft.clone(),
+    };
+    state.emit(&tenant, events::CHAT_HANDOFF, handoff).await?;
     state.metrics().observe_decision("chat_ticket", "created");
     Ok(Json(created))
 }

@@ -189,5 +189,18 @@ impl From<ServiceError> for ApiError {
     }
 }
 
+impl From<crate::connectors::ConnectorError> for ApiError {
+    fn from(err: crate::connectors::ConnectorError) -> Self {
+        use crate::connectors::ConnectorError as E;
+        match err {
+            E::NotConfigured(m) => ApiError::NotFound(m),
+            E::Unauthorized(m) => ApiError::Unauthorized(m),
+            E::InvalidInput(m) => ApiError::InvalidInput(m),
+            E::NotReady(m) => ApiError::NotReady(m),
+            E::Service(e) => ApiError::from(e),
+        }
+    }
+}
+
 /// Result alias for handlers.
 pub type ApiResult<T> = Result<T, ApiError>;

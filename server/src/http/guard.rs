@@ -9,7 +9,9 @@
 //!   `nosniff` goes on every answer.
 //! * [`same_origin`] (`/v1`): a browser request from another origin
 //!   (`Origin` not this host, or `null`) is refused with 403, so a web page
-//!   an agent opens cannot post to the API on their behalf.
+//!   an agent opens cannot post to the API on their behalf; only the
+//!   widget's routes (those a `public` key may call) answer pages of the
+//!   configured widget origins, with CORS headers (none by default).
 //! * [`read_body`] (each `/v1` route, before its concurrency slot): a body
 //!   must be JSON (`Content-Type: application/json`, else 415: `text/plain`
 //!   and form posts are what cross-site pages can send without asking); a
@@ -20,7 +22,10 @@
 
 use axum::body::{Body, Bytes};
 use axum::extract::{Request, State};
-use axum::http::header::{CONTENT_LENGTH, CONTENT_TYPE, HOST, ORIGIN};
+use axum::http::header::{
+    ACCESS_CONTROL_ALLOW_HEADERS, ACCESS_CONTROL_ALLOW_METHODS, ACCESS_CONTROL_ALLOW_ORIGIN,
+    ACCESS_CONTROL_MAX_AGE, CONTENT_LENGTH, CONTENT_TYPE, HOST, ORIGIN, VARY,
+};
 use axum::http::{HeaderValue, Method};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
@@ -112,27 +117,66 @@ pub async fn check_request(State(state): State<AppState>, req: Request, next: Ne
     response
 }
 
-/// Refuses browser requests from another origin (see the module docs).
-pub async fn same_origin(req: Request, next: Next) -> Response {
-    if let Some(origin) = req.headers().get(ORIGIN) {
-        let origin = origin.to_str().unwrap_or("null").trim();
-        let host = req
-            .headers()
-            .get(HOST)
-            .and_then(|h| h.to_str().ok())
-            .unwrap_or_default();
-        let authority = origin
-            .strip_prefix("https://")
-            .or_else(|| origin.strip_prefix("http://"));
-        if authority.is_none_or(|a| !a.eq_ignore_ascii_case(host)) {
-            return ApiError::Forbidden(format!(
-                "cross-origin request from `{}` refused: the API answers pages of its own origin only",
-                origin.chars().take(100).collect::<String>()
-            ))
-            .into_response();
-        }
+/// Whether `path` (under `/v1`, with or without the prefix) is one of the
+/// widget's routes, which configured origins may call across origins.
+fn widget_route(path: &str) -> bool {
+    static PATHS: std::sync::OnceLock<Vec<String>> = std::sync::OnceLock::new();
+    let path = path.strip_prefix("/v1").unwrap_or(path);
+    PATHS
+        .get_or_init(super::routes::cross_origin_paths)
+        .iter()
+        .any(|p| p == path)
+}
+
+/// Refuses browser requests from another origin (see the module docs),
+/// except a configured widget origin's calls of the widget's routes: their
+/// CORS preflight is answered here, and their answers carry
+/// `Access-Control-Allow-Origin`.
+pub async fn same_origin(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    let Some(origin) = req.headers().get(ORIGIN) else {
+        return next.run(req).await;
+    };
+    let origin = origin.to_str().unwrap_or("null").trim().to_string();
+    let host = req
+        .headers()
+        .get(HOST)
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or_default();
+    let authority = origin
+        .strip_prefix("https://")
+        .or_else(|| origin.strip_prefix("http://"));
+    if authority.is_some_and(|a| a.eq_ignore_ascii_case(host)) {
+        return next.run(req).await;
     }
-    next.run(req).await
+    if widget_route(req.uri().path()) && state.connectors().settings().origin_allowed(&origin) {
+        let allow = HeaderValue::from_str(&origin).unwrap_or(HeaderValue::from_static("null"));
+        let mut response = if req.method() == Method::OPTIONS {
+            let mut r = axum::http::StatusCode::NO_CONTENT.into_response();
+            let h = r.headers_mut();
+            h.insert(ACCESS_CONTROL_ALLOW_METHODS, HeaderValue::from_static("POST"));
+            h.insert(
+                ACCESS_CONTROL_ALLOW_HEADERS,
+                HeaderValue::from_static("authorization, content-type"),
+            );
+            h.insert(ACCESS_CONTROL_MAX_AGE, HeaderValue::from_static("600"));
+            r
+        } else {
+            next.run(req).await
+        };
+        response
+            .headers_mut()
+            .insert(ACCESS_CONTROL_ALLOW_ORIGIN, allow);
+        response
+            .headers_mut()
+            .insert(VARY, HeaderValue::from_static("Origin"));
+        return response;
+    }
+    ApiError::Forbidden(format!(
+        "cross-origin request from `{}` refused: the API answers pages of its own origin, and the \
+         widget's routes pages of the configured widget origins (--widget-origin)",
+        origin.chars().take(100).collect::<String>()
+    ))
+    .into_response()
 }
 
 /// Whether a `Content-Type` names JSON (`application/json`, `application/*+json`).

@@ -12,6 +12,7 @@ use super::extract::{
     check_fields, check_id, check_short, check_tenant, check_text, is_blank, ApiJson,
 };
 use super::{AppState, Caller};
+use crate::connectors::events;
 
 /// Most hits a search may ask for.
 pub(super) const MAX_K: usize = 100;
@@ -28,7 +29,15 @@ pub async fn triage(
 ) -> ApiResult<Json<triage::api::TriageResult>> {
     check_request(&state, &req)?;
     req.tenant = caller.tenant(&req.tenant);
+    let tenant = req.tenant.clone();
     let result = state.run(move |e| Ok(e.triage(&req)?)).await?;
+    state
+        .emit(
+            &tenant,
+            events::TRIAGE_DECIDED,
+            events::TriageDecided::from_result("api", None, &result),
+        )
+        .await?;
     let m = state.metrics();
     m.observe_decision(
         "category",
@@ -150,7 +159,23 @@ pub async fn feedback(
         }
     }
     fb.tenant = caller.tenant(&fb.tenant);
+    let tenant = fb.tenant.clone();
     let outcome = state.run(move |e| Ok(e.feedback(fb)?)).await?;
+    if let Some(p) = &outcome.learned_phrasing {
+        let learned = events::PhrasingLearned {
+            id: Some(p.id.clone()),
+            article_id: p.article_id.clone(),
+            text: Some(p.text.clone()),
+            status: serde_json::to_value(&p.status)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_string))
+                .unwrap_or_default(),
+            source: p.source.clone(),
+        };
+        state
+            .emit(&tenant, events::PHRASING_LEARNED, learned)
+            .await?;
+    }
     state.metrics().observe_decision("feedback", "accepted");
     Ok(Json(outcome))
 }

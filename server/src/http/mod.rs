@@ -15,7 +15,9 @@
 mod admin;
 pub mod auth;
 mod chat;
+mod connectors;
 mod documents;
+mod embeddings;
 pub mod error;
 mod extract;
 mod guard;
@@ -60,6 +62,7 @@ struct Shared {
     retrainer: Arc<Retrainer>,
     connections: Arc<listen::ConnStats>,
     data_dir: std::path::PathBuf,
+    connectors: Arc<crate::connectors::Connectors>,
 }
 
 impl AppState {
@@ -78,17 +81,51 @@ impl AppState {
                 retrainer: Arc::new(Retrainer::new(cfg.retrain.clone())),
                 connections: Arc::new(listen::ConnStats::default()),
                 data_dir: cfg.engine.data_dir.clone(),
+                connectors: Arc::new(crate::connectors::Connectors::new(
+                    &cfg.engine.data_dir,
+                    cfg.connectors.clone(),
+                )),
             }),
         }
     }
 
     /// Installs the loaded engine (which trained its classifiers while
-    /// opening) and starts the background job worker.
+    /// opening) and starts the background job worker and the outbox.
     pub fn set_engine(&self, engine: Arc<Engine>) {
         if self.inner.engine.set(Arc::clone(&engine)).is_ok() {
             self.inner.retrainer.engine_loaded();
             self.inner.jobs.start(engine);
+            self.inner.connectors.start();
         }
+    }
+
+    /// The connectors (Zammad, Chatwoot, signed webhooks) and their outbox.
+    pub fn connectors(&self) -> Arc<crate::connectors::Connectors> {
+        Arc::clone(&self.inner.connectors)
+    }
+
+    /// Posts a signed event to the tenant's subscribed endpoints (see
+    /// [`crate::connectors::Connectors::emit`]), off the async workers.
+    pub(crate) async fn emit<T: serde::Serialize + Send + 'static>(
+        &self,
+        tenant: &str,
+        event_type: &'static str,
+        data: T,
+    ) -> ApiResult<()> {
+        let connectors = self.connectors();
+        if !connectors
+            .settings()
+            .webhooks
+            .iter()
+            .any(|w| w.tenant == tenant && w.wants(event_type))
+        {
+            return Ok(());
+        }
+        let tenant = tenant.to_string();
+        self.blocking(move || connectors.emit(&tenant, event_type, data))
+            .await?
+            .map(drop)
+            .map_err(ApiError::from)
     }
 
     /// Starts the background retrain task ([`retrain::background`]) on the
@@ -197,10 +234,12 @@ impl AppState {
 /// timed out), health, metrics, OpenAPI and pages, all counted in `/metrics`
 /// and checked by [`guard::check_request`].
 pub fn app(state: AppState) -> Router {
-    use axum::middleware::{from_fn, from_fn_with_state as mw};
+    use axum::middleware::from_fn_with_state as mw;
     let v1 = routes::v1(&state)
         .layer(mw(state.clone(), auth::authenticate))
-        .layer(from_fn(guard::same_origin));
+        // The platforms' webhooks authenticate with their signatures, not keys.
+        .merge(routes::signed(&state))
+        .layer(mw(state.clone(), guard::same_origin));
     Router::new()
         .nest("/v1", v1)
         .merge(routes::public())

@@ -22,7 +22,7 @@ use crate::config::Limits;
 #[derive(OpenApi)]
 #[openapi(info(
     title = "triage",
-    description = "Self-hosted AI triage and knowledge retrieval for support tickets (Chinese + English). With API keys configured, every /v1 route needs `Authorization: Bearer <key>` with a key whose scope covers the route (`x-scope`: chat < agent < admin) and acts for the key's tenant. A request that times out (504) is not cancelled: a write may still be applied, so re-read before retrying it."
+    description = "Self-hosted AI triage and knowledge retrieval for support tickets (Chinese + English). With API keys configured, every /v1 route needs `Authorization: Bearer <key>` with a key whose scope covers the route (`x-scope`: public < chat < agent < admin); the platforms' webhooks (`/v1/connectors/...`) take no key but the platform's signature (`x-scope: signature`). The `webhooks` section documents the signed events the service posts to configured endpoints. and acts for the key's tenant. A request that times out (504) is not cancelled: a write may still be applied, so re-read before retrying it."
 ))]
 struct ApiDoc;
 
@@ -153,6 +153,29 @@ fn build(facts: &Facts) -> Value {
             json!({ format!("/v1{}", op.path): { method: operation } }),
         );
     }
+    for item in documented.signed {
+        let item = serde_json::to_value(item).unwrap_or_default();
+        let Some(items) = item.as_object() else {
+            continue;
+        };
+        for (path, methods) in items {
+            let Some(methods) = methods.as_object() else {
+                continue;
+            };
+            for (method, operation) in methods {
+                let mut operation = operation.clone();
+                operation["x-scope"] = json!("signature");
+                add_errors(
+                    &mut operation,
+                    &["400", "403", "408", "413", "414", "415", "421", "431", "500", "503", "504"],
+                );
+                merge(
+                    &mut paths,
+                    json!({ format!("/v1{path}"): { method.clone(): operation } }),
+                );
+            }
+        }
+    }
     for item in documented.public {
         let mut item = serde_json::to_value(item).unwrap_or_default();
         if let Some(items) = item.as_object_mut() {
@@ -170,8 +193,12 @@ fn build(facts: &Facts) -> Value {
     for (name, schema) in documented.schemas {
         schemas.insert(name, serde_json::to_value(schema).unwrap_or_default());
     }
+    for (name, schema) in crate::connectors::events::schemas() {
+        schemas.insert(name, serde_json::to_value(schema).unwrap_or_default());
+    }
     schemas.insert("Error".into(), error_schema());
     doc["paths"] = paths;
+    doc["webhooks"] = crate::connectors::events::webhooks_doc();
     doc["components"] = json!({
         "schemas": schemas,
         "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
@@ -183,10 +210,20 @@ fn build(facts: &Facts) -> Value {
         for path in ["/healthz", "/readyz", "/v1/openapi.json"] {
             doc["paths"][path]["get"]["security"] = json!([]);
         }
+        for path in ["/v1/connectors/zammad/webhook", "/v1/connectors/chatwoot/webhook"] {
+            doc["paths"][path]["post"]["security"] = json!([]);
+        }
     } else {
-        // Without keys nothing is authenticated (loopback only): no 401.
+        // Without keys nothing is authenticated (loopback only): no 401,
+        // but for the webhooks' signatures.
         if let Some(paths) = doc["paths"].as_object_mut() {
-            for item in paths.values_mut().filter_map(Value::as_object_mut) {
+            for (_, item) in paths
+                .iter_mut()
+                .filter(|(p, _)| !p.starts_with("/v1/connectors/"))
+            {
+                let Some(item) = item.as_object_mut() else {
+                    continue;
+                };
                 for op in item.values_mut().filter_map(Value::as_object_mut) {
                     op.remove("security");
                     if let Some(r) = op.get_mut("responses").and_then(Value::as_object_mut) {

@@ -24,7 +24,7 @@ pub async fn healthz() -> Json<serde_json::Value> {
 /// status: the service's totals are nobody else's business.
 #[utoipa::path(get, path = "/readyz", security(()),
     responses(
-        (status = 200, description = "Ready; for an operator (an admin key of the default tenant, or no keys configured) with index statistics and the retrain status", body = serde_json::Value),
+        (status = 200, description = "Ready; for an operator (an admin key of the default tenant, or no keys configured) with index statistics, the retrain status and the outbox (pending and failed deliveries to other systems)", body = serde_json::Value),
         (status = 503, description = "Still loading, or the engine could not be loaded"),
     ))]
 pub async fn readyz(
@@ -47,8 +47,14 @@ pub async fn readyz(
     .map_err(|_| ApiError::Internal("reading engine statistics failed".into()))?;
     let stats = stats.map_err(|e| ApiError::Internal(format!("engine statistics: {e}")))?;
     let retrain = retrain.map_err(|e| ApiError::Internal(format!("retrain status: {e}")))?;
+    let connectors = state.connectors();
+    let outbox = match (connectors.stats(), connectors.open_error()) {
+        (Some(s), _) => json!(s),
+        (None, Some(e)) => json!({"error": e}),
+        (None, None) => json!(null),
+    };
     Ok(Json(
-        json!({"status": "ready", "stats": stats, "retrain": retrain}),
+        json!({"status": "ready", "stats": stats, "retrain": retrain, "outbox": outbox}),
     ))
 }
 
@@ -91,6 +97,9 @@ pub async fn metrics(State(state): State<AppState>, headers: HeaderMap) -> Respo
     };
     if let Some(status) = status {
         gauges.extend(retrain_gauges(&status));
+    }
+    if let Some(outbox) = state.connectors().stats() {
+        gauges.extend(outbox_gauges(&outbox));
     }
     let c = state.connections().snapshot();
     for (name, help, value) in [
@@ -167,6 +176,45 @@ fn retrain_gauges(s: &crate::services::retrain::RetrainStatus) -> Vec<(String, S
     out.into_iter()
         .map(|(name, help, v)| (name.to_string(), help.to_string(), v))
         .collect()
+}
+
+/// The outbox's figures as gauges.
+fn outbox_gauges(s: &crate::connectors::OutboxStats) -> Vec<(String, String, f64)> {
+    let mut out = vec![
+        (
+            "triage_outbox_pending".to_string(),
+            "Deliveries to other systems (Zammad, Chatwoot, webhooks) waiting in the outbox.".to_string(),
+            s.pending as f64,
+        ),
+        (
+            "triage_outbox_failed".to_string(),
+            "Deliveries given up (a 4xx that will not succeed, or too many attempts); listed in /readyz and GET /v1/admin/outbox.".to_string(),
+            s.failed as f64,
+        ),
+        (
+            "triage_outbox_oldest_pending_seconds".to_string(),
+            "Age of the oldest pending delivery.".to_string(),
+            s.oldest_pending_seconds as f64,
+        ),
+        (
+            "triage_outbox_delivered_total".to_string(),
+            "Deliveries completed since the server started.".to_string(),
+            s.delivered_total as f64,
+        ),
+        (
+            "triage_outbox_retries_total".to_string(),
+            "Failed attempts retried since the server started.".to_string(),
+            s.retries_total as f64,
+        ),
+    ];
+    for connector in ["zammad", "chatwoot", "webhook"] {
+        out.push((
+            format!("triage_outbox_pending_{connector}"),
+            format!("Deliveries of the {connector} connector waiting in the outbox."),
+            s.pending_by_connector.get(connector).copied().unwrap_or(0) as f64,
+        ));
+    }
+    out
 }
 
 /// Total size of the files under `dir` (unreadable entries count as 0).

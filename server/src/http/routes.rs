@@ -5,9 +5,13 @@
 //!
 //! | scope | may |
 //! |---|---|
-//! | `chat` | deflect, the conversation's feedback, draft and ticket, the pack's taxonomy |
-//! | `agent` | all of `chat`, triage, suggest, search, corrections, tickets, articles, learned phrasings |
-//! | `admin` | all of `agent`, retraining, jobs and statistics of the tenant |
+//! | `public` | deflect and submit a handoff ticket (the widget's key, published in web pages) |
+//! | `chat` | all of `public`, the conversation's feedback and draft, the pack's taxonomy |
+//! | `agent` | all of `chat`, triage, suggest, search, corrections, tickets, articles, learned phrasings, embeddings |
+//! | `admin` | all of `agent`, retraining, jobs, statistics and the outbox of the tenant |
+//!
+//! The platforms' webhooks ([`signed`]) take no key: each is authenticated
+//! by the platform's signature, checked by its connector.
 //!
 //! Each operation's stack, outermost first: the scope check (403), the body
 //! read under its deadline ([`super::guard::read_body`]), the concurrency slot
@@ -22,7 +26,10 @@ use utoipa::openapi::path::Paths;
 use utoipa::openapi::{RefOr, Schema};
 use utoipa_axum::routes;
 
-use super::{admin, auth, chat, documents, guard, handlers, middleware, ops, AppState};
+use super::{
+    admin, auth, chat, connectors, documents, embeddings, guard, handlers, middleware, ops,
+    AppState,
+};
 use crate::config::Scope;
 
 /// One `/v1` operation: method, path (under `/v1`), the scope it needs, and
@@ -54,17 +61,17 @@ struct Entry {
 /// Every `/v1` operation with its handler: the one list the router and the
 /// OpenAPI document are built from.
 fn table() -> Vec<Entry> {
-    use Scope::{Admin, Agent, Chat};
+    use Scope::{Admin, Agent, Chat, Public};
     let op = |scope, routed| Entry {
         scope,
         timed: true,
         routed,
     };
     vec![
-        op(Chat, routes!(chat::deflect)),
+        op(Public, routes!(chat::deflect)),
         op(Chat, routes!(chat::feedback)),
         op(Chat, routes!(chat::draft)),
-        op(Chat, routes!(chat::ticket)),
+        op(Public, routes!(chat::ticket)),
         op(Chat, routes!(handlers::pack)),
         op(Agent, routes!(handlers::triage)),
         op(Agent, routes!(handlers::suggest)),
@@ -83,13 +90,33 @@ fn table() -> Vec<Entry> {
         op(Admin, routes!(documents::job_status)),
         op(Admin, routes!(documents::cancel_job)),
         op(Admin, routes!(documents::job_labels)),
+        op(Agent, routes!(embeddings::embeddings)),
         op(Admin, routes!(admin::stats)),
+        op(Admin, routes!(connectors::outbox)),
         Entry {
             scope: Admin,
             timed: false,
             routed: routes!(admin::retrain),
         },
     ]
+}
+
+/// The `/v1` routes authenticated by a platform's signature instead of a key.
+fn signed_table() -> Vec<Routed> {
+    vec![
+        routes!(connectors::zammad_webhook),
+        routes!(connectors::chatwoot_webhook),
+    ]
+}
+
+/// The paths (under `/v1`) a page of a configured widget origin may call:
+/// those a `public` key may (see `guard::same_origin`).
+pub fn cross_origin_paths() -> Vec<String> {
+    table()
+        .into_iter()
+        .filter(|e| e.scope == Scope::Public)
+        .flat_map(|e| e.routed.1.paths.into_keys())
+        .collect()
 }
 
 /// The routes outside `/v1`'s table (no key scope, no body, not shed): the
@@ -144,12 +171,24 @@ pub fn operations() -> Vec<Operation> {
         .collect()
 }
 
+/// The signed webhook routes (method, path under `/v1`), for the tests.
+#[cfg(test)]
+pub fn signed_operations() -> Vec<(Method, String)> {
+    signed_table()
+        .into_iter()
+        .flat_map(|(_, paths, _)| methods_of(&paths))
+        .map(|(path, method)| (method, path))
+        .collect()
+}
+
 /// What the OpenAPI document is built from: each `/v1` operation with its
 /// documented path item (paths under `/v1`), then the public routes
 /// (absolute paths, no operation), and the schemas all of them name.
 pub(super) struct Documented {
     /// The `/v1` operations and their path items.
     pub v1: Vec<(Operation, Paths)>,
+    /// The signed webhooks' path items (paths under `/v1`).
+    pub signed: Vec<Paths>,
     /// The public routes' path items.
     pub public: Vec<Paths>,
     /// Every schema the handlers name.
@@ -180,8 +219,14 @@ pub(super) fn documented() -> Documented {
         schemas.extend(named);
         public.push(paths);
     }
+    let mut signed = Vec::new();
+    for (named, paths, _) in signed_table() {
+        schemas.extend(named);
+        signed.push(paths);
+    }
     Documented {
         v1,
+        signed,
         public,
         schemas,
     }
@@ -192,6 +237,21 @@ pub fn public() -> Router<AppState> {
     public_table()
         .into_iter()
         .fold(Router::new(), |router, (_, paths, handler)| {
+            let path = paths.paths.keys().next().cloned().unwrap_or_default();
+            router.route(&path, handler)
+        })
+}
+
+/// The signed webhooks' router: the stack of the table's routes (body read,
+/// shed, timeout), without the key scope.
+pub fn signed(state: &AppState) -> Router<AppState> {
+    signed_table()
+        .into_iter()
+        .fold(Router::new(), |router, (_, paths, handler)| {
+            let handler = handler
+                .route_layer(from_fn_with_state(state.clone(), middleware::timeout))
+                .route_layer(from_fn_with_state(state.clone(), middleware::shed))
+                .route_layer(from_fn_with_state(state.clone(), guard::read_body));
             let path = paths.paths.keys().next().cloned().unwrap_or_default();
             router.route(&path, handler)
         })

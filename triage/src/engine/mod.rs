@@ -272,6 +272,12 @@ impl Engine {
         self.writes.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// The embedder the engine embeds with (the server's batching one): for
+    /// clients that want the same vectors (`POST /v1/embeddings`).
+    pub fn embedder(&self) -> Arc<dyn TextEmbedder> {
+        Arc::clone(&self.embedder)
+    }
+
     fn embed_one(&self, text: &str, kind: EmbedKind) -> Result<Vec<f32>> {
         self.embedder
             .embed(&[text], kind)?

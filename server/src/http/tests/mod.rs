@@ -116,6 +116,7 @@ fn config(data_dir: PathBuf, keys: &[(&str, &str)], limits: Limits) -> Config {
             after_changes: 0,
             ..RetrainPolicy::default()
         },
+        connectors: crate::connectors::Settings::default(),
     }
 }
 
