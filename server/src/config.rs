@@ -563,8 +563,12 @@ fn connector_settings(
 ) -> anyhow::Result<crate::connectors::Settings> {
     let mut settings = match &o.connectors {
         Some(path) => {
-            let pack = triage::Pack::load(pack_dir)
-                .with_context(|| format!("loading pack {} to check the connectors file", pack_dir.display()))?;
+            let pack = triage::Pack::load(pack_dir).with_context(|| {
+                format!(
+                    "loading pack {} to check the connectors file",
+                    pack_dir.display()
+                )
+            })?;
             crate::connectors::settings::load(path, &pack)?
         }
         None => crate::connectors::Settings::default(),
@@ -587,7 +591,9 @@ fn connector_settings(
         timeout: Duration::from_millis(o.outbox_timeout_ms),
     };
     if o.outbox_backoff_ms == 0 || o.outbox_max_attempts == 0 || o.outbox_timeout_ms == 0 {
-        anyhow::bail!("outbox_backoff_ms, outbox_max_attempts and outbox_timeout_ms must be positive");
+        anyhow::bail!(
+            "outbox_backoff_ms, outbox_max_attempts and outbox_timeout_ms must be positive"
+        );
     }
     if o.outbox_max_backoff_ms < o.outbox_backoff_ms {
         anyhow::bail!("outbox_max_backoff_ms must be at least outbox_backoff_ms");
@@ -631,7 +637,7 @@ fn parse_grant(grant: &str) -> anyhow::Result<ApiKey> {
 }
 
 /// `fixtures/demo-pack` under the working directory, else the copy in the source tree.
-fn default_pack_dir() -> PathBuf {
+pub fn default_pack_dir() -> PathBuf {
     let local = PathBuf::from(DEFAULT_PACK_DIR);
     if local.is_dir() {
         return local;

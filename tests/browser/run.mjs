@@ -6,13 +6,17 @@
 //   3. a correction in the agent panel that changes the next suggestion,
 //   4. the learning loop: a customer says a clarified article helped, an agent
 //      approves the learned phrasing in the panel, the next customer asking
-//      that way is answered.
+//      that way is answered;
+//   5. the embeddable widget on a shop's page of another origin (a second
+//      server with a public key and --widget-origin): an answer, a handoff
+//      whose ticket is stored, and a page of an unlisted origin refused (CORS).
 // Screenshots go to docs/img/. Exit code 0 only when all pass.
 //
 // Env: TRIAGE_BIN (default target/debug/triage), CHROMIUM (default /usr/bin/chromium),
 // TRIAGE_BASE_URL (use an already running server instead of starting one).
 
 import { spawn } from "node:child_process";
+import { createServer } from "node:http";
 import { mkdtempSync, readFileSync, mkdirSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, dirname } from "node:path";
@@ -26,12 +30,12 @@ mkdirSync(shots, { recursive: true });
 
 function fail(msg) { throw new Error(msg); }
 
-async function startServer() {
-  if (process.env.TRIAGE_BASE_URL) return { base: process.env.TRIAGE_BASE_URL, stop: () => {} };
+async function startServer(extra = []) {
+  if (process.env.TRIAGE_BASE_URL && !extra.length) return { base: process.env.TRIAGE_BASE_URL, stop: () => {} };
   const bin = process.env.TRIAGE_BIN || join(root, "target", "debug", "triage");
   const data = mkdtempSync(join(tmpdir(), "triage-browser-"));
   const child = spawn(bin, ["serve", "--addr", "127.0.0.1:0", "--data-dir", data,
-    "--pack", join(root, "fixtures", "demo-pack")], { stdio: ["ignore", "pipe", "inherit"] });
+    "--pack", join(root, "fixtures", "demo-pack"), ...extra], { stdio: ["ignore", "pipe", "inherit"] });
   const base = await new Promise((resolve, reject) => {
     let buf = "";
     child.stdout.on("data", (d) => {
@@ -156,7 +160,82 @@ async function learningLoop(page, base, context) {
   await next.close();
 }
 
+// A shop's site on its own origin (another port), with the widget's one tag.
+function startShop() {
+  let widgetBase = "";
+  const srv = createServer((req, res) => {
+    res.writeHead(200, { "Content-Type": "text/html; charset=utf-8" });
+    res.end(`<!doctype html><html lang="zh-CN"><head><meta charset="utf-8"><title>Example shop</title></head>
+<body style="font-family: sans-serif; margin: 40px"><h1>示例商城 · Example shop</h1>
+<p>空调、冰箱、洗衣机……售后问题请点右下角的按钮。<br>After-sales questions: the button at the bottom right.</p>
+<script src="${widgetBase}/widget.js" data-tenant="" data-key="${WIDGET_KEY}" async></script></body></html>`);
+  });
+  return new Promise((resolve) => srv.listen(0, "127.0.0.1", () => resolve({
+    origin: "http://127.0.0.1:" + srv.address().port,
+    setWidget: (b) => { widgetBase = b; },
+    close: () => srv.close(),
+  })));
+}
+
+const WIDGET_KEY = "pk-widget-test";
+const ADMIN_KEY = "admin-widget-test";
+
+async function openWidget(page, url) {
+  await page.goto(url);
+  await page.locator("[data-testid=triage-open]").click();
+  await page.locator("[data-testid=triage-input]").waitFor({ timeout: 30_000 });
+}
+
+async function widgetAnswered(page, ctx) {
+  const article = firstArticle();
+  await openWidget(page, ctx.shop.origin);
+  await page.fill("[data-testid=triage-input]", article.question);
+  await page.click("[data-testid=triage-send]");
+  const answer = page.locator("[data-testid=triage-answer]").last();
+  await answer.waitFor({ timeout: 60_000 });
+  if (!(await answer.innerText()).includes(article.question)) fail("the widget's answer does not show the article");
+  await page.screenshot({ path: join(shots, "widget.png") });
+}
+
+async function widgetHandedOff(page, ctx) {
+  await openWidget(page, ctx.shop.origin);
+  await page.fill("[data-testid=triage-input]", "明天北京会下雨吗？我想去爬长城");
+  await page.click("[data-testid=triage-send]");
+  await page.locator("[data-testid=triage-handoff]").last().waitFor({ timeout: 60_000 });
+  await page.fill("[data-testid=triage-contact]", "13912345678");
+  await page.click("[data-testid=triage-submit]");
+  const created = page.locator("[data-testid=triage-created]").last();
+  await created.waitFor({ timeout: 30_000 });
+  const id = (await created.innerText()).match(/(chat-[a-z0-9-]+)/)?.[1];
+  if (!id) fail("no ticket id shown by the widget");
+  const res = await fetch(ctx.widget.base + "/v1/tickets/" + id, { headers: { Authorization: "Bearer " + ADMIN_KEY } });
+  if (res.status !== 200) fail("the widget's ticket is not stored: " + res.status);
+  const ticket = await res.json();
+  if (ticket.fields.contact !== "13912345678") fail("contact not stored: " + JSON.stringify(ticket));
+  // The public key cannot read it back.
+  const own = await fetch(ctx.widget.base + "/v1/tickets/" + id, { headers: { Authorization: "Bearer " + WIDGET_KEY } });
+  if (own.status !== 403) fail("the public key read a ticket: " + own.status);
+}
+
+async function widgetRefusedElsewhere(page, ctx) {
+  await openWidget(page, ctx.evil.origin);
+  await page.fill("[data-testid=triage-input]", "怎么申请退款");
+  await page.click("[data-testid=triage-send]");
+  const err = page.locator("[data-testid=triage-error]").last();
+  await err.waitFor({ timeout: 30_000 });
+  if ((await page.locator("[data-testid=triage-answer], [data-testid=triage-clarify], [data-testid=triage-handoff]").count()) !== 0) {
+    fail("an unlisted origin got an answer");
+  }
+}
+
 const server = await startServer();
+const shop = await startShop();
+const evil = await startShop();
+const widget = await startServer(["--api-key", WIDGET_KEY + "=:public", "--api-key", ADMIN_KEY + "=:admin",
+  "--widget-origin", shop.origin]);
+shop.setWidget(widget.base);
+evil.setWidget(widget.base);
+const ctx = { shop, evil, widget };
 const profile = mkdtempSync(join(tmpdir(), "triage-chromium-"));
 let context;
 let failed = 0;
@@ -168,7 +247,8 @@ try {
     args: ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
       "--disable-background-networking", "--disable-component-update", "--disable-sync"],
   });
-  for (const [name, test] of [["chat answered", chatAnswered], ["chat handed off", chatHandedOff], ["agent correction", agentCorrection], ["learning loop", learningLoop]]) {
+  for (const [name, test] of [["chat answered", chatAnswered], ["chat handed off", chatHandedOff], ["agent correction", agentCorrection], ["learning loop", learningLoop],
+    ["widget answered", (p) => widgetAnswered(p, ctx)], ["widget handed off", (p) => widgetHandedOff(p, ctx)], ["widget refused on an unlisted origin", (p) => widgetRefusedElsewhere(p, ctx)]]) {
     const page = await context.newPage();
     const errors = [];
     page.on("pageerror", (e) => errors.push(e.message));
@@ -188,6 +268,9 @@ try {
   if (context) await context.close();
   rmSync(profile, { recursive: true, force: true });
   await server.stop();
+  await widget.stop();
+  shop.close();
+  evil.close();
 }
 if (failed) { console.log(failed + " browser test(s) failed"); process.exit(1); }
 console.log("all browser tests passed; screenshots in docs/img/");

@@ -3,6 +3,7 @@
 mod bench;
 mod embed;
 mod eval;
+mod import;
 mod index;
 
 use std::path::PathBuf;
@@ -35,6 +36,9 @@ enum Command {
     Ingest(index::IngestArgs),
     /// Search an index; print hits with explanations as JSON lines.
     Search(index::SearchArgs),
+    /// Import history from a ticket platform (resumable).
+    #[command(subcommand)]
+    Import(import::ImportCommand),
     /// Measure quality on labelled data.
     #[command(subcommand)]
     Eval(eval::EvalCommand),
@@ -115,6 +119,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Embed(args) => embed::run(args),
         Command::Ingest(args) => index::ingest(args),
         Command::Search(args) => index::search(args),
+        Command::Import(cmd) => import::run(cmd),
         Command::Eval(cmd) => eval::run(cmd),
         Command::Bench(cmd) => bench::run(cmd),
     }

@@ -253,7 +253,10 @@ pub fn handoff_note(draft: &ChatDraft, reasons: &[String]) -> String {
         "Priority: {}\n",
         draft.priority.as_deref().unwrap_or("—")
     ));
-    t.push_str(&format!("Queue: {}\n", draft.queue.as_deref().unwrap_or("—")));
+    t.push_str(&format!(
+        "Queue: {}\n",
+        draft.queue.as_deref().unwrap_or("—")
+    ));
     if draft.needs_human {
         t.push_str("Needs a person: yes\n");
     }

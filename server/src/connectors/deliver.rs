@@ -203,13 +203,18 @@ impl Deliverer {
             }),
             Step::ZammadTag { ticket, tag } => self.with_zammad(tenant, |z| {
                 if check {
-                    let t = self.zammad_get(z, &format!("/api/v1/tags?object=Ticket&o_id={ticket}"))?;
-                    if t["tags"].as_array().is_some_and(|tags| tags.contains(&json!(tag))) {
+                    let t =
+                        self.zammad_get(z, &format!("/api/v1/tags?object=Ticket&o_id={ticket}"))?;
+                    if t["tags"]
+                        .as_array()
+                        .is_some_and(|tags| tags.contains(&json!(tag)))
+                    {
                         return Ok(());
                     }
                 }
                 let body = json!({"item": tag, "object": "Ticket", "o_id": ticket});
-                self.zammad_call(z, "POST", "/api/v1/tags/add", Some(body)).map(drop)
+                self.zammad_call(z, "POST", "/api/v1/tags/add", Some(body))
+                    .map(drop)
             }),
             Step::ZammadNote {
                 ticket,
@@ -252,7 +257,8 @@ impl Deliverer {
                             .into(),
                     );
                 }
-                let body = json!({"content": content, "message_type": "outgoing", "private": private});
+                let body =
+                    json!({"content": content, "message_type": "outgoing", "private": private});
                 self.chatwoot_post(
                     tenant,
                     &format!("/api/v1/accounts/{account}/conversations/{conversation}/messages"),
@@ -346,7 +352,10 @@ mod tests {
         assert_eq!(parse_retry_after("12"), Some(Duration::from_secs(12)));
         let later = std::time::SystemTime::now() + Duration::from_secs(90);
         let d = parse_retry_after(&httpdate::fmt_http_date(later)).unwrap();
-        assert!(d > Duration::from_secs(80) && d <= Duration::from_secs(90), "{d:?}");
+        assert!(
+            d > Duration::from_secs(80) && d <= Duration::from_secs(90),
+            "{d:?}"
+        );
         assert_eq!(parse_retry_after("soon"), None);
     }
 
@@ -362,11 +371,28 @@ mod tests {
                 maybe_applied: false
             }
         );
-        assert!(matches!(classify(Ok((503, String::new(), None))), Err(StepOutcome::Retry { .. })));
-        assert!(matches!(classify(Ok((422, "bad".into(), None))), Err(StepOutcome::Permanent(m)) if m.contains("422: bad")));
+        assert!(matches!(
+            classify(Ok((503, String::new(), None))),
+            Err(StepOutcome::Retry { .. })
+        ));
+        assert!(
+            matches!(classify(Ok((422, "bad".into(), None))), Err(StepOutcome::Permanent(m)) if m.contains("422: bad"))
+        );
         let refused = ureq::Error::Io(std::io::ErrorKind::ConnectionRefused.into());
-        assert!(matches!(classify(Err(refused)), Err(StepOutcome::Retry { maybe_applied: false, .. })));
+        assert!(matches!(
+            classify(Err(refused)),
+            Err(StepOutcome::Retry {
+                maybe_applied: false,
+                ..
+            })
+        ));
         let reset = ureq::Error::Io(std::io::ErrorKind::ConnectionReset.into());
-        assert!(matches!(classify(Err(reset)), Err(StepOutcome::Retry { maybe_applied: true, .. })));
+        assert!(matches!(
+            classify(Err(reset)),
+            Err(StepOutcome::Retry {
+                maybe_applied: true,
+                ..
+            })
+        ));
     }
 }

@@ -70,7 +70,11 @@ pub struct TriageDecided {
 
 impl TriageDecided {
     /// The event data of a triage result.
-    pub fn from_result(source: &str, ticket_id: Option<String>, r: &triage::api::TriageResult) -> Self {
+    pub fn from_result(
+        source: &str,
+        ticket_id: Option<String>,
+        r: &triage::api::TriageResult,
+    ) -> Self {
         TriageDecided {
             source: source.into(),
             ticket_id,
@@ -137,9 +141,21 @@ pub fn schemas() -> Vec<(String, RefOr<Schema>)> {
 pub fn webhooks_doc() -> Value {
     let mut hooks = serde_json::Map::new();
     for (event, data, summary) in [
-        (TRIAGE_DECIDED, "TriageDecided", "A triage decision (POST /v1/triage, a Zammad ticket)"),
-        (CHAT_HANDOFF, "ChatHandoff", "A conversation handed to a person, with its ticket draft"),
-        (PHRASING_LEARNED, "PhrasingLearned", "A phrasing that now answers for an article"),
+        (
+            TRIAGE_DECIDED,
+            "TriageDecided",
+            "A triage decision (POST /v1/triage, a Zammad ticket)",
+        ),
+        (
+            CHAT_HANDOFF,
+            "ChatHandoff",
+            "A conversation handed to a person, with its ticket draft",
+        ),
+        (
+            PHRASING_LEARNED,
+            "PhrasingLearned",
+            "A phrasing that now answers for an article",
+        ),
     ] {
         let header = |name: &str, description: &str| {
             json!({"name": name, "in": "header", "required": true, "description": description,

@@ -336,7 +336,11 @@ impl Connectors {
         let t = &payload.ticket;
         let title = clip(t.title.trim(), max_chars);
         let text = clip(
-            &payload.article.as_ref().map(|a| a.text()).unwrap_or_default(),
+            &payload
+                .article
+                .as_ref()
+                .map(|a| a.text())
+                .unwrap_or_default(),
             max_chars,
         );
         if title.trim().is_empty() && text.trim().is_empty() {
@@ -345,7 +349,10 @@ impl Connectors {
         }
         let customer = match &t.customer_id {
             serde_json::Value::Null => String::new(),
-            v => format!("zammad:{}", v.as_u64().map(|n| n.to_string()).unwrap_or_default()),
+            v => format!(
+                "zammad:{}",
+                v.as_u64().map(|n| n.to_string()).unwrap_or_default()
+            ),
         };
         let request = TicketRequest {
             title: title.clone(),
@@ -383,7 +390,13 @@ impl Connectors {
             tenant: tenant.to_string(),
             ..indexer::Ticket::default()
         })?;
-        let queued = outbox.enqueue(&key, tenant, "zammad", &format!("zammad/{tenant}/{}", t.id), steps)?;
+        let queued = outbox.enqueue(
+            &key,
+            tenant,
+            "zammad",
+            &format!("zammad/{tenant}/{}", t.id),
+            steps,
+        )?;
         if queued.duplicate {
             return Ok(WebhookAnswer::duplicate(queued.id));
         }
@@ -421,7 +434,9 @@ impl Connectors {
         max_chars: usize,
     ) -> Result<WebhookAnswer, ConnectorError> {
         let c = self.settings.chatwoot(tenant).ok_or_else(|| {
-            ConnectorError::NotConfigured(format!("no Chatwoot is configured for tenant `{tenant}`"))
+            ConnectorError::NotConfigured(format!(
+                "no Chatwoot is configured for tenant `{tenant}`"
+            ))
         })?;
         let authentic = match (&c.webhook_secret, &c.url_token) {
             (Some(secret), _) => signing::verify_chatwoot(
@@ -461,7 +476,10 @@ impl Connectors {
                 "the conversation was handed to a person",
             ));
         }
-        let text = clip(event.content.as_deref().unwrap_or_default().trim(), max_chars);
+        let text = clip(
+            event.content.as_deref().unwrap_or_default().trim(),
+            max_chars,
+        );
         let (steps, decision, reply) = match opened.conversations.picked(&conv, &text) {
             Some((question, answer)) => (
                 vec![Step::ChatwootMessage {
@@ -491,10 +509,16 @@ impl Connectors {
                     DeflectAction::Clarify => "clarify",
                     DeflectAction::Handoff => "handoff",
                 };
-                (chatwoot::plan(account, conversation, &reply), decision, Some(reply))
+                (
+                    chatwoot::plan(account, conversation, &reply),
+                    decision,
+                    Some(reply),
+                )
             }
         };
-        let handoff = steps.iter().any(|s| matches!(s, Step::ChatwootStatus { .. }));
+        let handoff = steps
+            .iter()
+            .any(|s| matches!(s, Step::ChatwootStatus { .. }));
         if handoff {
             // Before the outbox: the bot must stay quiet from now on.
             opened.conversations.hand_off(&conv)?;

@@ -315,13 +315,16 @@ impl Outbox {
             let mut items = Vec::new();
             let d = dir.join(sub);
             for entry in std::fs::read_dir(&d).map_err(io(format!("reading {}", d.display())))? {
-                let path = entry.map_err(io(format!("reading {}", d.display())))?.path();
+                let path = entry
+                    .map_err(io(format!("reading {}", d.display())))?
+                    .path();
                 if path.extension().is_some_and(|e| e == "tmp") {
                     // A write a crash interrupted: the item is the renamed file, or was never acknowledged.
                     let _ = std::fs::remove_file(&path);
                     continue;
                 }
-                let text = std::fs::read(&path).map_err(io(format!("reading {}", path.display())))?;
+                let text =
+                    std::fs::read(&path).map_err(io(format!("reading {}", path.display())))?;
                 let item: Item = serde_json::from_slice(&text).map_err(|e| {
                     ServiceError::Corrupt(format!("outbox item {}: {e}", path.display()))
                 })?;
@@ -400,7 +403,10 @@ impl Outbox {
         let id = id_of(key);
         let mut queue = self.queue();
         if queue.known.contains(&id) {
-            return Ok(Enqueued { id, duplicate: true });
+            return Ok(Enqueued {
+                id,
+                duplicate: true,
+            });
         }
         if steps.is_empty() {
             let marker = self.inner.dir.join("done").join(&id);
@@ -474,11 +480,7 @@ impl Outbox {
     pub fn shutdown(&self) {
         self.inner.shutdown.store(true, Ordering::SeqCst);
         self.inner.wake.notify_all();
-        let handle = self
-            .worker
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .take();
+        let handle = self.worker.lock().unwrap_or_else(|p| p.into_inner()).take();
         if let Some(h) = handle {
             let _ = h.join();
         }
@@ -623,7 +625,11 @@ impl Outbox {
     fn fail(&self, item: Item) -> ServiceResult<()> {
         tracing::error!(item = %item.id, connector = %item.connector,
             "outbox item given up: {}", item.last_error.as_deref().unwrap_or("unknown"));
-        let path = self.inner.dir.join("failed").join(format!("{}.json", item.id));
+        let path = self
+            .inner
+            .dir
+            .join("failed")
+            .join(format!("{}.json", item.id));
         let bytes = serde_json::to_vec(&item).map_err(|e| ServiceError::Internal(e.to_string()))?;
         write_durably(&path, &bytes).map_err(io(format!("writing {}", path.display())))?;
         let pending = self.pending_path(&item.id);
@@ -726,10 +732,22 @@ mod tests {
         };
         {
             let outbox = Outbox::open(dir.path(), policy()).unwrap();
-            let a = outbox.enqueue("k1", "", "zammad", "t1", vec![step.clone()]).unwrap();
+            let a = outbox
+                .enqueue("k1", "", "zammad", "t1", vec![step.clone()])
+                .unwrap();
             assert!(!a.duplicate);
-            assert!(outbox.enqueue("k1", "", "zammad", "t1", vec![step.clone()]).unwrap().duplicate);
-            assert!(!outbox.enqueue("k2", "", "zammad", "t1", vec![]).unwrap().duplicate);
+            assert!(
+                outbox
+                    .enqueue("k1", "", "zammad", "t1", vec![step.clone()])
+                    .unwrap()
+                    .duplicate
+            );
+            assert!(
+                !outbox
+                    .enqueue("k2", "", "zammad", "t1", vec![])
+                    .unwrap()
+                    .duplicate
+            );
             // A torn temporary file (a crash mid-write) is ignored.
             std::fs::write(dir.path().join("outbox/pending/zz.tmp"), b"{").unwrap();
         }
@@ -737,7 +755,10 @@ mod tests {
         assert!(outbox.knows("k1") && outbox.knows("k2") && !outbox.knows("k3"));
         let listed = outbox.list(Some(""));
         assert_eq!(listed.len(), 1);
-        assert_eq!((listed[0].state.as_str(), listed[0].step.as_str()), ("pending", "zammad.tag"));
+        assert_eq!(
+            (listed[0].state.as_str(), listed[0].step.as_str()),
+            ("pending", "zammad.tag")
+        );
         assert!(outbox.list(Some("acme")).is_empty());
         assert_eq!(outbox.stats().pending_by_connector["zammad"], 1);
     }
@@ -750,9 +771,15 @@ mod tests {
             ticket: 1,
             tag: t.into(),
         };
-        outbox.enqueue("a", "", "zammad", "ticket-1", vec![step("a")]).unwrap();
-        outbox.enqueue("b", "", "zammad", "ticket-1", vec![step("b")]).unwrap();
-        outbox.enqueue("c", "", "zammad", "ticket-2", vec![step("c")]).unwrap();
+        outbox
+            .enqueue("a", "", "zammad", "ticket-1", vec![step("a")])
+            .unwrap();
+        outbox
+            .enqueue("b", "", "zammad", "ticket-1", vec![step("b")])
+            .unwrap();
+        outbox
+            .enqueue("c", "", "zammad", "ticket-2", vec![step("c")])
+            .unwrap();
         let mut queue = outbox.queue();
         let first = *queue.pending.keys().next().unwrap();
         // The first item waits (a retry later): the second of its ticket may not overtake it.

@@ -433,7 +433,12 @@ pub fn parse(path: &Path, source: &str, pack: &triage::Pack) -> anyhow::Result<S
         out.zammad.push(ZammadSettings {
             tenant: z.tenant.clone(),
             url: ctx.url(&section, &z.url)?,
-            token: ctx.required_secret(&format!("{section}.token"), &z.token, &z.token_file, at.clone())?,
+            token: ctx.required_secret(
+                &format!("{section}.token"),
+                &z.token,
+                &z.token_file,
+                at.clone(),
+            )?,
             webhook_secret: ctx.required_secret(
                 &format!("{section}.webhook_secret"),
                 &z.webhook_secret,
@@ -512,12 +517,21 @@ pub fn parse(path: &Path, source: &str, pack: &triage::Pack) -> anyhow::Result<S
             events.insert(e.get_ref().clone());
         }
         if events.is_empty() {
-            return Err(ctx.err(w.events.span(), &format!("{section}.events"), "no event named"));
+            return Err(ctx.err(
+                w.events.span(),
+                &format!("{section}.events"),
+                "no event named",
+            ));
         }
         out.webhooks.push(WebhookSettings {
             tenant: w.tenant.clone(),
             url: ctx.url(&section, &w.url)?,
-            secret: ctx.required_secret(&format!("{section}.secret"), &w.secret, &w.secret_file, at)?,
+            secret: ctx.required_secret(
+                &format!("{section}.secret"),
+                &w.secret,
+                &w.secret_file,
+                at,
+            )?,
             events,
         });
     }
@@ -586,18 +600,30 @@ events = ["*"]
         let path = dir.path().join("c.toml");
         let bad = |text: &str| parse(&path, text, &pack()).unwrap_err().to_string();
         let e = bad("[[zammad]]\nurl = \"https://z\"\ntoken = \"t\"\nwebhook_secret = \"w\"\n[zammad.groups]\nfield_repai = \"x\"\n");
-        assert!(e.contains("c.toml:6: zammad[0].groups.field_repai: unknown queue"), "{e}");
+        assert!(
+            e.contains("c.toml:6: zammad[0].groups.field_repai: unknown queue"),
+            "{e}"
+        );
         let e = bad("[[zammad]]\nurl = \"https://z\"\ntoken = \"t\"\nwebhook_secret = \"w\"\n[zammad.priorities]\nP9 = 1\n");
         assert!(e.contains("c.toml:6: zammad[0].priorities.P9"), "{e}");
         let e = bad("[[zammad]]\nurl = \"ftp://z\"\ntoken = \"t\"\nwebhook_secret = \"w\"\n");
         assert!(e.contains("c.toml:2: zammad[0].url"), "{e}");
         let e = bad("[[zammad]]\nurl = \"https://z\"\ntoken = \"sekrit\"\n");
-        assert!(e.contains("c.toml:2: zammad[0].webhook_secret: missing"), "{e}");
+        assert!(
+            e.contains("c.toml:2: zammad[0].webhook_secret: missing"),
+            "{e}"
+        );
         assert!(!e.contains("sekrit"), "{e}");
         let e = bad("[[chatwoot]]\nurl = \"https://c\"\nbot_token = \"b\"\n");
-        assert!(e.contains("c.toml:2: chatwoot[0]: give `webhook_secret`"), "{e}");
+        assert!(
+            e.contains("c.toml:2: chatwoot[0]: give `webhook_secret`"),
+            "{e}"
+        );
         let e = bad("[[webhooks]]\nurl = \"https://h\"\nsecret = \"s\"\nevents = [\"triage.decided\", \"nope\"]\n");
-        assert!(e.contains("c.toml:4: webhooks[0].events: unknown event `nope`"), "{e}");
+        assert!(
+            e.contains("c.toml:4: webhooks[0].events: unknown event `nope`"),
+            "{e}"
+        );
         let e = bad("[[zammad]]\nurll = 1\n");
         assert!(e.contains("c.toml:2:"), "{e}");
     }

@@ -44,7 +44,13 @@ fn hmac_sha256(secret: &str, timestamp: &str, body: &[u8]) -> Hmac<Sha256> {
 /// Whether a Chatwoot delivery is authentic: `signature` (`sha256=<hex>`)
 /// is the HMAC-SHA256 of `{timestamp}.{body}` and `timestamp` is within
 /// [`TIMESTAMP_TOLERANCE_SECS`] of `now`.
-pub fn verify_chatwoot(secret: &str, body: &[u8], timestamp: &str, signature: &str, now: u64) -> bool {
+pub fn verify_chatwoot(
+    secret: &str,
+    body: &[u8],
+    timestamp: &str,
+    signature: &str,
+    now: u64,
+) -> bool {
     let Ok(ts) = timestamp.trim().parse::<u64>() else {
         return false;
     };
@@ -72,7 +78,10 @@ pub fn sign_chatwoot(secret: &str, body: &[u8], timestamp: u64) -> String {
 /// Our `Triage-Signature` header for `body` sent at `timestamp`.
 pub fn sign_event(secret: &str, body: &[u8], timestamp: u64) -> String {
     let mac = hmac_sha256(secret, &timestamp.to_string(), body);
-    format!("t={timestamp},v1={}", hex::encode(mac.finalize().into_bytes()))
+    format!(
+        "t={timestamp},v1={}",
+        hex::encode(mac.finalize().into_bytes())
+    )
 }
 
 /// Whether `header` (`t=…,v1=…`) signs `body` under `secret` within the
@@ -88,7 +97,9 @@ pub fn verify_event(secret: &str, body: &[u8], header: &str, now: u64) -> bool {
         }
     }
     let Some(t) = t else { return false };
-    if t.parse::<u64>().map_or(true, |ts| ts.abs_diff(now) > TIMESTAMP_TOLERANCE_SECS) {
+    if t.parse::<u64>()
+        .map_or(true, |ts| ts.abs_diff(now) > TIMESTAMP_TOLERANCE_SECS)
+    {
         return false;
     }
     v1.iter().any(|sig| {
@@ -119,7 +130,11 @@ mod tests {
         assert!(verify_zammad("s3cret", body, &sig));
         assert!(!verify_zammad("other", body, &sig));
         assert!(!verify_zammad("s3cret", br#"{"ticket":{"id":2}}"#, &sig));
-        assert!(!verify_zammad("s3cret", body, &sig.replace("sha1=", "sha256=")));
+        assert!(!verify_zammad(
+            "s3cret",
+            body,
+            &sig.replace("sha1=", "sha256=")
+        ));
         assert!(!verify_zammad("s3cret", body, "sha1=zz"));
         assert!(!verify_zammad("s3cret", body, ""));
     }
@@ -136,7 +151,13 @@ mod tests {
         let body = b"{}";
         let sig = sign_chatwoot("k", body, 1_000_000);
         assert!(verify_chatwoot("k", body, "1000000", &sig, 1_000_100));
-        assert!(!verify_chatwoot("k", body, "1000000", &sig, 1_000_000 + 301));
+        assert!(!verify_chatwoot(
+            "k",
+            body,
+            "1000000",
+            &sig,
+            1_000_000 + 301
+        ));
         assert!(!verify_chatwoot("k", body, "1000001", &sig, 1_000_000));
         let ours = sign_event("w", body, 1_000_000);
         assert!(verify_event("w", body, &ours, 1_000_000));

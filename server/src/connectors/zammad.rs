@@ -84,8 +84,15 @@ pub fn html_to_text(html: &str) -> String {
             break;
         };
         let tag = rest[start + 1..start + end].trim().to_ascii_lowercase();
-        let name = tag.trim_start_matches('/').split_whitespace().next().unwrap_or("");
-        if matches!(name, "br" | "br/" | "p" | "div" | "li" | "tr" | "h1" | "h2" | "h3" | "blockquote") {
+        let name = tag
+            .trim_start_matches('/')
+            .split_whitespace()
+            .next()
+            .unwrap_or("");
+        if matches!(
+            name,
+            "br" | "br/" | "p" | "div" | "li" | "tr" | "h1" | "h2" | "h3" | "blockquote"
+        ) {
             out.push('\n');
         }
         rest = &rest[start + end + 1..];
@@ -199,7 +206,9 @@ fn label_line(name: &str, d: &triage::api::LabelDecision) -> String {
 /// duplicates, similar resolved tickets with their resolutions, articles,
 /// and the evidence.
 pub fn note_html(r: &TriageResult, s: &Suggestions) -> String {
-    let mut h = String::from("<p><b>Triage</b> (automatic suggestion; the ticket is yours to change)</p><ul>");
+    let mut h = String::from(
+        "<p><b>Triage</b> (automatic suggestion; the ticket is yours to change)</p><ul>",
+    );
     h.push_str(&label_line("Category", &r.category));
     h.push_str(&label_line("Priority", &r.priority));
     h.push_str(&label_line("Queue", &r.queue));
@@ -234,7 +243,11 @@ pub fn note_html(r: &TriageResult, s: &Suggestions) -> String {
                 esc(&d.ticket.id),
                 esc(&d.ticket.title),
                 d.similarity * 100.0,
-                if d.same_customer { ", same customer" } else { "" }
+                if d.same_customer {
+                    ", same customer"
+                } else {
+                    ""
+                }
             ));
         }
         h.push_str("</ul>");
@@ -364,7 +377,12 @@ pub fn to_ticket(
         .unwrap_or_default();
     let customer = match &t.customer_id {
         Value::Null => String::new(),
-        v => format!("zammad:{}", v.as_u64().map(|n| n.to_string()).unwrap_or_else(|| v.to_string())),
+        v => format!(
+            "zammad:{}",
+            v.as_u64()
+                .map(|n| n.to_string())
+                .unwrap_or_else(|| v.to_string())
+        ),
     };
     Some(indexer::Ticket {
         id: our_id(t.id),
@@ -406,7 +424,9 @@ mod tests {
     #[test]
     fn html_bodies_become_plain_text() {
         assert_eq!(
-            html_to_text("This is a simple Webhook Test.<div><br></div><div>\n<img src=\"x\"><br>\n</div>"),
+            html_to_text(
+                "This is a simple Webhook Test.<div><br></div><div>\n<img src=\"x\"><br>\n</div>"
+            ),
             "This is a simple Webhook Test."
         );
         assert_eq!(html_to_text("a&amp;b<br>c &lt;d&gt;"), "a&b\nc <d>");
@@ -447,10 +467,17 @@ mod tests {
         assert_eq!(ours.body, "冰箱不制冷");
         assert_eq!(ours.resolution, "Replaced the compressor");
         assert_eq!(
-            (ours.category.as_str(), ours.priority.as_str(), ours.queue.as_str()),
+            (
+                ours.category.as_str(),
+                ours.priority.as_str(),
+                ours.queue.as_str()
+            ),
             ("repair.not_cooling", "P2", "field_repair")
         );
-        assert_eq!((ours.customer_id.as_str(), ours.tenant.as_str()), ("zammad:9", "acme"));
+        assert_eq!(
+            (ours.customer_id.as_str(), ours.tenant.as_str()),
+            ("zammad:9", "acme")
+        );
         assert!(to_ticket(&t, &[], &[], &reverse, "").is_none());
     }
 }

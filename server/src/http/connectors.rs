@@ -113,8 +113,14 @@ pub async fn chatwoot_webhook(
     let answer = state
         .run(move |e| Ok(connectors.chatwoot_webhook(e, &q.tenant, &auth, &body, max)?))
         .await?;
-    let outcome = answer.decision.as_deref().unwrap_or(&answer.status).to_string();
-    state.metrics().observe_decision("chatwoot_webhook", &outcome);
+    let outcome = answer
+        .decision
+        .as_deref()
+        .unwrap_or(&answer.status)
+        .to_string();
+    state
+        .metrics()
+        .observe_decision("chatwoot_webhook", &outcome);
     Ok(Json(answer))
 }
 

@@ -171,7 +171,9 @@ pub async fn embeddings(
                 EncodingFormat::Float => serde_json::json!(v),
                 EncodingFormat::Base64 => {
                     let bytes: Vec<u8> = v.iter().flat_map(|x| x.to_le_bytes()).collect();
-                    serde_json::Value::String(base64::engine::general_purpose::STANDARD.encode(bytes))
+                    serde_json::Value::String(
+                        base64::engine::general_purpose::STANDARD.encode(bytes),
+                    )
                 }
             },
         })

@@ -108,7 +108,10 @@ pub async fn check_request(State(state): State<AppState>, req: Request, next: Ne
     };
     let mut response = match refused {
         Some(e) => e.into_response(),
-        None => next.run(req).await,
+        None => match widget_preflight(&state, &req) {
+            Some(preflight) => preflight,
+            None => next.run(req).await,
+        },
     };
     response.headers_mut().insert(
         axum::http::header::X_CONTENT_TYPE_OPTIONS,
@@ -117,8 +120,8 @@ pub async fn check_request(State(state): State<AppState>, req: Request, next: Ne
     response
 }
 
-/// Whether `path` (under `/v1`, with or without the prefix) is one of the
-/// widget's routes, which configured origins may call across origins.
+/// Whether `path` (`/v1/...`, or without the prefix inside `/v1`) is one of
+/// the widget's routes, which configured origins may call across origins.
 fn widget_route(path: &str) -> bool {
     static PATHS: std::sync::OnceLock<Vec<String>> = std::sync::OnceLock::new();
     let path = path.strip_prefix("/v1").unwrap_or(path);
@@ -126,6 +129,56 @@ fn widget_route(path: &str) -> bool {
         .get_or_init(super::routes::cross_origin_paths)
         .iter()
         .any(|p| p == path)
+}
+
+fn allow_origin(response: &mut Response, origin: &str) {
+    let allow = HeaderValue::from_str(origin).unwrap_or(HeaderValue::from_static("null"));
+    response
+        .headers_mut()
+        .insert(ACCESS_CONTROL_ALLOW_ORIGIN, allow);
+    response
+        .headers_mut()
+        .insert(VARY, HeaderValue::from_static("Origin"));
+}
+
+/// The answer to a CORS preflight (`OPTIONS` with `Origin` under `/v1`):
+/// allowed for a widget route and a configured widget origin, 403 for any
+/// other; `None` for any other request.
+fn widget_preflight(state: &AppState, req: &Request) -> Option<Response> {
+    let path = req.uri().path().strip_prefix("/v1")?;
+    if req.method() != Method::OPTIONS {
+        return None;
+    }
+    let origin = req
+        .headers()
+        .get(ORIGIN)?
+        .to_str()
+        .unwrap_or("null")
+        .trim()
+        .to_string();
+    if !widget_route(path) || !state.connectors().settings().origin_allowed(&origin) {
+        return Some(
+            ApiError::Forbidden(format!(
+                "cross-origin request from `{}` refused: only the widget's routes answer the \
+                 configured widget origins (--widget-origin)",
+                origin.chars().take(100).collect::<String>()
+            ))
+            .into_response(),
+        );
+    }
+    let mut r = axum::http::StatusCode::NO_CONTENT.into_response();
+    let h = r.headers_mut();
+    h.insert(
+        ACCESS_CONTROL_ALLOW_METHODS,
+        HeaderValue::from_static("POST"),
+    );
+    h.insert(
+        ACCESS_CONTROL_ALLOW_HEADERS,
+        HeaderValue::from_static("authorization, content-type"),
+    );
+    h.insert(ACCESS_CONTROL_MAX_AGE, HeaderValue::from_static("600"));
+    allow_origin(&mut r, &origin);
+    Some(r)
 }
 
 /// Refuses browser requests from another origin (see the module docs),
@@ -149,26 +202,8 @@ pub async fn same_origin(State(state): State<AppState>, req: Request, next: Next
         return next.run(req).await;
     }
     if widget_route(req.uri().path()) && state.connectors().settings().origin_allowed(&origin) {
-        let allow = HeaderValue::from_str(&origin).unwrap_or(HeaderValue::from_static("null"));
-        let mut response = if req.method() == Method::OPTIONS {
-            let mut r = axum::http::StatusCode::NO_CONTENT.into_response();
-            let h = r.headers_mut();
-            h.insert(ACCESS_CONTROL_ALLOW_METHODS, HeaderValue::from_static("POST"));
-            h.insert(
-                ACCESS_CONTROL_ALLOW_HEADERS,
-                HeaderValue::from_static("authorization, content-type"),
-            );
-            h.insert(ACCESS_CONTROL_MAX_AGE, HeaderValue::from_static("600"));
-            r
-        } else {
-            next.run(req).await
-        };
-        response
-            .headers_mut()
-            .insert(ACCESS_CONTROL_ALLOW_ORIGIN, allow);
-        response
-            .headers_mut()
-            .insert(VARY, HeaderValue::from_static("Origin"));
+        let mut response = next.run(req).await;
+        allow_origin(&mut response, &origin);
         return response;
     }
     ApiError::Forbidden(format!(

@@ -167,7 +167,9 @@ fn build(facts: &Facts) -> Value {
                 operation["x-scope"] = json!("signature");
                 add_errors(
                     &mut operation,
-                    &["400", "403", "408", "413", "414", "415", "421", "431", "500", "503", "504"],
+                    &[
+                        "400", "403", "408", "413", "414", "415", "421", "431", "500", "503", "504",
+                    ],
                 );
                 merge(
                     &mut paths,
@@ -210,7 +212,10 @@ fn build(facts: &Facts) -> Value {
         for path in ["/healthz", "/readyz", "/v1/openapi.json"] {
             doc["paths"][path]["get"]["security"] = json!([]);
         }
-        for path in ["/v1/connectors/zammad/webhook", "/v1/connectors/chatwoot/webhook"] {
+        for path in [
+            "/v1/connectors/zammad/webhook",
+            "/v1/connectors/chatwoot/webhook",
+        ] {
             doc["paths"][path]["post"]["security"] = json!([]);
         }
     } else {

@@ -1,6 +1,7 @@
 //! The two pages served by the binary: `/chat` (customer self-service) and
-//! `/agent` (agent side panel). Plain HTML, CSS and JavaScript embedded with
-//! `include_str!`: no build step, no external requests.
+//! `/agent` (agent side panel), and the embeddable chat widget (`/widget.js`,
+//! one script tag on another site). Plain HTML, CSS and JavaScript embedded
+//! with `include_str!`: no build step, no external requests.
 
 use axum::http::header;
 use axum::response::{Html, IntoResponse, Redirect, Response};
@@ -15,6 +16,7 @@ const APP_CSS: &str = include_str!("assets/app.css");
 const COMMON_JS: &str = include_str!("assets/common.js");
 const CHAT_JS: &str = include_str!("assets/chat.js");
 const AGENT_JS: &str = include_str!("assets/agent.js");
+const WIDGET_JS: &str = include_str!("assets/widget.js");
 
 /// What the pages may load and who may frame them: only their own scripts,
 /// styles and API, no inline code, never inside another site's frame.
@@ -42,6 +44,9 @@ pub fn routes() -> Router<AppState> {
         .layer(header(header::CONTENT_SECURITY_POLICY, CSP))
         .layer(header(header::X_FRAME_OPTIONS, "DENY"))
         .layer(header(header::REFERRER_POLICY, "no-referrer"))
+        // Loaded by other sites' pages (a classic script needs no CORS);
+        // its calls are the widget routes' (see `http::guard::same_origin`).
+        .route("/widget.js", get(|| async { asset(JS, WIDGET_JS) }))
 }
 
 const JS: &str = "text/javascript";

@@ -11,6 +11,9 @@
 //! and then held until the test releases it (the window in which a client
 //! may die).
 //!
+//! `POST /hooks/...` stands for a receiver of the service's own signed
+//! events: it records and accepts anything.
+//!
 //! Plain HTTP/1.1 on a loopback port, one thread per connection
 //! (`Connection: close`), so it runs the same under a tokio test and a plain one.
 
@@ -53,6 +56,8 @@ pub struct Recorded {
     pub headers: BTreeMap<String, String>,
     /// The body as JSON (`Null` when empty or not JSON).
     pub body: Value,
+    /// The body as sent.
+    pub raw: String,
     /// Whether the request changed the state (a write that succeeded).
     pub applied: bool,
     /// The status answered (0 when the connection was dropped).
@@ -94,6 +99,7 @@ struct State {
     next_message: u64,
     held: usize,
     released: bool,
+    hold_next_write: bool,
 }
 
 struct Shared {
@@ -250,6 +256,11 @@ impl Contract {
         true
     }
 
+    /// The next write (not a GET) is applied and then held until [`Contract::release`].
+    pub fn hold_next_write(&self) {
+        self.state().hold_next_write = true;
+    }
+
     /// Lets held connections go (they are closed without an answer).
     pub fn release(&self) {
         self.state().released = true;
@@ -353,6 +364,7 @@ fn handle(shared: &Shared, stream: TcpStream) {
         query: req.query.clone(),
         headers: req.headers.clone(),
         body: body.clone(),
+        raw: String::from_utf8_lossy(&req.body).into_owned(),
         applied: false,
         status: 0,
     };
@@ -360,6 +372,9 @@ fn handle(shared: &Shared, stream: TcpStream) {
         let mut state = shared.state.lock().unwrap_or_else(|p| p.into_inner());
         if state.down {
             Some(Failure::Status(503))
+        } else if state.hold_next_write && req.method != "GET" {
+            state.hold_next_write = false;
+            Some(Failure::ApplyThenHold)
         } else {
             state.failures.pop_front()
         }
@@ -482,6 +497,14 @@ fn keys_ok(body: &Value, allowed: &[&str], required: &[&str]) -> Result<(), Stri
 
 fn route(shared: &Shared, state: &mut State, req: &Request, body: &Value) -> Answer {
     let segments: Vec<&str> = req.path.trim_matches('/').split('/').collect();
+    if req.path.starts_with("/hooks/") && req.method == "POST" {
+        // A receiver of the service's own signed events: takes anything.
+        return Answer {
+            status: 200,
+            body: json!({"received": true}),
+            applied: true,
+        };
+    }
     if req.path.starts_with("/api/v1/accounts/") {
         if req.headers.get("api_access_token") != Some(&shared.chatwoot_token) {
             return error(401, "You need to sign in or sign up before continuing.");
@@ -614,8 +637,11 @@ fn zammad(state: &mut State, req: &Request, seg: &[&str], body: &Value) -> Answe
             }
         }
         ("POST", ["tags", "add"]) => {
-            if let Err(e) = keys_ok(body, &["item", "object", "o_id"], &["item", "object", "o_id"])
-            {
+            if let Err(e) = keys_ok(
+                body,
+                &["item", "object", "o_id"],
+                &["item", "object", "o_id"],
+            ) {
                 return error(422, &e);
             }
             if body["object"] != "Ticket" || !body["item"].is_string() {
@@ -627,7 +653,9 @@ fn zammad(state: &mut State, req: &Request, seg: &[&str], body: &Value) -> Answe
             let Some(t) = id.and_then(|id| state.tickets.get_mut(&id)) else {
                 return error(404, "Couldn't find Ticket");
             };
-            let added = t.tags.insert(body["item"].as_str().unwrap_or_default().to_string());
+            let added = t
+                .tags
+                .insert(body["item"].as_str().unwrap_or_default().to_string());
             Answer {
                 status: 201,
                 body: json!(true),
@@ -752,9 +780,7 @@ fn chatwoot(state: &mut State, req: &Request, seg: &[&str], body: &Value) -> Ans
             if !["open", "resolved", "pending", "snoozed"].contains(&status) {
                 return error(422, "unknown status");
             }
-            let before = state
-                .statuses
-                .insert((account, conv), status.to_string());
+            let before = state.statuses.insert((account, conv), status.to_string());
             let mut r = fixture("chatwoot/toggle-status-response.json");
             r["payload"]["current_status"] = json!(status);
             r["payload"]["conversation_id"] = json!(conv);
@@ -774,7 +800,10 @@ mod tests {
 
     #[test]
     fn percent_decoding() {
-        assert_eq!(percent_decode("state.name%3Aclosed+AND+id%3A%3E5"), "state.name:closed AND id:>5");
+        assert_eq!(
+            percent_decode("state.name%3Aclosed+AND+id%3A%3E5"),
+            "state.name:closed AND id:>5"
+        );
         assert_eq!(percent_decode("a%"), "a%");
     }
 }

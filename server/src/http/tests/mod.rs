@@ -18,6 +18,7 @@ use super::*;
 use crate::config::{ApiKey, EngineSettings, Limits, RetrainPolicy, Scope};
 
 mod auth;
+mod connectors;
 mod decisions;
 mod documents;
 mod jobs;
@@ -78,6 +79,13 @@ struct Harness {
     _dir: tempfile::TempDir,
 }
 
+impl Drop for Harness {
+    /// Stops the outbox's worker before its directory goes.
+    fn drop(&mut self) {
+        self.state.connectors().shutdown();
+    }
+}
+
 /// `keys` as `(token, "tenant:scope")`.
 fn config(data_dir: PathBuf, keys: &[(&str, &str)], limits: Limits) -> Config {
     Config {
@@ -94,6 +102,7 @@ fn config(data_dir: PathBuf, keys: &[(&str, &str)], limits: Limits) -> Config {
             .map(|(k, grant)| {
                 let (tenant, scope) = grant.rsplit_once(':').expect("tenant:scope");
                 let scope = match scope {
+                    "public" => Scope::Public,
                     "chat" => Scope::Chat,
                     "agent" => Scope::Agent,
                     "admin" => Scope::Admin,

@@ -84,6 +84,9 @@ async fn the_document_and_the_router_hold_the_same_routes() {
     for path in ["/v1/openapi.json", "/healthz", "/readyz", "/metrics"] {
         table.insert((path.to_string(), "get".to_string()));
     }
+    for (method, path) in routes::signed_operations() {
+        table.insert((format!("/v1{path}"), method.as_str().to_ascii_lowercase()));
+    }
     assert_eq!(documented, table);
     // ...every one of them is routed, and no other method is on their paths.
     for (path, item) in doc["paths"].as_object().unwrap() {

@@ -7,6 +7,7 @@ use super::*;
 
 /// Keys of the default tenant and of `acme`, one per scope.
 const KEYS: &[(&str, &str)] = &[
+    ("k-public", ":public"),
     ("k-chat", ":chat"),
     ("k-agent", ":agent"),
     ("k-admin", ":admin"),
@@ -66,6 +67,7 @@ async fn every_route_answers_each_scope_as_it_declares() {
         for (key, scope) in [
             (None, None),
             (Some("wrong-key"), None),
+            (Some("k-public"), Some(Scope::Public)),
             (Some("k-chat"), Some(Scope::Chat)),
             (Some("k-agent"), Some(Scope::Agent)),
             (Some("k-admin"), Some(Scope::Admin)),
@@ -93,9 +95,35 @@ async fn every_route_answers_each_scope_as_it_declares() {
             }
         }
     }
+    // The public (widget) key reaches exactly deflect and the handoff ticket.
+    let public: Vec<String> = routes::operations()
+        .into_iter()
+        .filter(|op| op.scope == Scope::Public)
+        .map(|op| format!("{} {}", op.method, op.path))
+        .collect();
+    assert_eq!(public, ["POST /deflect", "POST /chat/tickets"]);
+    // The platforms' webhooks take no key: with any key or none, an unsigned
+    // delivery is refused (or the tenant has no such connector).
+    for (method, path) in routes::signed_operations() {
+        for key in [None, Some("k-public"), Some("k-admin")] {
+            let (s, b) = call(
+                &h.app,
+                method.clone(),
+                &format!("/v1{path}"),
+                key,
+                Some(b"{}".to_vec()),
+            )
+            .await;
+            assert!(
+                s == StatusCode::UNAUTHORIZED || s == StatusCode::NOT_FOUND,
+                "{method} {path} with {key:?}: {s} {b}"
+            );
+        }
+    }
     // Service-wide figures are the operator's: an admin of the default tenant.
     for (key, want) in [
         (None, StatusCode::UNAUTHORIZED),
+        (Some("k-public"), StatusCode::FORBIDDEN),
         (Some("k-agent"), StatusCode::FORBIDDEN),
         (Some("a-admin"), StatusCode::FORBIDDEN),
         (Some("k-admin"), StatusCode::OK),
