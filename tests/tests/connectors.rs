@@ -47,10 +47,12 @@ fn connectors_file(dir: &std::path::Path, zammad: &Contract) -> std::path::PathB
     let path = dir.join("connectors.toml");
     let pack = std::fs::read_to_string(demo_pack().join("pack.toml")).unwrap();
     let mut groups = String::new();
-    for line in pack.lines().filter(|l| l.starts_with("id = ")) {
-        let id = line.trim_start_matches("id = ").trim_matches('"');
-        if !id.contains('.') && !id.starts_with('P') && pack.contains(&format!("queue = \"{id}\""))
-        {
+    let mut table = "";
+    for line in pack.lines() {
+        if line.starts_with('[') {
+            table = line.trim();
+        } else if table == "[[queues]]" && line.starts_with("id = ") {
+            let id = line.trim_start_matches("id = ").trim_matches('"');
             groups.push_str(&format!("{id} = \"G-{id}\"\n"));
         }
     }

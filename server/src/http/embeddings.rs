@@ -81,7 +81,6 @@ pub struct EmbeddingData {
     /// The input's position.
     index: usize,
     /// The unit-length vector: numbers, or a base64 string with `encoding_format: base64`.
-    #[schema(value_type = Object)]
     embedding: serde_json::Value,
 }
 

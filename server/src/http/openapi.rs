@@ -31,6 +31,8 @@ struct Facts<'a> {
     limits: &'a Limits,
     keyed: bool,
     pack: Option<&'a triage::Pack>,
+    /// The model's vector length (once the engine is loaded).
+    dim: Option<usize>,
 }
 
 /// The document for the default limits, without keys or a pack (for tests).
@@ -40,6 +42,7 @@ pub fn document() -> Value {
         limits: &Limits::default(),
         keyed: false,
         pack: None,
+        dim: None,
     })
 }
 
@@ -51,6 +54,7 @@ pub fn document_for(state: &AppState) -> Value {
         limits: state.limits(),
         keyed: !state.api_keys().is_empty(),
         pack: engine.as_deref().map(|e| e.pack()),
+        dim: engine.as_deref().map(|e| e.embedder().dim()),
     })
 }
 
@@ -290,6 +294,10 @@ enum Rule {
     Texts,
     /// A list of short fields.
     Shorts,
+    /// One required text, or 1 to 256 of them (`/v1/embeddings`).
+    EmbeddingInput,
+    /// Null, or the model's vector length.
+    Dimensions,
 }
 
 /// Every checked field of every request body, by schema and property.
@@ -347,6 +355,10 @@ const RULES: &[(&str, &str, Rule)] = &[
     ("Article", "tags", Rule::Shorts),
     ("Article", "category", Rule::Category),
     ("Article", "tenant", Rule::Plain),
+    ("EmbeddingsRequest", "input", Rule::EmbeddingInput),
+    ("EmbeddingsRequest", "model", Rule::Short),
+    ("EmbeddingsRequest", "user", Rule::Short),
+    ("EmbeddingsRequest", "dimensions", Rule::Dimensions),
 ];
 
 /// Query and path parameters, by name.
@@ -431,6 +443,16 @@ fn constraint(rule: Rule, facts: &Facts) -> Value {
         Rule::Shorts => {
             json!({"type": "array", "items": {"type": "string", "maxLength": MAX_SHORT_CHARS}})
         }
+        Rule::EmbeddingInput => {
+            let text =
+                json!({"type": "string", "maxLength": text_max, "pattern": format!("[^{blank}]")});
+            json!({"anyOf": [text.clone(), {"type": "array", "minItems": 1,
+                "maxItems": super::embeddings::MAX_EMBEDDING_INPUTS, "items": text}]})
+        }
+        Rule::Dimensions => match facts.dim {
+            Some(d) => json!({"anyOf": [{"type": "null"}, {"type": "integer", "enum": [d]}]}),
+            None => json!({"type": ["integer", "null"], "minimum": 0}),
+        },
     }
 }
 
@@ -450,7 +472,7 @@ fn constrain(property: &mut Value, rule: Rule, facts: &Facts) {
     let nullable = nullable(property);
     let description = property.get("description").cloned();
     let mut c = constraint(rule, facts);
-    if nullable && !matches!(rule, Rule::SessionId | Rule::FilterTime) {
+    if nullable && !matches!(rule, Rule::SessionId | Rule::FilterTime | Rule::Dimensions) {
         c = json!({"anyOf": [{"type": "null"}, c]});
     }
     if let Some(d) = description {
