@@ -166,7 +166,7 @@ pub async fn feedback(
             id: Some(p.id.clone()),
             article_id: p.article_id.clone(),
             text: Some(p.text.clone()),
-            status: serde_json::to_value(&p.status)
+            status: serde_json::to_value(p.status)
                 .ok()
                 .and_then(|v| v.as_str().map(str::to_string))
                 .unwrap_or_default(),
