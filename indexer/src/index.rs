@@ -15,10 +15,10 @@ use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuar
 
 use models::{EmbedKind, TextEmbedder};
 use serde::{Deserialize, Serialize};
-use tantivy::collector::TopDocs;
+use tantivy::collector::{DocSetCollector, TopDocs};
 use tantivy::directory::MmapDirectory;
-use tantivy::query::TermQuery;
-use tantivy::schema::{IndexRecordOption, Value};
+use tantivy::query::{BooleanQuery, Occur, TermQuery};
+use tantivy::schema::IndexRecordOption;
 use tantivy::{
     DocAddress, IndexReader, IndexSettings, IndexWriter, ReloadPolicy, Searcher, TantivyDocument,
     TantivyError, Term,
@@ -26,6 +26,7 @@ use tantivy::{
 
 use crate::doc::{Article, DocKind, Document, Ticket};
 use crate::schema::{self, Fields, Meta};
+use crate::store::DocRow;
 use crate::text::{self, stable_hash, ANALYZER};
 use crate::vectors::{self, new_graph, Slot, VectorState};
 use crate::{graph_store, manifest, verify, Error};
@@ -660,7 +661,8 @@ impl Index {
     }
 
     /// Every document of `kind` (of one tenant, or of all with `None`) with
-    /// its vector, e.g. to train classifiers.
+    /// its vector, e.g. to train classifiers. Reads only the matching
+    /// documents (found through the kind and tenant terms).
     pub fn all(
         &self,
         kind: DocKind,
@@ -669,27 +671,50 @@ impl Index {
         let searcher = self.reader.searcher();
         let f = self.fields;
         let tdir = self.dir.join(TANTIVY_DIR);
-        let mut out = Vec::new();
-        for (ord, seg) in searcher.segment_readers().iter().enumerate() {
-            for doc_id in seg.doc_ids_alive() {
-                let d: TantivyDocument = searcher.doc(DocAddress::new(ord as u32, doc_id))?;
-                let text = |field| {
-                    d.get_first(field)
-                        .and_then(|v| v.as_str())
-                        .unwrap_or_default()
-                };
-                if text(f.kind) != schema::kind_str(kind)
-                    || tenant.is_some_and(|t| t != text(f.tenant))
-                {
-                    continue;
-                }
-                let doc = schema::read_doc(&f, &d).map_err(|e| Error::corrupt(&tdir, e))?;
-                let vector =
-                    schema::read_vector(&f, &d, self.dim).map_err(|e| Error::corrupt(&tdir, e))?;
-                out.push((doc, vector));
-            }
+        let term = |field, value: &str| -> Box<dyn tantivy::query::Query> {
+            Box::new(TermQuery::new(
+                Term::from_field_text(field, value),
+                IndexRecordOption::Basic,
+            ))
+        };
+        let mut clauses = vec![(Occur::Must, term(f.kind, schema::kind_str(kind)))];
+        if let Some(t) = tenant {
+            clauses.push((Occur::Must, term(f.tenant, t)));
+        }
+        let mut addrs: Vec<DocAddress> = searcher
+            .search(&BooleanQuery::new(clauses), &DocSetCollector)?
+            .into_iter()
+            .collect();
+        addrs.sort();
+        let mut out = Vec::with_capacity(addrs.len());
+        for addr in addrs {
+            let d: TantivyDocument = searcher.doc(addr)?;
+            let doc = schema::read_doc(&f, &d).map_err(|e| Error::corrupt(&tdir, e))?;
+            let vector =
+                schema::read_vector(&f, &d, self.dim).map_err(|e| Error::corrupt(&tdir, e))?;
+            out.push((doc, vector));
         }
         Ok(out)
+    }
+
+    /// The attributes of every live document of `kind` in `tenant`, in id
+    /// order, from memory (no document is read).
+    pub fn rows(&self, kind: DocKind, tenant: &str) -> Vec<DocRow> {
+        let state = self.read_state();
+        let mut rows: Vec<DocRow> = state
+            .partition_slots(kind, tenant)
+            .map(|(_, s)| DocRow {
+                id: s.meta.id.clone(),
+                category: s.meta.category.clone(),
+                priority: s.meta.priority.clone(),
+                status: s.meta.status.clone(),
+                resolved: s.meta.resolved,
+                created: s.meta.created,
+                text_hash: s.thash,
+            })
+            .collect();
+        rows.sort_by(|a, b| a.id.cmp(&b.id));
+        rows
     }
 
     /// Number of live documents of a kind.

@@ -112,14 +112,6 @@ pub(crate) fn kind_str(kind: DocKind) -> &'static str {
     }
 }
 
-fn parse_kind(s: &str) -> Option<DocKind> {
-    match s {
-        "ticket" => Some(DocKind::Ticket),
-        "article" => Some(DocKind::Article),
-        _ => None,
-    }
-}
-
 /// The unique key of a document.
 pub(crate) fn key(kind: DocKind, tenant: &str, id: &str) -> String {
     format!("{}\x1f{tenant}\x1f{id}", kind_str(kind))
@@ -145,7 +137,11 @@ pub(crate) struct Meta {
     pub id: String,
     pub category: String,
     pub status: String,
+    /// A ticket's priority (empty for articles).
+    pub priority: String,
     pub created: Option<i64>,
+    /// A ticket with a non-empty resolution.
+    pub resolved: bool,
 }
 
 impl Meta {
@@ -161,6 +157,10 @@ impl Meta {
                 t.created_at.as_str(),
             ),
             Document::Article(a) => (DocKind::Article, &a.tenant, &a.id, &a.category, "", ""),
+        };
+        let (priority, resolved) = match doc {
+            Document::Ticket(t) => (t.priority.clone(), !t.resolution.trim().is_empty()),
+            Document::Article(_) => (String::new(), false),
         };
         let invalid = |reason: String| Error::InvalidDocument {
             id: id.clone(),
@@ -184,7 +184,9 @@ impl Meta {
             id: id.clone(),
             category: category.clone(),
             status: status.to_string(),
+            priority,
             created,
+            resolved,
         })
     }
 
@@ -203,6 +205,12 @@ pub(crate) struct CompiledFilters {
     pub statuses: Vec<String>,
     pub after: Option<i64>,
     pub before: Option<i64>,
+    /// Vector ids left out (a request's own stored copy).
+    pub exclude: Vec<u64>,
+    /// Only tickets with a resolution.
+    pub resolved_only: bool,
+    /// Only documents with a category.
+    pub labelled_only: bool,
 }
 
 impl CompiledFilters {
@@ -220,6 +228,7 @@ impl CompiledFilters {
             statuses: f.statuses.clone(),
             after: time(&f.created_after, "created_after")?,
             before: time(&f.created_before, "created_before")?,
+            ..CompiledFilters::default()
         })
     }
 
@@ -229,16 +238,22 @@ impl CompiledFilters {
             && self.statuses.is_empty()
             && self.after.is_none()
             && self.before.is_none()
+            && self.exclude.is_empty()
+            && !self.resolved_only
+            && !self.labelled_only
     }
 
-    /// Whether a document passes the filters.
-    pub(crate) fn matches(&self, m: &Meta) -> bool {
+    /// Whether the document with vector id `vid` and attributes `m` passes the filters.
+    pub(crate) fn matches(&self, vid: u64, m: &Meta) -> bool {
         m.tenant == self.tenant
             && self.kind.is_none_or(|k| k == m.kind)
             && (self.categories.is_empty() || self.categories.contains(&m.category))
             && (self.statuses.is_empty() || self.statuses.contains(&m.status))
             && self.after.is_none_or(|a| m.created.is_some_and(|c| c >= a))
             && self.before.is_none_or(|b| m.created.is_some_and(|c| c < b))
+            && (!self.resolved_only || m.resolved)
+            && (!self.labelled_only || !m.category.is_empty())
+            && !self.exclude.contains(&vid)
     }
 
     /// The same filters as zero-scoring tantivy clauses.
@@ -378,30 +393,18 @@ pub(crate) fn read_vector(f: &Fields, d: &TantivyDocument, dim: usize) -> Result
         .collect())
 }
 
-/// Decodes everything the in-memory state needs from a stored row.
+/// Decodes everything the in-memory state needs from a stored row (the
+/// attributes from the stored document itself).
 pub(crate) fn read_row(f: &Fields, d: &TantivyDocument, dim: usize) -> Result<Row, String> {
-    let text = |field: Field| {
-        d.get_first(field)
-            .and_then(|v| v.as_str())
-            .unwrap_or_default()
-            .to_string()
-    };
-    let kind_s = text(f.kind);
-    let kind = parse_kind(&kind_s).ok_or_else(|| format!("row has unknown kind {kind_s:?}"))?;
+    let doc = read_doc(f, d)?;
+    let meta = Meta::of(&doc).map_err(|e| format!("stored document is invalid: {e}"))?;
     let num = |field: Field, name: &str| {
         d.get_first(field)
             .and_then(|v| v.as_u64())
             .ok_or_else(|| format!("row without {name}"))
     };
     Ok(Row {
-        meta: Meta {
-            kind,
-            tenant: text(f.tenant),
-            id: text(f.id),
-            category: text(f.category),
-            status: text(f.status),
-            created: d.get_first(f.created).and_then(|v| v.as_i64()),
-        },
+        meta,
         vid: num(f.vid, "vid")?,
         thash: num(f.thash, "thash")?,
         vector: read_vector(f, d, dim)?,
@@ -428,24 +431,26 @@ mod tests {
             id: "1".into(),
             category: "billing".into(),
             status: "open".into(),
+            priority: String::new(),
             created: Some(100),
+            resolved: false,
         };
         let mut f = CompiledFilters {
             tenant: "t".into(),
             ..Default::default()
         };
-        assert!(f.matches(&m));
+        assert!(f.matches(0, &m));
         f.statuses = vec!["closed".into()];
-        assert!(!f.matches(&m));
+        assert!(!f.matches(0, &m));
         f.statuses = vec!["closed".into(), "open".into()];
         f.after = Some(100);
         f.before = Some(101);
-        assert!(f.matches(&m));
+        assert!(f.matches(0, &m));
         f.before = Some(100);
-        assert!(!f.matches(&m));
+        assert!(!f.matches(0, &m));
         f.before = None;
         f.tenant = "other".into();
-        assert!(!f.matches(&m));
+        assert!(!f.matches(0, &m));
     }
 
     #[test]

@@ -12,7 +12,8 @@ use tantivy::{DocAddress, Searcher, Term};
 
 use crate::doc::{Explanation, Fusion, Hit, SearchMode, SearchRequest};
 use crate::index::Index;
-use crate::schema::{text_fields, CompiledFilters};
+use crate::schema::{self, text_fields, CompiledFilters};
+use crate::store::{Neighbour, NeighbourQuery};
 use crate::text::{self, terms};
 use crate::vectors::similarity;
 use crate::Error;
@@ -66,6 +67,75 @@ impl Index {
         self.run(req, Some(v))
     }
 
+    /// The documents nearest `vector` (a unit vector of this index's model)
+    /// that `query` admits, most similar first, each with the cosine of its
+    /// stored vector. Searched inside the query's tenant and kind only (see
+    /// [`crate::Store::neighbours`]).
+    pub fn neighbours(
+        &self,
+        vector: &[f32],
+        query: &NeighbourQuery,
+    ) -> Result<Vec<Neighbour>, Error> {
+        if query.k > MAX_K {
+            return Err(Error::InvalidRequest(format!(
+                "k = {} exceeds the maximum of {MAX_K}",
+                query.k
+            )));
+        }
+        let mut q = vector.to_vec();
+        self.check_vector(&mut q)?;
+        if query.k == 0 {
+            return Ok(Vec::new());
+        }
+        let found: Vec<(String, f32, Vec<f32>)> = {
+            let state = self.read_state();
+            let exclude = query
+                .exclude_ids
+                .iter()
+                .filter_map(|id| state.lookup(&schema::key(query.kind, &query.tenant, id)))
+                .map(|(vid, _)| vid)
+                .collect();
+            let filters = CompiledFilters {
+                tenant: query.tenant.clone(),
+                kind: Some(query.kind),
+                after: query.created_from,
+                before: query.created_until,
+                exclude,
+                resolved_only: query.resolved_only,
+                labelled_only: query.labelled_only,
+                ..CompiledFilters::default()
+            };
+            state
+                .search(
+                    &q,
+                    query.k,
+                    query.min_similarity.unwrap_or(f32::NEG_INFINITY),
+                    &filters,
+                    self.ef_search.load(Ordering::Relaxed),
+                    self.exact_max.load(Ordering::Relaxed),
+                )
+                .into_iter()
+                .filter_map(|(vid, sim)| {
+                    let s = state.slot(vid)?;
+                    Some((s.meta.key(), sim, s.vector.to_vec()))
+                })
+                .collect()
+        };
+        let searcher = self.reader.searcher();
+        let mut out = Vec::with_capacity(found.len());
+        for (key, similarity, vector) in found {
+            // A document deleted since the vector search is skipped.
+            if let Some(addr) = self.address(&searcher, &key)? {
+                out.push(Neighbour {
+                    doc: self.load_doc(&searcher, addr)?,
+                    similarity,
+                    vector,
+                });
+            }
+        }
+        Ok(out)
+    }
+
     pub(crate) fn run(
         &self,
         req: &SearchRequest,
@@ -103,6 +173,7 @@ impl Index {
                     .search(
                         q,
                         depth,
+                        f32::NEG_INFINITY,
                         &filters,
                         self.ef_search.load(Ordering::Relaxed),
                         self.exact_max.load(Ordering::Relaxed),

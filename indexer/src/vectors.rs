@@ -1,12 +1,14 @@
 //! In-memory vector state: the live documents' vectors and filterable
-//! attributes by vector id, and the HNSW graph built over them.
+//! attributes by vector id, their partitions (one per tenant and kind), and
+//! the HNSW graph built over them.
 //!
 //! The graph never forgets a point: replaced and deleted documents stay in it
 //! as tombstones that the search filter skips, and the graph is rebuilt from
-//! the live vectors once tombstones pile up. Small or highly filtered
-//! candidate sets are searched exactly instead.
+//! the live vectors once tombstones pile up. A tenant's small partition, or
+//! the few documents of a creation-time window, are searched exactly, at the
+//! cost of that partition or window, not of the whole store.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::Arc;
 
@@ -88,6 +90,46 @@ pub(crate) struct Slot {
     pub vector: Box<[f32]>,
 }
 
+/// The live documents of one tenant and kind: the unit a search runs in.
+#[derive(Default)]
+struct Partition {
+    /// Vector ids of its documents; may hold ids no longer live (skipped,
+    /// and compacted away once they are half of it).
+    members: Vec<u64>,
+    /// Members that are no longer live.
+    stale: usize,
+    /// Live members.
+    live: usize,
+    /// Live tickets with a resolution.
+    resolved: usize,
+    /// Live documents with a category.
+    labelled: usize,
+    /// (creation time, vector id) of live members that have one.
+    by_created: BTreeSet<(i64, u64)>,
+}
+
+/// Counts a live document in its partition.
+fn count(part: &mut Partition, vid: u64, m: &Meta) {
+    part.live += 1;
+    part.resolved += usize::from(m.resolved);
+    part.labelled += usize::from(!m.category.is_empty());
+    if let Some(c) = m.created {
+        part.by_created.insert((c, vid));
+    }
+}
+
+/// Forgets a document that is no longer live from its partition's counts.
+fn uncount(part: &mut Partition, vid: u64, m: &Meta) {
+    part.live = part.live.saturating_sub(1);
+    part.resolved = part.resolved.saturating_sub(usize::from(m.resolved));
+    part.labelled = part
+        .labelled
+        .saturating_sub(usize::from(!m.category.is_empty()));
+    if let Some(c) = m.created {
+        part.by_created.remove(&(c, vid));
+    }
+}
+
 /// Vectors, attributes and the graph. Guarded by the index's `RwLock`.
 pub(crate) struct VectorState {
     /// Live slots by vector id.
@@ -95,11 +137,14 @@ pub(crate) struct VectorState {
     /// Document key → vector id.
     keys: HashMap<String, u64>,
     /// Live documents per (tenant, kind).
-    counts: HashMap<(String, DocKind), usize>,
+    parts: HashMap<(String, DocKind), Partition>,
     /// Which vector ids are points of `graph`.
     in_graph: Vec<bool>,
     /// Number of points in `graph` (live + tombstones).
     graph_points: usize,
+    /// Graph points that are live documents (kept as a count: writes ask for
+    /// the tombstones, and a scan of every key per write grows with the store).
+    live_points: usize,
     graph: Arc<Graph>,
     /// Graph points added or changed since the graph was last saved.
     pub dirty: usize,
@@ -113,9 +158,10 @@ impl VectorState {
         let mut s = VectorState {
             slots: Vec::new(),
             keys: HashMap::new(),
-            counts: HashMap::new(),
+            parts: HashMap::new(),
             in_graph: Vec::new(),
             graph_points: 0,
+            live_points: 0,
             graph: Arc::new(graph),
             dirty: 0,
             rebuilding: false,
@@ -134,6 +180,9 @@ impl VectorState {
         if !self.in_graph[i] {
             self.in_graph[i] = true;
             self.graph_points += 1;
+            if self.slot(vid).is_some() {
+                self.live_points += 1;
+            }
         }
     }
 
@@ -145,28 +194,48 @@ impl VectorState {
                 self.remove_vid(old);
             }
         }
-        *self
-            .counts
-            .entry((slot.meta.tenant.clone(), slot.meta.kind))
-            .or_default() += 1;
         let i = vid as usize;
         if self.slots.len() <= i {
             self.slots.resize_with(i + 1, || None);
         }
-        if let Some(prev) = self.slots[i].replace(Box::new(slot)) {
-            self.uncount(&prev.meta);
+        let part = self
+            .parts
+            .entry((slot.meta.tenant.clone(), slot.meta.kind))
+            .or_default();
+        match self.slots[i].replace(Box::new(slot)) {
+            Some(prev) => uncount(part, vid, &prev.meta),
+            None => {
+                part.members.push(vid);
+                if self.in_graph.get(i).copied().unwrap_or(false) {
+                    self.live_points += 1;
+                }
+            }
         }
-    }
-
-    fn uncount(&mut self, m: &Meta) {
-        if let Some(c) = self.counts.get_mut(&(m.tenant.clone(), m.kind)) {
-            *c = c.saturating_sub(1);
+        if let Some(s) = self.slots[i].as_deref() {
+            count(part, vid, &s.meta);
         }
     }
 
     fn remove_vid(&mut self, vid: u64) {
-        if let Some(prev) = self.slots.get_mut(vid as usize).and_then(Option::take) {
-            self.uncount(&prev.meta);
+        let Some(prev) = self.slots.get_mut(vid as usize).and_then(Option::take) else {
+            return;
+        };
+        if self.in_graph(vid) {
+            self.live_points -= 1;
+        }
+        let Some(part) = self
+            .parts
+            .get_mut(&(prev.meta.tenant.clone(), prev.meta.kind))
+        else {
+            return;
+        };
+        uncount(part, vid, &prev.meta);
+        part.stale += 1;
+        if part.stale * 2 > part.members.len() {
+            let slots = &self.slots;
+            part.members
+                .retain(|&v| slots.get(v as usize).is_some_and(Option::is_some));
+            part.stale = 0;
         }
     }
 
@@ -194,11 +263,69 @@ impl VectorState {
 
     /// Live documents of a kind.
     pub(crate) fn count(&self, kind: DocKind) -> usize {
-        self.counts
+        self.parts
             .iter()
             .filter(|((_, k), _)| *k == kind)
-            .map(|(_, c)| c)
+            .map(|(_, p)| p.live)
             .sum()
+    }
+
+    /// Live documents of a kind in one tenant.
+    pub(crate) fn count_in(&self, kind: DocKind, tenant: &str) -> usize {
+        self.parts
+            .get(&(tenant.to_string(), kind))
+            .map_or(0, |p| p.live)
+    }
+
+    /// Live documents of `kind` per category (of one tenant, or of all),
+    /// sorted by category; documents without one are not counted.
+    pub(crate) fn category_counts(
+        &self,
+        kind: DocKind,
+        tenant: Option<&str>,
+    ) -> Vec<(String, usize)> {
+        let mut counts: HashMap<&str, usize> = HashMap::new();
+        for ((t, k), part) in &self.parts {
+            if *k != kind || tenant.is_some_and(|x| x != t) {
+                continue;
+            }
+            for &vid in &part.members {
+                if let Some(s) = self.slot(vid).filter(|s| !s.meta.category.is_empty()) {
+                    *counts.entry(s.meta.category.as_str()).or_default() += 1;
+                }
+            }
+        }
+        let mut out: Vec<(String, usize)> = counts
+            .into_iter()
+            .map(|(c, n)| (c.to_string(), n))
+            .collect();
+        out.sort();
+        out
+    }
+
+    /// The tenants that hold documents of `kind`.
+    pub(crate) fn tenants(&self, kind: DocKind) -> Vec<String> {
+        let mut out: Vec<String> = self
+            .parts
+            .iter()
+            .filter(|((_, k), p)| *k == kind && p.live > 0)
+            .map(|((t, _), _)| t.clone())
+            .collect();
+        out.sort();
+        out
+    }
+
+    /// The live slots of one tenant and kind, with their vector ids.
+    pub(crate) fn partition_slots(
+        &self,
+        kind: DocKind,
+        tenant: &str,
+    ) -> impl Iterator<Item = (u64, &Slot)> + '_ {
+        self.parts
+            .get(&(tenant.to_string(), kind))
+            .into_iter()
+            .flat_map(|p| p.members.iter())
+            .filter_map(|&v| self.slot(v).map(|s| (v, s)))
     }
 
     /// Live documents in total.
@@ -208,11 +335,7 @@ impl VectorState {
 
     /// Graph points that are no longer live.
     pub(crate) fn tombstones(&self) -> usize {
-        self.graph_points.saturating_sub(self.live_in_graph())
-    }
-
-    fn live_in_graph(&self) -> usize {
-        self.keys.values().filter(|&&v| self.in_graph(v)).count()
+        self.graph_points.saturating_sub(self.live_points)
     }
 
     /// Whether a vector id is a point of the graph.
@@ -296,6 +419,7 @@ impl VectorState {
         self.graph = graph;
         self.in_graph.clear();
         self.graph_points = 0;
+        self.live_points = 0;
         for &v in vids {
             self.mark_in_graph(v);
         }
@@ -308,13 +432,17 @@ impl VectorState {
         !self.rebuilding && dead > 1000 && dead * 4 > self.live()
     }
 
-    /// Top `k` live documents passing `f`, by cosine to the unit vector `q`,
-    /// best first. Uses the graph (with search width `ef`) unless the
-    /// candidate set has at most `exact_max` documents.
+    /// Top `k` live documents passing `f` with a cosine to the unit vector
+    /// `q` of at least `min`, best first. Each of the filter's partitions
+    /// (its tenant, one or both kinds) is searched on its own: exactly when it
+    /// holds at most `exact_max` documents, or when a creation-time window
+    /// leaves at most that many; through the graph (search width `ef`,
+    /// widened by the filter's selectivity) otherwise.
     pub(crate) fn search(
         &self,
         q: &[f32],
         k: usize,
+        min: f32,
         f: &CompiledFilters,
         ef: usize,
         exact_max: usize,
@@ -322,60 +450,85 @@ impl VectorState {
         if k == 0 {
             return Vec::new();
         }
-        let simple_count = match f.kind {
-            Some(kind) => self
-                .counts
-                .get(&(f.tenant.clone(), kind))
-                .copied()
-                .unwrap_or(0),
-            None => [DocKind::Ticket, DocKind::Article]
-                .iter()
-                .map(|&kind| {
-                    self.counts
-                        .get(&(f.tenant.clone(), kind))
-                        .copied()
-                        .unwrap_or(0)
-                })
-                .sum(),
+        let kinds: &[DocKind] = match &f.kind {
+            Some(DocKind::Ticket) => &[DocKind::Ticket],
+            Some(DocKind::Article) => &[DocKind::Article],
+            None => &[DocKind::Ticket, DocKind::Article],
         };
-        if simple_count == 0 {
+        let mut out: Vec<(u64, f32)> = Vec::new();
+        for &kind in kinds {
+            if let Some(part) = self.parts.get(&(f.tenant.clone(), kind)) {
+                out.extend(self.search_partition(part, kind, q, k, min, f, ef, exact_max));
+            }
+        }
+        sort_hits(&mut out, k);
+        out
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn search_partition(
+        &self,
+        part: &Partition,
+        kind: DocKind,
+        q: &[f32],
+        k: usize,
+        min: f32,
+        f: &CompiledFilters,
+        ef: usize,
+        exact_max: usize,
+    ) -> Vec<(u64, f32)> {
+        if part.live == 0 {
             return Vec::new();
         }
-        if simple_count <= exact_max {
-            return self.exact(q, k, |s| f.matches(&s.meta));
+        let keep = |vid: u64, s: &Slot| s.meta.kind == kind && f.matches(vid, &s.meta);
+        if part.live <= exact_max {
+            return self.exact(part.members.iter().copied(), q, k, min, keep);
         }
-        let candidates = if f.is_simple() {
-            simple_count
-        } else {
-            let n = self.live_matching(f);
-            if n <= exact_max {
-                return self.exact(q, k, |s| f.matches(&s.meta));
+        if f.after.is_some() || f.before.is_some() {
+            // A creation-time window: its documents, when few, are all there is to scan.
+            let lo = f.after.unwrap_or(i64::MIN);
+            let window = part
+                .by_created
+                .range((lo, 0)..)
+                .take_while(|(c, _)| f.before.is_none_or(|b| *c < b))
+                .map(|&(_, v)| v);
+            let in_window: Vec<u64> = window.take(exact_max + 1).collect();
+            if in_window.len() <= exact_max {
+                return self.exact(in_window.into_iter(), q, k, min, keep);
             }
-            n
-        };
-        let wanted = k.min(candidates);
-        // Widen the search by the inverse selectivity of the filter.
-        let selectivity = candidates as f64 / self.graph_points.max(1) as f64;
+        }
+        // The share of the graph that may match: the partition, narrowed by
+        // the flags whose counts are known (other filters widen on a short result).
+        let mut candidates = part.live as f64;
+        if f.resolved_only {
+            candidates *= part.resolved as f64 / part.live as f64;
+        }
+        if f.labelled_only {
+            candidates *= part.labelled as f64 / part.live as f64;
+        }
+        if candidates < 1.0 {
+            return Vec::new();
+        }
+        let wanted = k.min(candidates as usize);
+        let selectivity = candidates / self.graph_points.max(1) as f64;
         let mut ef = ((ef.max(k) as f64 / selectivity).ceil() as usize).max(2);
-        let everything_matches = candidates == self.graph_points;
+        let everything_matches =
+            f.is_simple() && part.live == self.graph_points && self.parts.len() == 1;
         loop {
-            let hits = self.graph_search(q, k, ef, f, everything_matches);
+            let hits = self.graph_search(q, k, ef, &keep, everything_matches);
             match hits {
-                Some(h) if h.len() >= wanted => return h,
+                Some(h) if h.len() >= wanted || h.last().is_some_and(|l| l.1 < min) => {
+                    return h.into_iter().filter(|h| h.1 >= min).collect();
+                }
                 _ if ef >= self.graph_points => break,
                 _ => ef = (ef * 4).min(self.graph_points.max(2)),
             }
         }
-        tracing::debug!(candidates, "graph search came up short; scanning exactly");
-        self.exact(q, k, |s| f.matches(&s.meta))
-    }
-
-    fn live_matching(&self, f: &CompiledFilters) -> usize {
-        self.slots
-            .iter()
-            .flatten()
-            .filter(|s| f.matches(&s.meta))
-            .count()
+        tracing::debug!(
+            partition = part.live,
+            "graph search came up short; scanning the partition exactly"
+        );
+        self.exact(part.members.iter().copied(), q, k, min, keep)
     }
 
     /// One graph search; `None` if the graph library panicked (its internal
@@ -385,10 +538,10 @@ impl VectorState {
         q: &[f32],
         k: usize,
         ef: usize,
-        f: &CompiledFilters,
+        keep: &dyn Fn(u64, &Slot) -> bool,
         unfiltered: bool,
     ) -> Option<Vec<(u64, f32)>> {
-        let filter = |vid: &usize| self.slot(*vid as u64).is_some_and(|s| f.matches(&s.meta));
+        let filter = |vid: &usize| self.slot(*vid as u64).is_some_and(|s| keep(*vid as u64, s));
         let result = catch_unwind(AssertUnwindSafe(|| {
             if unfiltered {
                 self.graph.search(q, k, ef)
@@ -410,25 +563,38 @@ impl VectorState {
         }
     }
 
-    /// Exact top `k` over live slots accepted by `keep`.
-    fn exact(&self, q: &[f32], k: usize, keep: impl Fn(&Slot) -> bool) -> Vec<(u64, f32)> {
-        let mut scored: Vec<(u64, f32)> = self
-            .slots
-            .iter()
-            .enumerate()
-            .filter_map(|(vid, s)| {
-                let s = s.as_deref()?;
-                keep(s).then(|| (vid as u64, similarity(q, &s.vector)))
+    /// Exact top `k` (cosine at least `min`) among the live slots of `vids` accepted by `keep`.
+    fn exact(
+        &self,
+        vids: impl Iterator<Item = u64>,
+        q: &[f32],
+        k: usize,
+        min: f32,
+        keep: impl Fn(u64, &Slot) -> bool,
+    ) -> Vec<(u64, f32)> {
+        let mut scored: Vec<(u64, f32)> = vids
+            .filter_map(|vid| {
+                let s = self.slot(vid)?;
+                if !keep(vid, s) {
+                    return None;
+                }
+                let sim = similarity(q, &s.vector);
+                (sim >= min).then_some((vid, sim))
             })
             .collect();
-        let by_score = |a: &(u64, f32), b: &(u64, f32)| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0));
-        if scored.len() > k {
-            scored.select_nth_unstable_by(k - 1, by_score);
-            scored.truncate(k);
-        }
-        scored.sort_by(by_score);
+        sort_hits(&mut scored, k);
         scored
     }
+}
+
+/// Keeps the best `k` of `hits`, best first (ties by vector id).
+fn sort_hits(hits: &mut Vec<(u64, f32)>, k: usize) {
+    let by_score = |a: &(u64, f32), b: &(u64, f32)| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0));
+    if hits.len() > k {
+        hits.select_nth_unstable_by(k - 1, by_score);
+        hits.truncate(k);
+    }
+    hits.sort_by(by_score);
 }
 
 #[cfg(test)]
@@ -449,7 +615,9 @@ mod tests {
                 id: id.into(),
                 category: String::new(),
                 status: String::new(),
+                priority: String::new(),
                 created: None,
+                resolved: false,
             },
             thash: 0,
             vector: unit(v).into_boxed_slice(),
@@ -478,11 +646,13 @@ mod tests {
             kind: Some(DocKind::Ticket),
             ..Default::default()
         };
-        let hits = s.search(&unit(&[1.0, 0.0]), 5, &f, EF_SEARCH, 0);
+        let hits = s.search(&unit(&[1.0, 0.0]), 5, f32::MIN, &f, EF_SEARCH, 0);
         assert_eq!(hits.iter().map(|h| h.0).collect::<Vec<_>>(), vec![2]);
         assert!(s.remove("ticket\x1f\x1fa"));
         assert!(!s.remove("ticket\x1f\x1fa"));
         assert_eq!(s.count(DocKind::Ticket), 0);
-        assert!(s.search(&unit(&[1.0, 0.0]), 5, &f, EF_SEARCH, 0).is_empty());
+        assert!(s
+            .search(&unit(&[1.0, 0.0]), 5, f32::MIN, &f, EF_SEARCH, 0)
+            .is_empty());
     }
 }

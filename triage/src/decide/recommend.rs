@@ -67,9 +67,26 @@ pub struct DuplicateQuery<'a> {
     pub now: OffsetDateTime,
 }
 
+impl DuplicateQuery<'_> {
+    /// The creation times a duplicate may have, in Unix seconds (both ends
+    /// included): `window_days` before `now` up to a day after it.
+    pub fn window(&self) -> (i64, i64) {
+        // A huge window (e.g. u32::MAX days) reaches back to the earliest representable time.
+        let since = self
+            .now
+            .checked_sub(time::Duration::days(i64::from(self.window_days)))
+            .unwrap_or(time::PrimitiveDateTime::MIN.assume_utc());
+        (
+            since.unix_timestamp(),
+            (self.now + time::Duration::days(1)).unix_timestamp(),
+        )
+    }
+}
+
 /// Recent near-identical tickets of the same tenant, same customer first: at
 /// least `query.similarity` similar in meaning and [`DUPLICATE_MIN_OVERLAP`]
-/// in wording.
+/// in wording, among the stored tickets in `memory` (the candidates the
+/// store returned).
 pub fn duplicates(memory: &TicketMemory, query: &DuplicateQuery<'_>) -> Result<Vec<Duplicate>> {
     let DuplicateQuery {
         vector,
@@ -77,17 +94,9 @@ pub fn duplicates(memory: &TicketMemory, query: &DuplicateQuery<'_>) -> Result<V
         tenant,
         customer_id,
         similarity,
-        window_days,
-        now,
+        ..
     } = *query;
-    // A huge window (e.g. u32::MAX days) reaches back to the earliest representable time.
-    let since = now
-        .checked_sub(time::Duration::days(i64::from(window_days)))
-        .unwrap_or(time::PrimitiveDateTime::MIN.assume_utc());
-    let (since, until) = (
-        since.unix_timestamp(),
-        (now + time::Duration::days(1)).unix_timestamp(),
-    );
+    let (since, until) = query.window();
     // Cut into units only when a candidate passes the cheaper tests.
     let units = std::cell::OnceCell::new();
     let near = memory.nearest_at_least(vector, 50, similarity, |e| {

@@ -1,9 +1,9 @@
 //! Writing and reading the engine's documents: tickets, articles and the
 //! phrasings learned for them. Every write holds the document write mutex
-//! across the index write and the in-memory update (see the engine's module
-//! docs), so the index, the ticket memory and the FAQ bank always agree.
+//! across the store write and the in-memory update (see the engine's module
+//! docs), so the store, the corrections and the FAQ bank always agree.
 
-use indexer::{ticket_text, Article, DocKind, Document, Ticket};
+use indexer::{Article, DocKind, Document, Ticket};
 use models::EmbedKind;
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
@@ -53,9 +53,9 @@ impl Engine {
         Ok(())
     }
 
-    /// Stores a ticket in the index and memory; `corrected` marks an agent-verified
+    /// Stores a ticket; `corrected` marks an agent-verified
     /// example (`None` keeps the current flag). The caller holds the write mutex
-    /// (`_held`), so no other write lands between the index and the memory update.
+    /// (`_held`), so no other write lands between the store write and the corrections update.
     /// A write that adds, changes or replaces labelled data is counted for the
     /// tenant's next retrain ([`Engine::pending_changes`]).
     pub(super) fn store_ticket(
@@ -69,18 +69,21 @@ impl Engine {
             t.created_at = now_rfc3339();
         }
         let was_labelled = self
-            .read()
-            .memory
-            .get(&t.tenant, &t.id)
-            .is_some_and(|e| is_labelled(&e.ticket));
+            .stored_ticket(&t.tenant, &t.id)?
+            .is_some_and(|old| is_labelled(&old));
         let labelled = was_labelled || is_labelled(&t);
         let tenant = t.tenant.clone();
-        self.index.upsert_tickets(vec![t.clone()])?;
-        let v = match self.index.vector(DocKind::Ticket, &t.tenant, &t.id) {
-            Some(v) => v,
-            None => self.embed_one(&ticket_text(&t.title, &t.body), EmbedKind::Passage)?,
-        };
-        self.write().memory.upsert(t, &v, corrected)?;
+        let key = (t.tenant.clone(), t.id.clone());
+        self.store.upsert_tickets(vec![t])?;
+        match corrected {
+            Some(true) => {
+                self.write().corrected.insert(key);
+            }
+            Some(false) => {
+                self.write().corrected.remove(&key);
+            }
+            None => {}
+        }
         if labelled {
             self.note_change(&tenant);
         }
@@ -93,15 +96,14 @@ impl Engine {
         self.store_ticket(&held, t, None)
     }
 
-    /// Deletes a ticket; `true` if it existed. Serialised with other writes, so
-    /// the index and the ticket memory agree afterwards.
+    /// Deletes a ticket; `true` if it existed. Serialised with other writes.
     pub fn delete_ticket(&self, tenant: &str, id: &str) -> Result<bool> {
         let held = self.lock_writes();
         self.forget_ticket(&held, tenant, id)
     }
 
-    /// Deletes a ticket from the index and the memory (the caller holds the
-    /// write mutex); `true` if it existed.
+    /// Deletes a ticket from the store (the caller holds the write mutex);
+    /// `true` if it existed.
     pub(super) fn forget_ticket(
         &self,
         _held: &WriteLock<'_>,
@@ -109,16 +111,13 @@ impl Engine {
         id: &str,
     ) -> Result<bool> {
         let labelled = self
-            .read()
-            .memory
-            .get(tenant, id)
-            .is_some_and(|e| is_labelled(&e.ticket));
-        let existed = self.index.delete(DocKind::Ticket, tenant, id)?;
-        let in_memory = self.write().memory.remove(tenant, id);
+            .stored_ticket(tenant, id)?
+            .is_some_and(|old| is_labelled(&old));
+        let existed = self.store.delete(DocKind::Ticket, tenant, id)?;
         if labelled {
             self.note_change(tenant);
         }
-        Ok(existed || in_memory)
+        Ok(existed)
     }
 
     /// Adds or replaces an article; used for deflection when this returns. The
@@ -130,7 +129,7 @@ impl Engine {
         let learned = self.learned.active_texts(&a.tenant, &a.id);
         let vectors = self.embed_phrasings(&a, &learned)?;
         let held = self.lock_writes();
-        self.index.upsert_articles(vec![a.clone()])?;
+        self.store.upsert_articles(vec![a.clone()])?;
         self.bank_article(&held, a, &learned, &vectors)
     }
 
@@ -214,7 +213,7 @@ impl Engine {
     /// agree afterwards.
     pub fn delete_article(&self, tenant: &str, id: &str) -> Result<bool> {
         let _held = self.lock_writes();
-        let existed = self.index.delete(DocKind::Article, tenant, id)?;
+        let existed = self.store.delete(DocKind::Article, tenant, id)?;
         let in_bank = self.write().bank.remove(tenant, id);
         if existed || in_bank {
             self.learned.forget_article(tenant, id)?;
@@ -256,13 +255,22 @@ impl Engine {
 
     /// A stored ticket.
     pub fn get_ticket(&self, tenant: &str, id: &str) -> Result<Option<Ticket>> {
-        if let Some(e) = self.read().memory.get(tenant, id) {
-            return Ok(Some(e.ticket.clone()));
-        }
-        Ok(match self.index.get(DocKind::Ticket, tenant, id)? {
+        self.stored_ticket(tenant, id)
+    }
+
+    /// The stored copy of a ticket, from the store.
+    pub(super) fn stored_ticket(&self, tenant: &str, id: &str) -> Result<Option<Ticket>> {
+        Ok(match self.store.get(DocKind::Ticket, tenant, id)? {
             Some(Document::Ticket(t)) => Some(t),
             _ => None,
         })
+    }
+
+    /// Whether an agent corrected or confirmed this ticket.
+    pub(super) fn is_corrected(&self, tenant: &str, id: &str) -> bool {
+        self.read()
+            .corrected
+            .contains(&(tenant.to_string(), id.to_string()))
     }
 
     /// A stored article (from the FAQ bank).

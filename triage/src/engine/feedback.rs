@@ -1,8 +1,8 @@
 //! Learning from agents: corrections become labelled examples at once.
 //!
-//! A correction is written to the index (durable, searchable) and to the
-//! engine's ticket memory (the kNN side sees it on the very next call), and
-//! then appended to the feedback log — the audit trail and
+//! A correction is written to the store (durable, searchable: the kNN side
+//! sees it on the very next call) and marked as an agent's, and then
+//! appended to the feedback log — the audit trail and
 //! the record of which examples are agent-verified (those may overrule the
 //! model). "This article solved it" teaches the message, personal data
 //! masked, as an agent-approved phrasing of the article (kept in the
@@ -52,10 +52,8 @@ impl Engine {
         let mut plan = self.plan_feedback(&held, &fb)?;
         if let Some(t) = plan.ticket.take() {
             let previous = self
-                .read()
-                .memory
-                .get(&t.tenant, &t.id)
-                .map(|e| (e.ticket.clone(), e.corrected));
+                .stored_ticket(&t.tenant, &t.id)?
+                .map(|old| (old, self.is_corrected(&t.tenant, &t.id)));
             let (tenant, id) = (t.tenant.clone(), t.id.clone());
             self.store_ticket(&held, t, Some(true))?;
             let logged = self.log.append(&FeedbackRecord {

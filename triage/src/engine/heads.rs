@@ -5,23 +5,39 @@
 //! tickets and what the pack teaches everyone ([`SharedExamples`]), and
 //! nothing of any other tenant; tenants without labelled tickets share the
 //! pack's heads. Heads are kept in the [`HeadCache`], so a start whose
-//! training data is unchanged loads them instead of training. Nothing here
+//! training data is unchanged loads them instead of training: whether it is
+//! unchanged is decided from the rows' ids, text hashes and labels, without
+//! reading a vector. A tenant with more than [`MAX_OWN_ROWS`] labelled
+//! tickets trains on a fixed, stratified sample of them (every agent
+//! correction kept), so training time stays bounded however large the
+//! history grows; the kNN evidence still sees every ticket. Nothing here
 //! knows the engine: it opens with [`train_all`] and retrains one tenant with
 //! [`train_owner`].
 
 use std::collections::{HashMap, HashSet};
 
-use indexer::{ticket_text, Ticket};
+use indexer::{ticket_text, DocKind, DocRow, Document, Store, Ticket};
 use models::{EmbedKind, TextEmbedder};
+use sha2::{Digest, Sha256};
 
 use crate::decide::labels::{Head, Pool, OUT_OF_SCOPE};
 use crate::error::{Error, Result};
-use crate::model::classify::{Classifier, ClassifierOptions};
+use crate::model::classify::{sample_rows, Classifier, ClassifierOptions};
 use crate::model::knn::VectorSet;
 use crate::pack::{priority_rank, Pack};
 use crate::store::faqbank::FaqBank;
-use crate::store::headcache::{training_key, HeadCache};
-use crate::store::memory::TicketMemory;
+use crate::store::headcache::HeadCache;
+
+/// The most labelled tickets of its own a head trains on (a stratified
+/// sample beyond; see the module docs). Training at this size takes tens of
+/// seconds on a 2-core machine; `docs/BENCHMARKS.md` has the accuracy cost.
+pub(super) const MAX_OWN_ROWS: usize = 20_000;
+
+/// Bumped when what a head's digest covers changes meaning.
+const KEY_FORMAT: &str = "heads-rows-v1";
+
+/// Corrected (tenant, id) pairs.
+pub(super) type Corrected = HashSet<(String, String)>;
 
 /// The two trained heads of one tenant (either may be missing when there is
 /// too little labelled data).
@@ -54,15 +70,18 @@ pub(super) struct SharedExamples {
     ticket_ids: Vec<String>,
     ticket_category: Vec<String>,
     ticket_priority: Vec<String>,
+    /// Whether every pack ticket's stored copy (default tenant) has the
+    /// pack's text: then its vectors are the shared tickets' vectors.
+    stored_as_packed: bool,
 }
 
 impl SharedExamples {
     /// Embeds the pack's article phrasings (leaf categories only) and
-    /// out-of-scope texts; takes the pack tickets' vectors from `memory`
+    /// out-of-scope texts; takes the pack tickets' vectors from `store`
     /// where the stored copy has the pack's text (embeds them otherwise).
     pub(super) fn embed(
         pack: &Pack,
-        memory: &TicketMemory,
+        store: &dyn Store,
         embedder: &dyn TextEmbedder,
     ) -> Result<SharedExamples> {
         let leaves: HashSet<&str> = pack
@@ -98,15 +117,19 @@ impl SharedExamples {
             .collect();
         pack_tickets.sort_by(|a, b| a.id.cmp(&b.id));
         let text_of = |t: &Ticket| ticket_text(&t.title, &t.body);
-        let stored: Vec<Option<Vec<f32>>> = pack_tickets
-            .iter()
-            .map(|t| {
-                memory
-                    .get("", &t.id)
-                    .filter(|e| text_of(&e.ticket) == text_of(t))
-                    .and_then(|_| memory.vector("", &t.id).map(<[f32]>::to_vec))
-            })
-            .collect();
+        let mut stored: Vec<Option<Vec<f32>>> = Vec::with_capacity(pack_tickets.len());
+        for t in &pack_tickets {
+            let same = matches!(
+                store.get(DocKind::Ticket, "", &t.id)?,
+                Some(Document::Ticket(s)) if text_of(&s) == text_of(t)
+            );
+            stored.push(if same {
+                store.vector(DocKind::Ticket, "", &t.id)?
+            } else {
+                None
+            });
+        }
+        let stored_as_packed = stored.iter().all(Option::is_some);
         let missing: Vec<String> = pack_tickets
             .iter()
             .zip(&stored)
@@ -145,6 +168,7 @@ impl SharedExamples {
             ticket_priority: pack_tickets.iter().map(priority).collect(),
             ticket_ids: pack_tickets.iter().map(|t| t.id.clone()).collect(),
             tickets,
+            stored_as_packed,
         })
     }
 
@@ -190,23 +214,84 @@ pub(super) enum Owner<'a> {
     Pack,
 }
 
-/// One head's training rows: vectors row-major, one label per row, and how
-/// many rows are the owner's own tickets.
+/// One head's training data before any vector is read: the owner's
+/// labelled tickets (sampled beyond [`MAX_OWN_ROWS`]) as (id, text hash,
+/// label) in id order, then the shared rows with their vectors.
 struct TrainingSet {
-    x: Vec<f32>,
-    y: Vec<String>,
-    own: usize,
+    tenant: Option<String>,
+    own: Vec<(String, u64, String)>,
+    shared_x: Vec<f32>,
+    shared_y: Vec<String>,
     out_of_scope: bool,
 }
 
+impl TrainingSet {
+    fn len(&self) -> usize {
+        self.own.len() + self.shared_y.len()
+    }
+
+    /// Digest of exactly what the head learns from (see the module docs):
+    /// the rows' ids, text hashes and labels, the shared vectors, the options
+    /// and the embedding model.
+    fn key(&self, opts: &ClassifierOptions, model: &str) -> String {
+        let mut h = Sha256::new();
+        h.update(KEY_FORMAT);
+        h.update(env!("CARGO_PKG_VERSION"));
+        h.update(format!("{opts:?}"));
+        h.update(model);
+        h.update((self.own.len() as u64).to_le_bytes());
+        for (id, hash, label) in &self.own {
+            for part in [id.as_bytes(), label.as_bytes()] {
+                h.update((part.len() as u64).to_le_bytes());
+                h.update(part);
+            }
+            h.update(hash.to_le_bytes());
+        }
+        h.update((self.shared_y.len() as u64).to_le_bytes());
+        for l in &self.shared_y {
+            h.update((l.len() as u64).to_le_bytes());
+            h.update(l.as_bytes());
+        }
+        for v in &self.shared_x {
+            h.update(v.to_le_bytes());
+        }
+        h.finalize().iter().map(|b| format!("{b:02x}")).collect()
+    }
+
+    /// The rows as vectors (the owner's read from `store`) and labels.
+    fn materialise(self, store: &dyn Store, dim: usize) -> Result<(Vec<f32>, Vec<String>)> {
+        let mut x = Vec::with_capacity(self.len() * dim);
+        let mut y = Vec::with_capacity(self.len());
+        let tenant = self.tenant.unwrap_or_default();
+        for (id, _, label) in self.own {
+            let v = store
+                .vector(DocKind::Ticket, &tenant, &id)?
+                .ok_or_else(|| Error::Numeric(format!("ticket {id} has no stored vector")))?;
+            x.extend_from_slice(&v);
+            y.push(label);
+        }
+        x.extend_from_slice(&self.shared_x);
+        y.extend(self.shared_y);
+        Ok((x, y))
+    }
+}
+
+/// FNV-1a of a text: the order a tenant's rows are sampled in.
+fn row_hash(id: &str) -> u64 {
+    id.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+    })
+}
+
 /// The rows `owner`'s `head` learns from: the owner's labelled tickets in
-/// (tenant, id) order, so the same tickets train the same head (and find its
-/// stored copy) whatever order the index returned them in; then the pack's
-/// tickets (every owner but the default tenant); then, for the category head,
-/// the pack's phrasings and out-of-scope examples.
+/// id order (`rows`, from the store; a stratified sample of
+/// [`MAX_OWN_ROWS`] when there are more, corrections always in); then the
+/// pack's tickets (every owner but the default tenant); then, for the
+/// category head, the pack's phrasings and out-of-scope examples.
 fn training_set(
     pack: &Pack,
-    memory: &TicketMemory,
+    rows: &[DocRow],
+    corrected: &Corrected,
     shared: &SharedExamples,
     owner: Owner<'_>,
     head: Head,
@@ -216,30 +301,44 @@ fn training_set(
         .iter()
         .map(|c| c.id.as_str())
         .collect();
-    let label = |t: &Ticket| -> Option<String> {
+    let label = |r: &DocRow| -> Option<String> {
         match head {
             Head::Category => leaves
-                .contains(t.category.as_str())
-                .then(|| t.category.clone()),
-            Head::Priority => priority_rank(&t.priority).map(|_| t.priority.clone()),
+                .contains(r.category.as_str())
+                .then(|| r.category.clone()),
+            Head::Priority => priority_rank(&r.priority).map(|_| r.priority.clone()),
         }
     };
-    let mut rows: Vec<(&Ticket, &[f32], String)> = match owner {
-        Owner::Tenant(tenant) => memory
-            .iter()
-            .filter(|(e, _)| e.ticket.tenant == tenant)
-            .filter_map(|(e, v)| label(&e.ticket).map(|l| (&e.ticket, v, l)))
-            .collect(),
-        Owner::Pack => Vec::new(),
+    let (tenant, mut own): (Option<String>, Vec<(String, u64, String)>) = match owner {
+        Owner::Tenant(tenant) => (
+            Some(tenant.to_string()),
+            rows.iter()
+                .filter_map(|r| label(r).map(|l| (r.id.clone(), r.text_hash, l)))
+                .collect(),
+        ),
+        Owner::Pack => (None, Vec::new()),
     };
-    rows.sort_by(|a, b| (&a.0.tenant, &a.0.id).cmp(&(&b.0.tenant, &b.0.id)));
-    let own = rows.len();
-    let mut x = Vec::with_capacity((own + shared.ticket_ids.len()) * shared.tickets.dim());
-    let mut y = Vec::with_capacity(own + shared.ticket_ids.len());
-    for (_, v, l) in rows {
-        x.extend_from_slice(v);
-        y.push(l);
+    if own.len() > MAX_OWN_ROWS {
+        let tenant = tenant.clone().unwrap_or_default();
+        let labels: Vec<String> = own.iter().map(|r| r.2.clone()).collect();
+        let keep: Vec<bool> = own
+            .iter()
+            .map(|r| corrected.contains(&(tenant.clone(), r.0.clone())))
+            .collect();
+        let order: Vec<u64> = own.iter().map(|r| row_hash(&r.0)).collect();
+        let picked: HashSet<usize> = sample_rows(&labels, &keep, &order, MAX_OWN_ROWS)
+            .into_iter()
+            .collect();
+        let all = std::mem::take(&mut own);
+        own = all
+            .into_iter()
+            .enumerate()
+            .filter(|(i, _)| picked.contains(i))
+            .map(|(_, r)| r)
+            .collect();
     }
+    let mut shared_x = Vec::new();
+    let mut shared_y = Vec::new();
     let shares = match owner {
         Owner::Tenant(t) => SharedExamples::shares_tickets(t),
         Owner::Pack => true,
@@ -251,21 +350,22 @@ fn training_set(
         };
         for (i, l) in labels.iter().enumerate() {
             if let (false, Some(v)) = (l.is_empty(), shared.tickets.get(i)) {
-                x.extend_from_slice(v);
-                y.push(l.clone());
+                shared_x.extend_from_slice(v);
+                shared_y.push(l.clone());
             }
         }
     }
     let mut out_of_scope = false;
-    if head == Head::Category && !y.is_empty() {
-        x.extend_from_slice(shared.phrasings.as_flat());
-        y.extend(shared.phrasing_labels.iter().cloned());
-        out_of_scope = y.iter().any(|l| l == OUT_OF_SCOPE);
+    if head == Head::Category && !(own.is_empty() && shared_y.is_empty()) {
+        shared_x.extend_from_slice(shared.phrasings.as_flat());
+        shared_y.extend(shared.phrasing_labels.iter().cloned());
+        out_of_scope = shared_y.iter().any(|l| l == OUT_OF_SCOPE);
     }
     TrainingSet {
-        x,
-        y,
+        tenant,
         own,
+        shared_x,
+        shared_y,
         out_of_scope,
     }
 }
@@ -286,97 +386,124 @@ fn head_name(owner: Owner<'_>, head: Head) -> String {
     }
 }
 
-/// The options and digest a head of `set` is trained with.
-fn head_options(set: &TrainingSet) -> (ClassifierOptions, String) {
-    let mut opts = ClassifierOptions::for_size(set.y.len());
+/// The options a head of `set` is trained with.
+fn head_options(set: &TrainingSet) -> ClassifierOptions {
+    let mut opts = ClassifierOptions::for_size(set.len());
     if set.out_of_scope {
         opts.out_of_scope_label = Some(OUT_OF_SCOPE.into());
     }
-    let key = training_key(&set.x, &set.y, &opts);
-    (opts, key)
+    opts
 }
 
 /// Trains (or loads from `cache`, when it was trained on exactly this data)
-/// one head; `None` when there is too little labelled data. Also returns the
-/// digest of the training data.
+/// one head; `None` when there is too little labelled data.
 fn train_head(
     name: &str,
     set: TrainingSet,
+    store: &dyn Store,
     cache: &HeadCache,
-) -> Result<(Option<Classifier>, String)> {
-    let (opts, key) = head_options(&set);
-    let TrainingSet { x, y, .. } = set;
-    let distinct: HashSet<&String> = y.iter().collect();
-    if distinct.len() < 2 || y.len() < 4 {
+) -> Result<Option<Classifier>> {
+    let opts = head_options(&set);
+    let embedder = store.embedder();
+    let key = set.key(&opts, embedder.name());
+    let distinct: HashSet<&String> = set.own.iter().map(|r| &r.2).chain(&set.shared_y).collect();
+    if distinct.len() < 2 || set.len() < 4 {
         tracing::debug!(
             head = name,
-            examples = y.len(),
+            examples = set.len(),
             "too few labelled tickets to train a classifier; using neighbours only"
         );
-        return Ok((None, key));
+        return Ok(None);
     }
-    let dim = x.len() / y.len();
     if let Some(clf) = cache.load(name, &key) {
         tracing::info!(
             head = name,
-            examples = y.len(),
+            examples = set.len(),
             "loaded the stored head trained on the same data"
         );
-        return Ok((Some(clf), key));
+        return Ok(Some(clf));
     }
+    let dim = embedder.dim();
+    let (x, y) = set.materialise(store, dim)?;
     let clf = Classifier::train(&x, dim, &y, &opts)?;
     cache.store(name, &key, &clf);
-    Ok((Some(clf), key))
+    Ok(Some(clf))
 }
 
-/// Trains both heads of `owner`; returns them, how many of their rows are the
-/// owner's own tickets (category, priority) and their data digests.
+/// Trains both heads of `owner`; returns them and how many of their rows are
+/// the owner's own tickets (category, priority).
 pub(super) fn train_owner(
     pack: &Pack,
-    memory: &TicketMemory,
+    store: &dyn Store,
+    corrected: &Corrected,
     shared: &SharedExamples,
     cache: &HeadCache,
     owner: Owner<'_>,
-) -> Result<(Heads, [usize; 2], [String; 2])> {
-    let cat = training_set(pack, memory, shared, owner, Head::Category);
-    let pri = training_set(pack, memory, shared, owner, Head::Priority);
-    let own = [cat.own, pri.own];
-    let (category, cat_key) = train_head(&head_name(owner, Head::Category), cat, cache)?;
-    let (priority, pri_key) = train_head(&head_name(owner, Head::Priority), pri, cache)?;
-    Ok((Heads { category, priority }, own, [cat_key, pri_key]))
+) -> Result<(Heads, [usize; 2])> {
+    let rows = match owner {
+        Owner::Tenant(t) => store.rows(DocKind::Ticket, t)?,
+        Owner::Pack => Vec::new(),
+    };
+    let cat = training_set(pack, &rows, corrected, shared, owner, Head::Category);
+    let pri = training_set(pack, &rows, corrected, shared, owner, Head::Priority);
+    let own = [cat.own.len(), pri.own.len()];
+    let category = train_head(&head_name(owner, Head::Category), cat, store, cache)?;
+    let priority = train_head(&head_name(owner, Head::Priority), pri, store, cache)?;
+    Ok((Heads { category, priority }, own))
 }
 
 /// Trains the heads of every tenant with labelled tickets of its own, and the
-/// pack's heads for the others (the default tenant's, when its training data
-/// is exactly the pack's: the same data trains the same heads).
+/// pack's heads for the others (the default tenant's, when its labelled
+/// tickets are exactly the pack's, stored with the pack's text: the same data
+/// trains the same heads).
 pub(super) fn train_all(
     pack: &Pack,
-    memory: &TicketMemory,
+    store: &dyn Store,
+    corrected: &Corrected,
     shared: &SharedExamples,
     cache: &HeadCache,
 ) -> Result<(HashMap<String, Heads>, Heads)> {
-    let mut tenants: Vec<&str> = memory
-        .iter()
-        .filter(|(e, _)| is_labelled(&e.ticket))
-        .map(|(e, _)| e.ticket.tenant.as_str())
-        .collect::<HashSet<_>>()
-        .into_iter()
-        .collect();
-    tenants.sort_unstable();
     let mut heads = HashMap::new();
-    let mut default_keys = None;
-    for tenant in tenants {
-        let (trained, _, keys) = train_owner(pack, memory, shared, cache, Owner::Tenant(tenant))?;
-        if tenant.is_empty() {
-            default_keys = Some(keys);
+    let mut default_is_pack = false;
+    for tenant in store.tenants(DocKind::Ticket)? {
+        let rows = store.rows(DocKind::Ticket, &tenant)?;
+        if !rows
+            .iter()
+            .any(|r| !r.category.is_empty() || !r.priority.is_empty())
+        {
+            continue;
         }
-        heads.insert(tenant.to_string(), trained);
+        if tenant.is_empty() {
+            default_is_pack = shared.stored_as_packed && same_labels(&rows, shared);
+        }
+        let (trained, _) = train_owner(
+            pack,
+            store,
+            corrected,
+            shared,
+            cache,
+            Owner::Tenant(&tenant),
+        )?;
+        heads.insert(tenant, trained);
     }
-    let pack_keys = [Head::Category, Head::Priority]
-        .map(|h| head_options(&training_set(pack, memory, shared, Owner::Pack, h)).1);
-    let base = match (heads.get(""), default_keys) {
-        (Some(default), Some(keys)) if keys == pack_keys => default.clone(),
-        _ => train_owner(pack, memory, shared, cache, Owner::Pack)?.0,
+    let base = match heads.get("") {
+        Some(default) if default_is_pack => default.clone(),
+        _ => train_owner(pack, store, corrected, shared, cache, Owner::Pack)?.0,
     };
     Ok((heads, base))
+}
+
+/// Whether the default tenant's labelled tickets are exactly the pack's,
+/// with the pack's labels (for both heads).
+fn same_labels(rows: &[DocRow], shared: &SharedExamples) -> bool {
+    let labelled: Vec<&DocRow> = rows
+        .iter()
+        .filter(|r| !r.category.is_empty() || !r.priority.is_empty())
+        .collect();
+    labelled.len() == shared.ticket_ids.len()
+        && labelled.iter().zip(0..).all(|(r, i)| {
+            r.id == shared.ticket_ids[i]
+                && r.category == shared.ticket_category[i]
+                && r.priority == shared.ticket_priority[i]
+        })
 }

@@ -1,16 +1,19 @@
 //! The triage engine: one object the server and CLI drive.
 //!
-//! It owns the pack, the hybrid index, an in-memory copy of every ticket with
-//! its passage vector (for kNN evidence, duplicates and recommendations), the
-//! FAQ bank for deflection, and the trained classifiers. Reads take a shared
-//! lock; upserts and feedback take it briefly for writing, after the slow
-//! embedding work is done, so a change is visible to the very next call.
+//! It owns the pack, the document store (an [`indexer::Store`]: the embedded
+//! index by default), the FAQ bank for deflection, and the trained
+//! classifiers. Tickets are not copied into the engine: kNN evidence,
+//! duplicates and recommendations ask the store for the request's
+//! neighbours inside its tenant (see [`indexer::NeighbourQuery`]), so each
+//! vector is kept once, by the store, and a write is seen by the very next
+//! call. Reads take a shared lock; upserts and feedback take it briefly for
+//! writing, after the slow embedding work is done.
 //!
 //! Document writes (upserts, deletes, feedback) are also serialised by one
-//! write mutex, taken before the state lock and held across the index write and
-//! the memory/bank update (and across feedback's read-modify-write), so the
-//! index, the ticket memory and the FAQ bank always agree and no concurrent
-//! update is lost. Reads never take it.
+//! write mutex, taken before the state lock and held across the store write
+//! and the bank and correction updates (and across feedback's
+//! read-modify-write), so the store, the corrections and the FAQ bank always
+//! agree and no concurrent update is lost. Reads never take it.
 //!
 //! The engine is split by what it serves: opening and the locks (here),
 //! [`triage`] (decisions about a request, suggestions, search), [`chat`] (the
@@ -23,7 +26,7 @@ use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
-use indexer::{ticket_text, Article, DocKind, Document, Index};
+use indexer::{ticket_text, Article, DocKind, Document, Index, Store};
 use models::{EmbedKind, TextEmbedder};
 
 mod chat;
@@ -48,7 +51,6 @@ use crate::store::faqbank::FaqBank;
 use crate::store::feedback::FeedbackLog;
 use crate::store::headcache::HeadCache;
 use crate::store::learned::{LearnPolicy, LearnedStore};
-use crate::store::memory::TicketMemory;
 use crate::store::sessions::Sessions;
 
 /// Pack documents are upserted in batches of this many (progress is logged per batch).
@@ -78,7 +80,9 @@ impl EngineConfig {
 
 /// Everything that changes while the engine runs.
 struct State {
-    memory: TicketMemory,
+    /// The (tenant, id) of tickets an agent corrected or confirmed: such
+    /// examples may overrule the model (from the feedback log).
+    corrected: HashSet<(String, String)>,
     bank: FaqBank,
     /// Heads of each tenant that has labelled tickets of its own: trained on
     /// that tenant's tickets and the shared pack only, so one tenant's data
@@ -100,7 +104,7 @@ impl State {
 pub struct Engine {
     pack: Pack,
     embedder: Arc<dyn TextEmbedder>,
-    index: Index,
+    store: Arc<dyn Store>,
     extractor: FieldExtractor,
     /// Masks personal data in texts kept for others (learned phrasings).
     masker: Masker,
@@ -153,11 +157,12 @@ impl Engine {
             path: cfg.data_dir.clone(),
             source,
         })?;
-        let index = Index::open(&cfg.data_dir.join("index"), embedder.clone())?;
+        let store: Arc<dyn Store> =
+            Arc::new(Index::open(&cfg.data_dir.join("index"), embedder.clone())?);
         let (log, records) = FeedbackLog::open(&cfg.data_dir.join("feedback.jsonl"))?;
         // Refuses another pack's data dir; re-ingests the pack when its documents changed.
-        crate::pack::sync::sync_pack(&cfg.data_dir, &pack, &index, &records, |p| {
-            ingest_pack(&index, p)
+        crate::pack::sync::sync_pack(&cfg.data_dir, &pack, store.as_ref(), &records, |p| {
+            ingest_pack(store.as_ref(), p)
         })?;
         let verifier_path = cfg.pack_dir.join("verifier.json");
         let verifier = if verifier_path.exists() {
@@ -171,16 +176,9 @@ impl Engine {
             .collect();
 
         let dim = embedder.dim();
-        let mut memory = TicketMemory::new(dim);
-        for (doc, v) in index.all(DocKind::Ticket, None)? {
-            if let Document::Ticket(t) = doc {
-                let c = corrected.contains(&(t.tenant.clone(), t.id.clone()));
-                memory.upsert(t, &v, Some(c))?;
-            }
-        }
         let learned = LearnedStore::open(&cfg.data_dir.join("learned.jsonl"), cfg.learn)?;
         let mut bank = FaqBank::new(dim);
-        let articles: Vec<(Article, Vec<String>)> = index
+        let articles: Vec<(Article, Vec<String>)> = store
             .all(DocKind::Article, None)?
             .into_iter()
             .filter_map(|(d, _)| match d {
@@ -216,11 +214,11 @@ impl Engine {
             Some(c) => tracing::info!(weights = ?c.w, bias = c.b, "answer probability calibrated on the pack's articles"),
             None => tracing::info!("too few phrasings or out-of-scope examples to calibrate on: the verifier's probability is used as fitted"),
         }
-        let shared = SharedExamples::embed(&pack, &memory, embedder.as_ref())?;
+        let shared = SharedExamples::embed(&pack, store.as_ref(), embedder.as_ref())?;
         let heads = HeadCache::new(&cfg.data_dir.join("heads"));
-        let (tenant_heads, base) = train_all(&pack, &memory, &shared, &heads)?;
+        let (tenant_heads, base) = train_all(&pack, store.as_ref(), &corrected, &shared, &heads)?;
         tracing::info!(
-            tickets = memory.len(),
+            tickets = store.count(DocKind::Ticket, None)?,
             articles = bank.len(),
             corrections = records.len(),
             tenants_with_heads = tenant_heads.len(),
@@ -235,9 +233,9 @@ impl Engine {
             shared,
             pack,
             embedder,
-            index,
+            store,
             state: RwLock::new(State {
-                memory,
+                corrected,
                 bank,
                 heads: tenant_heads,
                 base,
@@ -281,36 +279,33 @@ impl Engine {
     }
 
     /// Counts for health and metrics: of one tenant, or (`None`) of all.
+    /// A store that cannot count (unreachable) reports 0.
     pub fn stats(&self, tenant: Option<&str>) -> EngineStats {
-        let state = self.read();
         let leaves: HashSet<String> = self
             .pack
             .leaf_categories()
             .iter()
             .map(|c| c.id.clone())
             .collect();
-        let mine = |t: &str| tenant.is_none_or(|x| x == t);
         let (learned_candidates, learned_active) = self.learned.counts(tenant);
+        let tickets = self.store.count(DocKind::Ticket, tenant).unwrap_or(0);
+        let labelled_examples = self
+            .store
+            .category_counts(DocKind::Ticket, tenant)
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|(c, _)| leaves.contains(c))
+            .map(|(_, n)| n)
+            .sum();
+        let state = self.read();
         EngineStats {
-            tickets: state
-                .memory
-                .iter()
-                .filter(|(e, _)| mine(&e.ticket.tenant))
-                .count(),
+            tickets,
             articles: state.bank.count(tenant),
-            labelled_examples: state
-                .memory
-                .iter()
-                .filter(|(e, _)| mine(&e.ticket.tenant) && leaves.contains(&e.ticket.category))
-                .count(),
+            labelled_examples,
             categories: leaves.len(),
             corrections: match tenant {
                 None => state.corrections,
-                Some(t) => state
-                    .memory
-                    .iter()
-                    .filter(|(e, _)| e.corrected && e.ticket.tenant == t)
-                    .count(),
+                Some(t) => state.corrected.iter().filter(|(x, _)| x == t).count(),
             },
             learned_candidates,
             learned_active,
@@ -323,7 +318,7 @@ impl Engine {
 /// Upserts the pack's tickets and articles into the index: all of them on first
 /// start, the new or changed ones when [`crate::pack::sync::sync_pack`] finds the
 /// pack edited. Runs inside [`Engine::open`], before any request can write.
-fn ingest_pack(index: &Index, pack: &Pack) -> Result<()> {
+fn ingest_pack(store: &dyn Store, pack: &Pack) -> Result<()> {
     tracing::info!(
         tickets = pack.tickets.len(),
         articles = pack.articles.len(),
@@ -337,7 +332,7 @@ fn ingest_pack(index: &Index, pack: &Pack) -> Result<()> {
         for t in batch.iter_mut().filter(|t| t.created_at.is_empty()) {
             t.created_at = now_rfc3339();
         }
-        index.upsert_tickets(batch)?;
+        store.upsert_tickets(batch)?;
         tracing::info!(
             done = (n * INGEST_BATCH + chunk.len()),
             total = pack.tickets.len(),
@@ -345,7 +340,7 @@ fn ingest_pack(index: &Index, pack: &Pack) -> Result<()> {
         );
     }
     for chunk in pack.articles.chunks(INGEST_BATCH) {
-        index.upsert_articles(chunk.to_vec())?;
+        store.upsert_articles(chunk.to_vec())?;
     }
     Ok(())
 }

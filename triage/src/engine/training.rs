@@ -5,7 +5,6 @@
 use super::heads::{train_owner, Owner};
 use super::Engine;
 use crate::error::Result;
-use crate::store::memory::TicketMemory;
 
 impl Engine {
     /// Counts one labelled change of `tenant`.
@@ -27,10 +26,11 @@ impl Engine {
         out
     }
 
-    /// Retrains `tenant`'s classifiers from its labelled tickets now in memory
-    /// (corrections included) and the shared pack, and nothing of any other
-    /// tenant; seconds for thousands of tickets. Returns the labelled examples
-    /// the category head learned from.
+    /// Retrains `tenant`'s classifiers from its labelled tickets now in the
+    /// store (corrections included; a fixed sample beyond
+    /// [`super::heads::MAX_OWN_ROWS`]) and the shared pack, and nothing of any
+    /// other tenant; seconds for thousands of tickets, bounded beyond.
+    /// Returns the labelled examples the category head learned from.
     pub fn retrain(&self, tenant: &str) -> Result<usize> {
         let snapshot = self
             .pending
@@ -39,23 +39,12 @@ impl Engine {
             .get(tenant)
             .copied()
             .unwrap_or(0);
-        // Only this tenant's rows are copied out of the memory; training runs
-        // without the state lock.
-        let owned = {
-            let state = self.read();
-            let mut memory = TicketMemory::new(state.memory.dim());
-            for (e, v) in state
-                .memory
-                .iter()
-                .filter(|(e, _)| e.ticket.tenant == tenant)
-            {
-                memory.upsert(e.ticket.clone(), v, Some(e.corrected))?;
-            }
-            memory
-        };
-        let (heads, own, _) = train_owner(
+        // Training reads the tenant's rows from the store, without the state lock.
+        let corrected = self.read().corrected.clone();
+        let (heads, own) = train_owner(
             &self.pack,
-            &owned,
+            self.store.as_ref(),
+            &corrected,
             &self.shared,
             &self.heads,
             Owner::Tenant(tenant),

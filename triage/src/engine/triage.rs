@@ -1,14 +1,16 @@
 //! What the engine decides about a request: category, priority, queue,
 //! fields and duplicates ([`Engine::triage`], [`Engine::classify_ticket`]),
 //! suggestions from similar tickets and articles ([`Engine::suggest`]), and
-//! search. The engine finds the evidence under its read lock; the decisions
-//! are [`crate::decide`]'s.
+//! search. The engine asks the store for the evidence (the request's
+//! neighbours within its tenant); the decisions are [`crate::decide`]'s.
 
-use indexer::{ticket_text, DocKind, Filters, Hit, SearchMode, SearchRequest, Ticket};
+use indexer::{
+    ticket_text, DocKind, Document, Filters, Hit, NeighbourQuery, SearchMode, SearchRequest, Ticket,
+};
 use models::EmbedKind;
 use time::OffsetDateTime;
 
-use super::{request_text, Engine, State};
+use super::{request_text, Engine};
 use crate::api::{Duplicate, Suggestions, TicketRequest, TriageResult};
 use crate::decide::escalation::EscalationContext;
 use crate::decide::labels::{queue_decision, with_default_priority, Head, LabelQuery, Request};
@@ -16,25 +18,50 @@ use crate::decide::recommend::{
     duplicates, infer_fields, is_resolved, predict_resolution, ticket_hit, DuplicateQuery,
 };
 use crate::error::Result;
-use crate::store::memory::Example;
+use crate::store::memory::TicketMemory;
 
 /// Neighbours that vote on labels and are shown as evidence.
 const K_NEIGHBOURS: usize = 10;
 /// Similar resolved tickets and articles suggested.
 const SUGGEST_K: usize = 5;
+/// Candidate duplicates fetched (above the duplicate similarity, in the window).
+const DUPLICATE_CANDIDATES: usize = 50;
+
+/// Stored tickets near a request, as the decisions take them: the tickets
+/// (with their vectors and whether an agent corrected them) and `(slot,
+/// similarity)` into them, most similar first.
+struct Nearby {
+    memory: TicketMemory,
+    near: Vec<(usize, f32)>,
+}
 
 impl Engine {
     /// Category, priority, queue, fields and duplicates for a new request.
     pub fn triage(&self, req: &TicketRequest) -> Result<TriageResult> {
         let text = request_text(&req.title, &req.body)?;
         let v = self.embed_one(&text, EmbedKind::Passage)?;
-        let state = self.read();
-        let duplicates = self.duplicates(&state, &v, &text, req)?;
+        let duplicates = self.duplicates(&v, &text, req)?;
         // The same customer's earlier requests in the window are repeat contacts.
         let earlier = duplicates.iter().filter(|d| d.same_customer).count();
-        let mut result = self.decide_all(&state, &v, &text, &req.tenant, None, earlier)?;
+        let mut result = self.decide_all(&v, &text, &req.tenant, None, earlier)?;
         result.duplicates = duplicates;
         Ok(result)
+    }
+
+    /// The stored tickets `query` admits nearest `v`, with their corrected flags.
+    fn nearby(&self, v: &[f32], query: &NeighbourQuery) -> Result<Nearby> {
+        let found = self.store.neighbours(v, query)?;
+        let mut memory = TicketMemory::new(self.embedder.dim());
+        let mut near = Vec::with_capacity(found.len());
+        let state = self.read();
+        for n in found {
+            if let Document::Ticket(t) = n.doc {
+                let corrected = state.corrected.contains(&(t.tenant.clone(), t.id.clone()));
+                memory.upsert(t, &n.vector, Some(corrected))?;
+                near.push((memory.len() - 1, n.similarity));
+            }
+        }
+        Ok(Nearby { memory, near })
     }
 
     /// Category, priority, queue and fields of a text, without the duplicate
@@ -47,28 +74,26 @@ impl Engine {
     ) -> Result<TriageResult> {
         let text = request_text(title, body)?;
         let v = self.embed_one(&text, EmbedKind::Passage)?;
-        let state = self.read();
-        self.decide_all(&state, &v, &text, tenant, None, 0)
+        self.decide_all(&v, &text, tenant, None, 0)
     }
 
     /// Reclassifies a stored or new ticket (no duplicate lookup). The ticket's own
     /// stored copy does not vote for itself unless an agent corrected it.
     pub fn classify_ticket(&self, t: &Ticket) -> Result<TriageResult> {
         let text = request_text(&t.title, &t.body)?;
-        let stored = {
-            let state = self.read();
-            state
-                .memory
-                .get(&t.tenant, &t.id)
-                .filter(|e| ticket_text(&e.ticket.title, &e.ticket.body) == text)
-                .and_then(|_| state.memory.vector(&t.tenant, &t.id).map(<[f32]>::to_vec))
+        let unchanged = self
+            .stored_ticket(&t.tenant, &t.id)?
+            .is_some_and(|s| ticket_text(&s.title, &s.body) == text);
+        let stored = if unchanged {
+            self.store.vector(DocKind::Ticket, &t.tenant, &t.id)?
+        } else {
+            None
         };
         let v = match stored {
             Some(v) => v,
             None => self.embed_one(&text, EmbedKind::Passage)?,
         };
-        let state = self.read();
-        self.decide_all(&state, &v, &text, &t.tenant, Some(&t.id), 0)
+        self.decide_all(&v, &text, &t.tenant, Some(&t.id), 0)
     }
 
     /// The label decisions, fields, escalation risk and evidence for one
@@ -76,7 +101,6 @@ impl Engine {
     /// duplicate window (0 where unknown).
     fn decide_all(
         &self,
-        state: &State,
         v: &[f32],
         text: &str,
         tenant: &str,
@@ -84,19 +108,25 @@ impl Engine {
         earlier_contacts: usize,
     ) -> Result<TriageResult> {
         let threshold = self.pack.thresholds.classify_abstain;
-        let usable = |e: &Example| {
-            e.ticket.tenant == tenant && (self_id != Some(e.ticket.id.as_str()) || e.corrected)
-        };
-        let neighbours = state.memory.nearest(v, K_NEIGHBOURS, usable)?;
+        // A stored ticket does not vote for itself unless an agent corrected it.
+        let mut query = NeighbourQuery::tickets(tenant, K_NEIGHBOURS);
+        if let Some(id) = self_id.filter(|id| !self.is_corrected(tenant, id)) {
+            query.exclude_ids.push(id.to_string());
+        }
+        let Nearby {
+            memory,
+            near: neighbours,
+        } = self.nearby(v, &query)?;
         let labelled = |head: Head| -> Vec<(usize, f32)> {
             neighbours
                 .iter()
                 .copied()
-                .filter(|(i, _)| !head.of(&state.memory.item(*i).ticket).is_empty())
+                .filter(|(i, _)| !head.of(&memory.item(*i).ticket).is_empty())
                 .collect()
         };
         let (cat_nb, pri_nb) = (labelled(Head::Category), labelled(Head::Priority));
         let request = Request::new(text, self_id);
+        let state = self.read();
         let heads = state.heads(tenant);
 
         let (cat_pools, pri_pools) = (
@@ -105,7 +135,7 @@ impl Engine {
         );
         let cat_query = LabelQuery {
             head: Head::Category,
-            memory: &state.memory,
+            memory: &memory,
             classifier: heads.category.as_ref(),
             pools: &cat_pools,
             vector: v,
@@ -114,7 +144,7 @@ impl Engine {
         };
         let cat = cat_query.evidence()?;
         let category = cat_query.decision(&cat, threshold);
-        let queue = queue_decision(&self.pack, &state.memory, &cat, threshold);
+        let queue = queue_decision(&self.pack, &memory, &cat, threshold);
         let pri_query = LabelQuery {
             head: Head::Priority,
             classifier: heads.priority.as_ref(),
@@ -128,18 +158,18 @@ impl Engine {
         let priority = self.rules.apply(text, priority);
 
         let mut fields = self.extractor.extract(text);
-        let inferred = infer_fields(&state.memory, &neighbours, &self.pack.fields, &fields);
+        let inferred = infer_fields(&memory, &neighbours, &self.pack.fields, &fields);
         fields.extend(inferred);
         let hits = neighbours
             .iter()
             .enumerate()
-            .map(|(r, (i, s))| ticket_hit(&state.memory.item(*i).ticket, *s, r + 1))
+            .map(|(r, (i, s))| ticket_hit(&memory.item(*i).ticket, *s, r + 1))
             .collect();
         let learned = self.pack.escalation.field.as_deref().and_then(|field| {
             escalated_share(
                 neighbours
                     .iter()
-                    .map(|(i, s)| (state.memory.item(*i).ticket.fields.get(field), *s)),
+                    .map(|(i, s)| (memory.item(*i).ticket.fields.get(field), *s)),
             )
         });
         let escalation_risk = self.escalation.assess(
@@ -168,13 +198,18 @@ impl Engine {
             return Ok(None);
         }
         let v = self.embed_one(text, EmbedKind::Passage)?;
+        let query = NeighbourQuery {
+            labelled_only: true,
+            ..NeighbourQuery::tickets(tenant, K_NEIGHBOURS)
+        };
+        let Nearby {
+            memory,
+            near: neighbours,
+        } = self.nearby(&v, &query)?;
         let state = self.read();
-        let neighbours = state.memory.nearest(&v, K_NEIGHBOURS, |e| {
-            e.ticket.tenant == tenant && !e.ticket.category.is_empty()
-        })?;
         let evidence = LabelQuery {
             head: Head::Category,
-            memory: &state.memory,
+            memory: &memory,
             classifier: state.heads(tenant).category.as_ref(),
             pools: &self.shared.category_pools(tenant),
             vector: &v,
@@ -189,7 +224,7 @@ impl Engine {
     pub fn suggest(&self, req: &TicketRequest) -> Result<Suggestions> {
         let text = request_text(&req.title, &req.body)?;
         let v = self.embed_one(&text, EmbedKind::Passage)?;
-        let articles = self.index.search(&SearchRequest {
+        let articles = self.store.search(&SearchRequest {
             text: text.clone(),
             mode: SearchMode::Hybrid,
             k: SUGGEST_K,
@@ -200,50 +235,58 @@ impl Engine {
             },
             ..SearchRequest::default()
         })?;
-        let state = self.read();
-        let resolved = state.memory.nearest(&v, K_NEIGHBOURS, |e| {
-            e.ticket.tenant == req.tenant && is_resolved(&e.ticket)
-        })?;
+        let query = NeighbourQuery {
+            resolved_only: true,
+            ..NeighbourQuery::tickets(&req.tenant, K_NEIGHBOURS)
+        };
+        let Nearby {
+            memory,
+            near: resolved,
+        } = self.nearby(&v, &query)?;
+        debug_assert!(resolved
+            .iter()
+            .all(|(i, _)| is_resolved(&memory.item(*i).ticket)));
         Ok(Suggestions {
             similar_tickets: resolved
                 .iter()
                 .take(SUGGEST_K)
                 .enumerate()
-                .map(|(r, (i, s))| ticket_hit(&state.memory.item(*i).ticket, *s, r + 1))
+                .map(|(r, (i, s))| ticket_hit(&memory.item(*i).ticket, *s, r + 1))
                 .collect(),
             articles,
-            duplicates: self.duplicates(&state, &v, &text, req)?,
-            predicted_resolution: predict_resolution(&state.memory, &resolved),
+            duplicates: self.duplicates(&v, &text, req)?,
+            predicted_resolution: predict_resolution(&memory, &resolved),
         })
     }
 
     /// Recent likely duplicates of a request (embedded as `v`, with `text`),
     /// by the pack's duplicate thresholds.
-    fn duplicates(
-        &self,
-        state: &State,
-        v: &[f32],
-        text: &str,
-        req: &TicketRequest,
-    ) -> Result<Vec<Duplicate>> {
+    fn duplicates(&self, v: &[f32], text: &str, req: &TicketRequest) -> Result<Vec<Duplicate>> {
         let th = &self.pack.thresholds;
-        duplicates(
-            &state.memory,
-            &DuplicateQuery {
-                vector: v,
-                text,
-                tenant: &req.tenant,
-                customer_id: &req.customer_id,
-                similarity: th.duplicate_similarity,
-                window_days: th.duplicate_window_days,
-                now: OffsetDateTime::now_utc(),
-            },
-        )
+        let query = DuplicateQuery {
+            vector: v,
+            text,
+            tenant: &req.tenant,
+            customer_id: &req.customer_id,
+            similarity: th.duplicate_similarity,
+            window_days: th.duplicate_window_days,
+            now: OffsetDateTime::now_utc(),
+        };
+        // The store narrows to the window and the similarity; the wording test is the decision's.
+        let (since, until) = query.window();
+        let candidates = NeighbourQuery {
+            min_similarity: Some(query.similarity),
+            created_from: Some(since),
+            created_until: until.checked_add(1),
+            ..NeighbourQuery::tickets(&req.tenant, DUPLICATE_CANDIDATES)
+        };
+        let Nearby { memory, .. } = self.nearby(v, &candidates)?;
+        duplicates(&memory, &query)
     }
 
-    /// Hybrid search over the index (filters, explanations).
+    /// Hybrid search over the store (filters, explanations).
     pub fn search(&self, req: &SearchRequest) -> Result<Vec<Hit>> {
-        Ok(self.index.search(req)?)
+        Ok(self.store.search(req)?)
     }
 }
 

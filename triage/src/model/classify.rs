@@ -70,6 +70,40 @@ impl ClassifierOptions {
     }
 }
 
+/// At least this many rows of each label survive [`sample_rows`] (all of a
+/// label's rows when it has fewer), so a rare class is never sampled away.
+const SAMPLE_FLOOR: usize = 20;
+
+/// A fixed, stratified sample of about `max` of the rows with `labels`: the
+/// rows `keep` marks (agents' corrections) always; of the others, each
+/// label's rows with the smallest `order` (a stable hash of the row), in
+/// proportion to the label's share, at least [`SAMPLE_FLOOR`] per label.
+/// Returns row indices in ascending order; all rows when there are at most
+/// `max`. The same rows give the same sample, so a restart trains (and
+/// finds in its cache) the same head.
+pub fn sample_rows(labels: &[String], keep: &[bool], order: &[u64], max: usize) -> Vec<usize> {
+    let n = labels.len();
+    if n <= max {
+        return (0..n).collect();
+    }
+    let mut picked: Vec<usize> = (0..n)
+        .filter(|&i| keep.get(i).copied().unwrap_or(false))
+        .collect();
+    let budget = max.saturating_sub(picked.len());
+    let mut by_label: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
+    for i in (0..n).filter(|&i| !keep.get(i).copied().unwrap_or(false)) {
+        by_label.entry(labels[i].as_str()).or_default().push(i);
+    }
+    let rest = n - picked.len();
+    for rows in by_label.values_mut() {
+        rows.sort_by_key(|&i| (order.get(i).copied().unwrap_or(0), i));
+        let share = (budget as f64 * rows.len() as f64 / rest.max(1) as f64).ceil() as usize;
+        picked.extend(rows.iter().take(share.max(SAMPLE_FLOOR)));
+    }
+    picked.sort_unstable();
+    picked
+}
+
 /// What training measured on its held-out folds (so the choices are visible).
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct TrainSummary {

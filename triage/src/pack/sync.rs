@@ -16,7 +16,7 @@
 use std::collections::HashSet;
 use std::path::Path;
 
-use indexer::{Article, DocKind, Document, Index};
+use indexer::{Article, DocKind, Document, Store};
 
 use crate::error::{Error, Result};
 use crate::pack::Pack;
@@ -46,7 +46,7 @@ pub struct SyncReport {
 pub fn sync_pack(
     data_dir: &Path,
     pack: &Pack,
-    index: &Index,
+    index: &dyn Store,
     log: &[FeedbackRecord],
     ingest: impl FnOnce(&Pack) -> Result<()>,
 ) -> Result<SyncReport> {

@@ -1,6 +1,7 @@
-//! The engine's working memory of tickets: every ticket with its passage
-//! vector, searchable exactly, updated in place by upserts and feedback so
-//! the next decision sees a change at once.
+//! A handful of stored tickets with their passage vectors, searchable
+//! exactly: the neighbours the store returned for one request (the engine
+//! keeps no copy of the tickets; see [`crate::engine`]), in the shape the
+//! decisions take them.
 
 use std::collections::HashMap;
 
@@ -20,7 +21,6 @@ pub struct Example {
     pub corrected: bool,
     /// `created_at` in Unix seconds (`None` when empty or not RFC 3339).
     pub created: Option<i64>,
-    alive: bool,
 }
 
 /// `created_at` of a ticket in Unix seconds.
@@ -30,7 +30,7 @@ fn created_seconds(t: &Ticket) -> Option<i64> {
         .map(OffsetDateTime::unix_timestamp)
 }
 
-/// All tickets of all tenants with their vectors.
+/// Tickets with their vectors (a request's neighbours, or a test's examples).
 #[derive(Debug, Clone)]
 pub struct TicketMemory {
     vectors: VectorSet,
@@ -46,11 +46,6 @@ impl TicketMemory {
             items: Vec::new(),
             slot_of: HashMap::new(),
         }
-    }
-
-    /// Vector dimension.
-    pub fn dim(&self) -> usize {
-        self.vectors.dim()
     }
 
     /// Adds or replaces a ticket; `corrected = None` keeps an existing flag.
@@ -77,7 +72,6 @@ impl TicketMemory {
                     created: created_seconds(&ticket),
                     ticket,
                     corrected: corrected.unwrap_or(false),
-                    alive: true,
                 });
                 self.slot_of.insert(key, slot);
             }
@@ -85,50 +79,18 @@ impl TicketMemory {
         Ok(())
     }
 
-    /// Forgets a ticket; returns whether it was there.
-    pub fn remove(&mut self, tenant: &str, id: &str) -> bool {
-        match self.slot_of.remove(&(tenant.to_string(), id.to_string())) {
-            Some(slot) => {
-                self.items[slot].alive = false;
-                true
-            }
-            None => false,
-        }
-    }
-
-    /// The live ticket with this tenant and id.
-    pub fn get(&self, tenant: &str, id: &str) -> Option<&Example> {
-        self.slot_of
-            .get(&(tenant.to_string(), id.to_string()))
-            .map(|&s| &self.items[s])
-    }
-
-    /// The stored vector of a live ticket.
-    pub fn vector(&self, tenant: &str, id: &str) -> Option<&[f32]> {
-        let slot = *self.slot_of.get(&(tenant.to_string(), id.to_string()))?;
-        self.vectors.get(slot)
-    }
-
-    /// Example in slot `i` (may be dead; callers only get slots from [`TicketMemory::nearest`]).
+    /// Example in slot `i` (slots come from [`TicketMemory::nearest_at_least`] or [`TicketMemory::len`]).
     pub fn item(&self, i: usize) -> &Example {
         &self.items[i]
     }
 
-    /// Live examples.
-    pub fn iter(&self) -> impl Iterator<Item = (&Example, &[f32])> {
-        self.items
-            .iter()
-            .enumerate()
-            .filter(|(_, e)| e.alive)
-            .filter_map(|(i, e)| self.vectors.get(i).map(|v| (e, v)))
-    }
-
-    /// Number of live tickets.
+    /// Number of tickets.
     pub fn len(&self) -> usize {
         self.slot_of.len()
     }
 
     /// The `k` live examples most similar to `v` that `keep` accepts, best first.
+    #[cfg(test)]
     pub fn nearest(
         &self,
         v: &[f32],
@@ -146,10 +108,8 @@ impl TicketMemory {
         min: f32,
         keep: impl Fn(&Example) -> bool,
     ) -> Result<Vec<(usize, f32)>> {
-        self.vectors.top_k_at_least(v, k, min, |i| {
-            let e = &self.items[i];
-            e.alive && keep(e)
-        })
+        self.vectors
+            .top_k_at_least(v, k, min, |i| keep(&self.items[i]))
     }
 }
 
@@ -167,7 +127,7 @@ mod tests {
     }
 
     #[test]
-    fn upsert_replaces_and_remove_hides() {
+    fn upsert_replaces_by_tenant_and_id() {
         let mut m = TicketMemory::new(2);
         m.upsert(ticket("a", "", "x"), &[1.0, 0.0], None).unwrap();
         m.upsert(ticket("b", "", "y"), &[0.0, 1.0], None).unwrap();
@@ -176,18 +136,15 @@ mod tests {
         m.upsert(ticket("a", "", "x2"), &[0.0, 1.0], Some(true))
             .unwrap();
         assert_eq!(m.len(), 3);
-        let a = m.get("", "a").unwrap();
-        assert!(a.corrected);
-        assert_eq!(a.ticket.category, "x2");
         let near = m
             .nearest(&[0.0, 1.0], 5, |e| e.ticket.tenant.is_empty())
             .unwrap();
         assert_eq!(near.len(), 2);
-        assert!(m.remove("", "b"));
-        assert!(!m.remove("", "b"));
-        let near = m.nearest(&[0.0, 1.0], 5, |_| true).unwrap();
-        assert_eq!(near.len(), 2);
-        assert!(near.iter().all(|(i, _)| m.item(*i).ticket.id == "a"));
-        assert_eq!(m.iter().count(), 2);
+        let a = m.item(near[0].0);
+        assert!(near
+            .iter()
+            .all(|(i, _)| m.item(*i).ticket.tenant.is_empty()));
+        assert_eq!(a.ticket.category, "x2");
+        assert!(a.corrected);
     }
 }
