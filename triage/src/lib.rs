@@ -42,7 +42,7 @@ pub use crate::{
     },
     engine::{Engine, EngineConfig},
     error::{Error, Result},
-    model::{keyunits::KeyUnits, verifier::Verifier},
+    model::{classify::sample_rows, keyunits::KeyUnits, verifier::Verifier},
     pack::{
         sync::{sync_pack, SyncReport},
         Category, FieldSpec, Pack, Priority, Queue, Thresholds, DEFAULT_CLASSIFY_ABSTAIN,

@@ -15,6 +15,9 @@ use super::ModelArgs;
 pub enum BenchCommand {
     /// Embedding throughput (batch 1 and batch B) and single-query latency.
     Embed(EmbedBenchArgs),
+    /// The engine at N synthetic tickets over T tenants: latency per route,
+    /// writes, open and restart, memory, recall (model-free vectors).
+    Scale(super::scale::ScaleBenchArgs),
 }
 
 /// Arguments of `triage bench embed`.
@@ -86,6 +89,7 @@ struct QueryLatency {
 pub fn run(cmd: BenchCommand) -> anyhow::Result<()> {
     match cmd {
         BenchCommand::Embed(args) => embed(args),
+        BenchCommand::Scale(args) => super::scale::run(args),
     }
 }
 

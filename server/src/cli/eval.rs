@@ -72,6 +72,11 @@ pub struct ClassifyArgs {
     /// service does with a pack that does not set it.
     #[arg(long, default_value_t = triage::DEFAULT_CLASSIFY_ABSTAIN)]
     threshold: f32,
+    /// Train on a fixed stratified sample of at most this many examples, as
+    /// the engine does for a tenant with more labelled tickets (measures what
+    /// the sampling costs).
+    #[arg(long)]
+    max_train: Option<usize>,
     #[command(flatten)]
     cache: CacheArgs,
 }
@@ -195,9 +200,23 @@ fn classify(args: ClassifyArgs) -> anyhow::Result<()> {
     let pairs = |v: Vec<LabelledLine>| -> Vec<(String, String)> {
         v.into_iter().map(|l| (l.text, l.label)).collect()
     };
+    let mut train = pairs(train);
+    if let Some(max) = args.max_train {
+        let labels: Vec<String> = train.iter().map(|(_, l)| l.clone()).collect();
+        let order: Vec<u64> = train.iter().map(|(t, _)| fnv1a(t)).collect();
+        let keep: std::collections::HashSet<usize> = triage::sample_rows(&labels, &[], &order, max)
+            .into_iter()
+            .collect();
+        train = train
+            .into_iter()
+            .enumerate()
+            .filter(|(i, _)| keep.contains(i))
+            .map(|(_, p)| p)
+            .collect();
+    }
     let report = args.cache.with(args.model.load()?, |embedder| {
         Ok(triage::eval::classify(
-            &pairs(train),
+            &train,
             &pairs(test),
             args.oos_label.as_deref(),
             args.threshold,
@@ -283,4 +302,11 @@ fn read_jsonl<T: DeserializeOwned>(path: &Path) -> anyhow::Result<Vec<T>> {
                 .with_context(|| format!("{}:{}: invalid line", path.display(), i + 1))
         })
         .collect()
+}
+
+/// FNV-1a of a text: the fixed order `--max-train` samples in.
+fn fnv1a(text: &str) -> u64 {
+    text.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+    })
 }

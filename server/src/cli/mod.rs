@@ -4,6 +4,7 @@ mod bench;
 mod embed;
 mod eval;
 mod index;
+mod scale;
 
 use std::path::PathBuf;
 use std::process::ExitCode;

@@ -507,3 +507,44 @@ fn same_labels(rows: &[DocRow], shared: &SharedExamples) -> bool {
                 && r.priority == shared.ticket_priority[i]
         })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn set(own: &[(&str, u64, &str)]) -> TrainingSet {
+        TrainingSet {
+            tenant: Some("t".into()),
+            own: own
+                .iter()
+                .map(|(i, h, l)| (i.to_string(), *h, l.to_string()))
+                .collect(),
+            shared_x: vec![1.0, 0.0],
+            shared_y: vec!["x".into()],
+            out_of_scope: false,
+        }
+    }
+
+    #[test]
+    fn a_head_digest_changes_with_any_row_label_text_option_or_model() {
+        let opts = ClassifierOptions::for_size(3);
+        let base = set(&[("1", 7, "a"), ("2", 8, "b")]);
+        let key = base.key(&opts, "m");
+        assert_eq!(key, set(&[("1", 7, "a"), ("2", 8, "b")]).key(&opts, "m"));
+        let mut other_opts = opts.clone();
+        other_opts.k += 1;
+        for other in [
+            set(&[("1", 7, "a"), ("2", 8, "a")]).key(&opts, "m"),
+            set(&[("1", 7, "a"), ("2", 9, "b")]).key(&opts, "m"),
+            set(&[("1", 7, "a"), ("3", 8, "b")]).key(&opts, "m"),
+            set(&[("1", 7, "a")]).key(&opts, "m"),
+            base.key(&other_opts, "m"),
+            base.key(&opts, "n"),
+        ] {
+            assert_ne!(other, key);
+        }
+        let mut shared = set(&[("1", 7, "a"), ("2", 8, "b")]);
+        shared.shared_x[0] = 0.5;
+        assert_ne!(shared.key(&opts, "m"), key);
+    }
+}

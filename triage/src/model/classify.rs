@@ -430,6 +430,34 @@ pub fn stratified_folds(y: &[usize], folds: usize, seed: u64) -> Vec<usize> {
 mod tests {
     use super::*;
 
+    #[test]
+    fn a_sample_is_stratified_fixed_and_keeps_the_marked_rows() {
+        // 900 rows of "a", 90 of "b", 10 of "c"; row 5 is marked.
+        let labels: Vec<String> = (0..1000)
+            .map(|i| match i {
+                0..900 => "a",
+                900..990 => "b",
+                _ => "c",
+            })
+            .map(String::from)
+            .collect();
+        let order: Vec<u64> = (0..1000u64)
+            .map(|i| i.wrapping_mul(2_654_435_761) % 1009)
+            .collect();
+        let mut keep = vec![false; 1000];
+        keep[5] = true;
+        let s = sample_rows(&labels, &keep, &order, 100);
+        assert!(s.contains(&5));
+        assert!(s.windows(2).all(|w| w[0] < w[1]));
+        let of = |l: &str| s.iter().filter(|&&i| labels[i] == l).count();
+        // Proportional shares, but never fewer than the floor (or all of a small class).
+        assert!((89..=92).contains(&of("a")), "{}", of("a"));
+        assert_eq!(of("b"), SAMPLE_FLOOR);
+        assert_eq!(of("c"), 10);
+        assert_eq!(sample_rows(&labels, &keep, &order, 100), s, "not fixed");
+        assert_eq!(sample_rows(&labels, &keep, &order, 1000).len(), 1000);
+    }
+
     /// Three well separated clusters in 4-d, with noise: training must classify new points
     /// and the calibrated confidence must be high near a centre, lower between centres.
     #[test]
