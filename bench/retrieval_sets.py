@@ -6,7 +6,16 @@ Writes data/eval/retrieval/<set>/{corpus,queries}.jsonl for `triage eval retriev
   relevant = the sentence2 ids paired positively with that sentence1.
 - banking77: corpus = a seeded 80 % of the training utterances, queries = the other 20 %,
   relevant = corpus utterances of the same intent.
+- clinc150: corpus = the in-scope `train` utterances, queries = the in-scope `val` utterances,
+  relevant = corpus utterances of the same intent.
+
+Each set's queries are also cut (seed 16) into two halves, `queries.val.jsonl` and
+`queries.test.jsonl`, over the same corpus: fusion variants are tuned on `val` and reported on
+`test` (issue 16).
+
+Usage: python3 bench/retrieval_sets.py [--data ../shared/data]
 """
+import argparse
 import csv
 import json
 import os
@@ -15,6 +24,7 @@ from collections import defaultdict
 
 ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
 SHARED = os.path.join(ROOT, "..", "shared", "data")
+SPLIT_SEED = 16
 OUT = os.path.join(ROOT, "data", "eval", "retrieval")
 
 
@@ -41,7 +51,14 @@ def write(name, corpus, queries):
     with open(os.path.join(d, "queries.jsonl"), "w", encoding="utf-8") as f:
         for text, rel in queries:
             f.write(json.dumps({"text": text, "relevant": rel}, ensure_ascii=False) + "\n")
-    print(f"{name}: corpus {len(corpus)}, queries {len(queries)}")
+    shuffled = list(queries)
+    random.Random(SPLIT_SEED).shuffle(shuffled)
+    half = len(shuffled) // 2
+    for part, rows in (("val", shuffled[:half]), ("test", shuffled[half:])):
+        with open(os.path.join(d, f"queries.{part}.jsonl"), "w", encoding="utf-8") as f:
+            for text, rel in rows:
+                f.write(json.dumps({"text": text, "relevant": rel}, ensure_ascii=False) + "\n")
+    print(f"{name}: corpus {len(corpus)}, queries {len(queries)} (val {half}, test {len(queries) - half})")
 
 
 def question_matching(name, rows):
@@ -57,8 +74,8 @@ def question_matching(name, rows):
     write(name, corpus, sorted(relevant.items()))
 
 
-def banking77():
-    with open(os.path.join(SHARED, "banking77", "train.csv"), encoding="utf-8", newline="") as f:
+def banking77(shared):
+    with open(os.path.join(shared, "banking77", "train.csv"), encoding="utf-8", newline="") as f:
         rows = [(r["text"], r["category"]) for r in csv.DictReader(f)]
     rng = random.Random(77)
     rng.shuffle(rows)
@@ -71,7 +88,21 @@ def banking77():
     write("banking77", corpus, [(t, by_label[label]) for t, label in query_rows])
 
 
+def clinc150(shared):
+    with open(os.path.join(shared, "clinc150", "train_val.json"), encoding="utf-8") as f:
+        data = json.load(f)
+    corpus = [(f"c150-{i}", t) for i, (t, _) in enumerate(data["train"])]
+    by_label = defaultdict(list)
+    for (cid, _), (_, label) in zip(corpus, data["train"]):
+        by_label[label].append(cid)
+    write("clinc150", corpus, [(t, by_label[label]) for t, label in data["val"]])
+
+
 if __name__ == "__main__":
-    question_matching("bq", pairs_csv(os.path.join(SHARED, "bq", "dev.csv")))
-    question_matching("lcqmc", pairs_tsv(os.path.join(SHARED, "lcqmc", "dev.txt")))
-    banking77()
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--data", default=SHARED, help="the shared datasets folder")
+    data = ap.parse_args().data
+    question_matching("bq", pairs_csv(os.path.join(data, "bq", "dev.csv")))
+    question_matching("lcqmc", pairs_tsv(os.path.join(data, "lcqmc", "dev.txt")))
+    banking77(data)
+    clinc150(data)
