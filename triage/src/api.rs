@@ -67,6 +67,10 @@ pub struct FieldValue {
     pub source: String,
     /// 1.0 for pattern matches; the neighbour agreement for inferred values.
     pub confidence: f32,
+    /// Why this value, for a field the pack lets neighbours infer: named in the
+    /// text (and what the neighbours voted), or the neighbours' vote.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub reasons: Vec<String>,
 }
 
 /// A likely duplicate of the request.

@@ -767,23 +767,20 @@ fn pack_patterns_add_fields_and_win_overlaps() {
         FieldSpec {
             name: "ticket_ref".into(),
             pattern: Some(r"REF-(\d{4})".into()),
-            description: String::new(),
             infer: false,
-            personal: false,
+            ..FieldSpec::default()
         },
         FieldSpec {
             name: "member_id".into(),
             pattern: Some(r"VIP\d{11}".into()),
-            description: String::new(),
             infer: false,
-            personal: false,
+            ..FieldSpec::default()
         },
         FieldSpec {
             name: "product".into(),
             pattern: None,
-            description: String::new(),
             infer: true,
-            personal: false,
+            ..FieldSpec::default()
         },
     ];
     let ex = FieldExtractor::new(&specs).unwrap();
@@ -812,9 +809,8 @@ fn invalid_pattern_is_a_clear_error() {
     let spec = FieldSpec {
         name: "broken".into(),
         pattern: Some("(unclosed".into()),
-        description: String::new(),
         infer: false,
-        personal: false,
+        ..FieldSpec::default()
     };
     let err = FieldExtractor::new(&[spec]).unwrap_err().to_string();
     assert!(err.contains("broken"), "{err}");

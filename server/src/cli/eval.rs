@@ -22,6 +22,21 @@ pub enum EvalCommand {
     Classify(ClassifyArgs),
     /// FAQ deflection quality: answer rate, answer precision, out-of-scope handoff.
     Deflect(DeflectArgs),
+    /// Field extraction quality: precision and recall per field on hand-labelled requests.
+    Fields(FieldsArgs),
+}
+
+/// Arguments of `triage eval fields`.
+#[derive(Debug, Args)]
+pub struct FieldsArgs {
+    /// Requests: `{"id", "text", "fields": [{"name", "value", "span": [start, end]}]}`
+    /// per line, spans in characters.
+    #[arg(long)]
+    cases: PathBuf,
+    /// A pack directory whose `[[fields]]` (patterns, value words) are added
+    /// to the built-in extractors, as the engine does; none = built-ins only.
+    #[arg(long)]
+    pack: Option<PathBuf>,
 }
 
 /// Arguments of `triage eval retrieval`.
@@ -166,7 +181,19 @@ pub fn run(cmd: EvalCommand) -> anyhow::Result<()> {
         EvalCommand::Retrieval(args) => retrieval(args),
         EvalCommand::Classify(args) => classify(args),
         EvalCommand::Deflect(args) => deflect(args),
+        EvalCommand::Fields(args) => fields(args),
     }
+}
+
+fn fields(args: FieldsArgs) -> anyhow::Result<()> {
+    let cases: Vec<triage::eval::FieldCase> = read_jsonl(&args.cases)?;
+    let specs = match &args.pack {
+        Some(dir) => triage::Pack::load(dir)?.fields,
+        None => Vec::new(),
+    };
+    let report = triage::eval::fields(&specs, &cases)?;
+    println!("{}", serde_json::to_string(&report)?);
+    Ok(())
 }
 
 fn retrieval(args: RetrievalArgs) -> anyhow::Result<()> {

@@ -8,7 +8,7 @@
 //! ask, never *who* asked. It masks:
 //!
 //! * the field extractor's personal fields: `phone`, `email`, `order_no`,
-//!   `serial_no`, and every pack field declared `personal = true`;
+//!   `invoice_no`, `serial_no`, and every pack field declared `personal = true`;
 //! * names introduced as names (我叫…, 姓名：…, 联系人…, a surname followed by
 //!   先生/女士/小姐, "my name is …", "Mr./Ms. …");
 //! * addresses: Chinese addresses (…省/市/区 … 路/街 … 号/室), "地址：…" and
@@ -26,7 +26,7 @@ use crate::error::{Error, Result};
 use crate::pack::FieldSpec;
 
 /// Built-in extractor fields that are personal data.
-const PERSONAL_FIELDS: &[&str] = &["phone", "email", "order_no", "serial_no"];
+const PERSONAL_FIELDS: &[&str] = &["phone", "email", "order_no", "invoice_no", "serial_no"];
 
 /// Common Chinese surnames: a surname followed by 先生/女士/小姐 is a name.
 const SURNAMES: &str = "王李张刘陈杨黄赵吴周徐孙马朱胡郭何高林罗郑梁谢宋唐许韩冯邓曹彭曾肖田董袁潘于蒋蔡余杜叶程苏魏吕丁任沈姚卢姜崔钟谭陆汪范金石廖贾夏韦付方白邹孟熊秦邱江尹薛闫段雷侯龙史陶黎贺顾毛郝龚邵万钱严覃武戴莫孔向汤欧";
@@ -163,9 +163,8 @@ mod tests {
         Masker::new(&[FieldSpec {
             name: "member_id".into(),
             pattern: Some(r"VIP-[A-Z]{4}".into()),
-            description: String::new(),
-            infer: false,
             personal: true,
+            ..FieldSpec::default()
         }])
         .unwrap()
     }

@@ -168,25 +168,21 @@ pub fn predict_resolution(
     })
 }
 
-/// Fields the pack marks `infer = true`, voted by the neighbours' `fields`
-/// (similarity-weighted; neighbours without the field vote "unknown"), for
-/// fields not already extracted from the text.
-pub fn infer_fields(
+/// The neighbours' vote on each field the pack marks `infer = true`: the value
+/// with the largest similarity-weighted share (neighbours without the field
+/// vote "unknown") and that share, by field name.
+pub fn neighbour_votes(
     memory: &TicketMemory,
     neighbours: &[(usize, f32)],
     specs: &[FieldSpec],
-    extracted: &[FieldValue],
-) -> Vec<FieldValue> {
+) -> BTreeMap<String, (String, f32)> {
+    let mut out = BTreeMap::new();
     if neighbours.is_empty() {
-        return Vec::new();
+        return out;
     }
     let w = vote_weights(neighbours, VOTE_TEMPERATURE);
     let total: f32 = w.iter().sum();
-    let mut out = Vec::new();
     for spec in specs.iter().filter(|s| s.infer) {
-        if extracted.iter().any(|f| f.name == spec.name) {
-            continue;
-        }
         let mut votes: BTreeMap<&str, f32> = BTreeMap::new();
         for ((i, _), wi) in neighbours.iter().zip(&w) {
             if let Some(v) = memory.item(*i).ticket.fields.get(&spec.name) {
@@ -196,20 +192,92 @@ pub fn infer_fields(
             }
         }
         if let Some((value, weight)) = votes.into_iter().max_by(|a, b| a.1.total_cmp(&b.1)) {
-            let confidence = weight / total;
-            if confidence >= INFER_MIN_CONFIDENCE {
-                out.push(FieldValue {
-                    name: spec.name.clone(),
-                    value: value.to_string(),
-                    span: None,
-                    char_span: None,
-                    source: "inferred".into(),
-                    confidence,
-                });
-            }
+            out.insert(spec.name.clone(), (value.to_string(), weight / total));
         }
     }
     out
+}
+
+/// Settles the fields the pack marks `infer = true`, which hold one value per
+/// ticket, given the extracted `fields` and the neighbours' `votes`
+/// ([`neighbour_votes`]; empty without neighbours):
+///
+/// * a value the text names beats the neighbours' vote. When the text names
+///   several, the one the neighbours voted for is kept, else the first named;
+///   the reasons say what the neighbours voted and which won;
+/// * otherwise the neighbours' value is added as `inferred` when its share is
+///   at least [`INFER_MIN_CONFIDENCE`].
+///
+/// Other fields pass through unchanged.
+pub fn settle_fields(
+    specs: &[FieldSpec],
+    mut fields: Vec<FieldValue>,
+    votes: &BTreeMap<String, (String, f32)>,
+) -> Vec<FieldValue> {
+    for spec in specs.iter().filter(|s| s.infer) {
+        let vote = votes.get(&spec.name);
+        let named: Vec<usize> = (0..fields.len())
+            .filter(|&i| fields[i].name == spec.name)
+            .collect();
+        let Some(&first) = named.first() else {
+            if let Some((value, share)) = vote.filter(|(_, s)| *s >= INFER_MIN_CONFIDENCE) {
+                fields.push(FieldValue {
+                    name: spec.name.clone(),
+                    value: value.clone(),
+                    span: None,
+                    char_span: None,
+                    source: "inferred".into(),
+                    confidence: *share,
+                    reasons: vec![format!("neighbours' vote: {}", percent(*share))],
+                });
+            }
+            continue;
+        };
+        let voted = vote.and_then(|(v, _)| named.iter().copied().find(|&i| fields[i].value == *v));
+        let chosen = voted.unwrap_or(first);
+        let mut reasons = vec![match vote {
+            None => "named in the text".to_string(),
+            Some((v, share)) if *v == fields[chosen].value => {
+                format!(
+                    "named in the text; the neighbours agree ({})",
+                    percent(*share)
+                )
+            }
+            Some((v, share)) => format!(
+                "named in the text, so it beats the neighbours' `{v}` ({})",
+                percent(*share)
+            ),
+        }];
+        let others: Vec<String> = named
+            .iter()
+            .filter(|&&i| i != chosen)
+            .map(|&i| format!("`{}`", fields[i].value))
+            .collect();
+        if !others.is_empty() {
+            reasons.push(format!(
+                "the text also names {}; {}",
+                others.join(", "),
+                if voted.is_some() {
+                    "the neighbours' vote picked this one"
+                } else {
+                    "the first named is kept"
+                }
+            ));
+        }
+        fields[chosen].reasons = reasons;
+        let mut i = 0;
+        fields.retain(|_| {
+            let keep = i == chosen || !named.contains(&i);
+            i += 1;
+            keep
+        });
+    }
+    fields
+}
+
+/// A share as a whole percentage, `64 %`.
+fn percent(share: f32) -> String {
+    format!("{:.0} %", share * 100.0)
 }
 
 #[cfg(test)]
@@ -306,21 +374,91 @@ mod tests {
         assert_eq!(forever.len(), 2);
     }
 
+    fn product_spec() -> FieldSpec {
+        FieldSpec {
+            name: "product".into(),
+            infer: true,
+            ..FieldSpec::default()
+        }
+    }
+
+    fn named(value: &str, at: usize) -> FieldValue {
+        FieldValue {
+            name: "product".into(),
+            value: value.into(),
+            span: Some((at, at + 6)),
+            char_span: Some((at / 3, at / 3 + 2)),
+            source: "extracted".into(),
+            confidence: 1.0,
+            reasons: Vec::new(),
+        }
+    }
+
     #[test]
     fn inferred_fields_need_agreement() {
         let m = memory();
-        let spec = FieldSpec {
-            name: "product".into(),
-            pattern: None,
-            description: String::new(),
-            infer: true,
-            personal: false,
-        };
+        let specs = [product_spec()];
         let near = m.nearest(&[1.0, 0.0], 3, |_| true).unwrap();
-        let f = infer_fields(&m, &near, std::slice::from_ref(&spec), &[]);
+        let votes = neighbour_votes(&m, &near, &specs);
+        let f = settle_fields(&specs, Vec::new(), &votes);
         assert_eq!(f.len(), 1);
         assert_eq!(f[0].value, "tv");
         assert_eq!(f[0].source, "inferred");
         assert!(f[0].confidence > 0.5 && f[0].confidence < 1.0);
+        assert!(
+            f[0].reasons[0].starts_with("neighbours' vote: "),
+            "{:?}",
+            f[0].reasons
+        );
+        // "unknown" outweighs any value: nothing inferred
+        let far = m.nearest(&[0.0, 1.0], 1, |_| true).unwrap();
+        let votes = neighbour_votes(&m, &far, &specs);
+        assert!(settle_fields(&specs, Vec::new(), &votes).is_empty());
+    }
+
+    #[test]
+    fn a_product_named_in_the_text_beats_the_neighbours() {
+        let m = memory();
+        let specs = [product_spec()];
+        let near = m.nearest(&[1.0, 0.0], 3, |_| true).unwrap();
+        let votes = neighbour_votes(&m, &near, &specs);
+        assert_eq!(votes["product"].0, "tv");
+        let f = settle_fields(&specs, vec![named("router", 0)], &votes);
+        assert_eq!(f.len(), 1);
+        assert_eq!(
+            (f[0].value.as_str(), f[0].source.as_str()),
+            ("router", "extracted")
+        );
+        assert!(
+            f[0].reasons[0].starts_with("named in the text, so it beats the neighbours' `tv` ("),
+            "{:?}",
+            f[0].reasons
+        );
+        // the neighbours agreeing is said so
+        let f = settle_fields(&specs, vec![named("tv", 0)], &votes);
+        assert!(f[0].reasons[0].starts_with("named in the text; the neighbours agree"));
+        // several named: the neighbours pick among them, the others are dropped
+        let f = settle_fields(&specs, vec![named("router", 0), named("tv", 9)], &votes);
+        assert_eq!(f.len(), 1);
+        assert_eq!(f[0].value, "tv");
+        assert_eq!(
+            f[0].reasons[1],
+            "the text also names `router`; the neighbours' vote picked this one"
+        );
+        // without neighbours the first named is kept; other fields pass through
+        let mut phone = named("13812345678", 30);
+        phone.name = "phone".into();
+        let f = settle_fields(
+            &specs,
+            vec![named("router", 0), named("tv", 9), phone.clone()],
+            &BTreeMap::new(),
+        );
+        let got: Vec<(&str, &str)> = f
+            .iter()
+            .map(|x| (x.name.as_str(), x.value.as_str()))
+            .collect();
+        assert_eq!(got, [("product", "router"), ("phone", "13812345678")]);
+        assert_eq!(f[0].reasons[0], "named in the text");
+        assert!(f[1].reasons.is_empty());
     }
 }

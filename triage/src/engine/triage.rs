@@ -13,7 +13,8 @@ use crate::api::{Duplicate, Suggestions, TicketRequest, TriageResult};
 use crate::decide::escalation::EscalationContext;
 use crate::decide::labels::{queue_decision, with_default_priority, Head, LabelQuery, Request};
 use crate::decide::recommend::{
-    duplicates, infer_fields, is_resolved, predict_resolution, ticket_hit, DuplicateQuery,
+    duplicates, is_resolved, neighbour_votes, predict_resolution, settle_fields, ticket_hit,
+    DuplicateQuery,
 };
 use crate::error::Result;
 use crate::store::memory::Example;
@@ -127,9 +128,9 @@ impl Engine {
         let priority = with_default_priority(priority, &category, &self.pack, threshold);
         let priority = self.rules.apply(text, priority);
 
-        let mut fields = self.extractor.extract(text);
-        let inferred = infer_fields(&state.memory, &neighbours, &self.pack.fields, &fields);
-        fields.extend(inferred);
+        // A product (any `infer` field) named in the text beats the neighbours' vote.
+        let votes = neighbour_votes(&state.memory, &neighbours, &self.pack.fields);
+        let fields = settle_fields(&self.pack.fields, self.extractor.extract(text), &votes);
         let hits = neighbours
             .iter()
             .enumerate()

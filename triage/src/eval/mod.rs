@@ -1,14 +1,17 @@
-//! Evaluation: the numbers behind `triage eval classify` and `triage eval deflect`.
+//! Evaluation: the numbers behind `triage eval classify`, `triage eval deflect`
+//! and `triage eval fields`.
 //!
 //! `classify` and `deflect` take plain labelled data (no pack, no index) and
 //! an embedder; `deflect_pack` measures the chat of an engine opened on a pack,
-//! as it ships. Each returns a serialisable report whose JSON keys are the
+//! as it ships; `fields` scores the field extractor on hand-labelled requests.
+//! Each returns a serialisable report whose JSON keys are the
 //! CLI's contract.
 
 mod cache;
 mod chat;
 mod classify;
 mod deflect;
+mod fields;
 
 pub use crate::model::classify::TrainSummary;
 pub use cache::CachedEmbedder;
@@ -18,3 +21,4 @@ pub use deflect::{
     deflect, deflect_with, fit_verifier, CosinePoint, DeflectCase, DeflectPoint, DeflectReport,
     FaqEntry, FitReport, QuestionPair,
 };
+pub use fields::{fields, ExpectedField, FieldCase, FieldMiss, FieldScore, FieldsReport};

@@ -110,6 +110,10 @@ struct RawField {
     name: Spanned<String>,
     pattern: Option<Spanned<String>>,
     #[serde(default)]
+    values: BTreeMap<String, Vec<Spanned<String>>>,
+    #[serde(default)]
+    except: Vec<Spanned<String>>,
+    #[serde(default)]
     description: String,
     #[serde(default)]
     infer: bool,
@@ -647,9 +651,39 @@ fn convert_fields(ctx: &ConfigCtx, raw: &[RawField]) -> Result<Vec<FieldSpec>> {
                 ));
             }
         }
+        let mut values = BTreeMap::new();
+        for (value, words) in &f.values {
+            let mut kept = Vec::with_capacity(words.len());
+            for w in words {
+                let word = w.get_ref().trim();
+                if word.is_empty() {
+                    return Err(ctx.err(w.span(), "fields.values", "empty word"));
+                }
+                kept.push(word.to_string());
+            }
+            if value.trim().is_empty() || kept.is_empty() {
+                let at = f.name.span();
+                return Err(ctx.err(
+                    at,
+                    "fields.values",
+                    format!("field `{name}`: every value needs a name and at least one word"),
+                ));
+            }
+            values.insert(value.trim().to_string(), kept);
+        }
+        let mut except = Vec::with_capacity(f.except.len());
+        for phrase in &f.except {
+            let p = phrase.get_ref().trim();
+            if p.is_empty() {
+                return Err(ctx.err(phrase.span(), "fields.except", "empty phrase"));
+            }
+            except.push(p.to_string());
+        }
         fields.push(FieldSpec {
             name: name.to_string(),
             pattern: f.pattern.as_ref().map(|p| p.get_ref().clone()),
+            values,
+            except,
             description: f.description.clone(),
             infer: f.infer,
             personal: f.personal,

@@ -237,13 +237,20 @@ pub struct Priority {
     pub response_hours: Option<f32>,
 }
 
-/// A field the service fills in: an extra pattern and/or inference from neighbours.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+/// A field the service fills in: an extra pattern, words that name its values,
+/// and/or inference from neighbours.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct FieldSpec {
     /// Field name (may be a built-in extractor's name to add a pattern to it).
     pub name: String,
     /// Regular expression; capture group 1 (or the whole match) is the value.
     pub pattern: Option<String>,
+    /// Words that name each value (`air_conditioner` ← 空调, "air conditioner"):
+    /// a word found in the text gives the field that value, with the word's span.
+    pub values: BTreeMap<String, Vec<String>>,
+    /// Phrases inside which a word of `values` does not count (`手机号` is a phone
+    /// number, not the phone).
+    pub except: Vec<String>,
     /// What the field is.
     pub description: String,
     /// Whether the value may be inferred from similar tickets' `fields`.

@@ -65,7 +65,7 @@
         el("tr", {}, el("th", {}, "字段 / field"), el("th", {}, "值 / value"), el("th", {}, "来源 / source"), el("th", {}, "置信 / conf.")),
         t.fields.map((f) => el("tr", { "data-field": f.name },
           el("td", {}, f.name), el("td", {}, f.value),
-          el("td", {}, f.source === "inferred" ? "推断 / inferred" : "文本 / text"), el("td", {}, pct(f.confidence))))),
+          el("td", { title: (f.reasons || []).join("; ") || undefined }, f.source === "inferred" ? "推断 / inferred" : "文本 / text"), el("td", {}, pct(f.confidence))))),
       highlighted(text, t.fields));
   }
 
