@@ -114,11 +114,23 @@ pub enum Fusion {
         /// Weight of the (max-normalised) BM25 score, 0..=1.
         bm25_weight: f32,
     },
+    /// Z-score fusion (the default): `w * z_bm25 + (1 - w) * z_vector`, each
+    /// retriever's score standardised over its own candidates for this query
+    /// (a candidate it did not return gets its lowest z), so a first hit far
+    /// ahead of the rest keeps its lead.
+    Zscore {
+        /// Weight of the BM25 z-score, 0..=1 (0.4 by default).
+        bm25_weight: f32,
+    },
 }
 
 impl Default for Fusion {
+    /// Z-score fusion with BM25 weight [`crate::fusion::DEFAULT_ZSCORE_BM25_WEIGHT`]
+    /// (measured against RRF in docs/EVAL.md).
     fn default() -> Self {
-        Fusion::Rrf { k: 60.0 }
+        Fusion::Zscore {
+            bm25_weight: crate::fusion::DEFAULT_ZSCORE_BM25_WEIGHT,
+        }
     }
 }
 
@@ -160,7 +172,7 @@ pub struct SearchRequest {
 }
 
 impl Default for SearchRequest {
-    /// An empty hybrid search for 10 hits with RRF and no filters beyond the default tenant.
+    /// An empty hybrid search for 10 hits with the default fusion and no filters beyond the default tenant.
     fn default() -> Self {
         SearchRequest {
             text: String::new(),

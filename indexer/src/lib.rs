@@ -4,7 +4,8 @@
 //! hits come out. Lexical retrieval is tantivy BM25 over jieba-segmented,
 //! lower-cased and stemmed Chinese/English text; semantic retrieval is an
 //! HNSW graph (hnsw_rs) over the passage embeddings of a
-//! [`models::TextEmbedder`]; hybrid search fuses both (RRF or weighted). Every
+//! [`models::TextEmbedder`]; hybrid search fuses both (z-scores by default,
+//! RRF or weighted on request). Every
 //! write is one durable tantivy commit that carries the document's vector, so
 //! the graph is only a cache, rebuilt or caught up when it is stale (rebuilt
 //! in the background when tombstones pile up, without stopping writes).
@@ -15,6 +16,7 @@
 mod doc;
 mod error;
 pub mod eval;
+mod fusion;
 mod graph_store;
 mod index;
 mod ingest;
@@ -30,6 +32,7 @@ pub use doc::{
     SearchRequest, Ticket,
 };
 pub use error::{Damage, DamagedFile, Error};
+pub use fusion::DEFAULT_ZSCORE_BM25_WEIGHT;
 pub use index::{Index, IndexStats};
 pub use ingest::IngestReport;
 pub use search::MAX_K;

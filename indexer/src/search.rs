@@ -1,5 +1,5 @@
 //! Search: BM25 and vector retrieval with the filters applied inside each
-//! retriever, fusion (RRF or weighted), and an explanation for every hit.
+//! retriever, fusion (see [`crate::fusion`]), and an explanation for every hit.
 
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
@@ -11,6 +11,7 @@ use tantivy::schema::IndexRecordOption;
 use tantivy::{DocAddress, Searcher, Term};
 
 use crate::doc::{Explanation, Fusion, Hit, SearchMode, SearchRequest};
+use crate::fusion::Fuser;
 use crate::index::Index;
 use crate::schema::{text_fields, CompiledFilters};
 use crate::text::{self, terms};
@@ -20,7 +21,7 @@ use crate::Error;
 /// Largest `k` a search accepts.
 pub const MAX_K: usize = 1000;
 /// Hybrid search fuses at least this many candidates from each retriever.
-const HYBRID_DEPTH: usize = 50;
+pub(crate) const HYBRID_DEPTH: usize = 50;
 /// Longer queries (e.g. a whole ticket) keep only their first distinct terms.
 const MAX_QUERY_TERMS: usize = 128;
 
@@ -122,32 +123,14 @@ impl Index {
             }
         }
 
-        let max_bm25 = cands
-            .values()
-            .filter_map(|c| c.bm25.map(|b| b.0))
-            .fold(0.0f32, f32::max);
+        let fuser = Fuser::new(
+            req.mode,
+            req.fusion,
+            cands.values().map(|c| (c.bm25, c.vector)),
+        );
         let mut scored: Vec<(u64, f32, Candidate)> = cands
             .into_iter()
-            .map(|(vid, c)| {
-                let score = match (req.mode, req.fusion) {
-                    (SearchMode::Bm25, _) => c.bm25.map_or(0.0, |b| b.0),
-                    (SearchMode::Vector, _) => c.vector.map_or(0.0, |v| v.0),
-                    (SearchMode::Hybrid, Fusion::Rrf { k: rrf_k }) => {
-                        let rr = |r: Option<(f32, usize)>| {
-                            r.map_or(0.0, |(_, rank)| 1.0 / (rrf_k + rank as f32))
-                        };
-                        rr(c.bm25) + rr(c.vector)
-                    }
-                    (SearchMode::Hybrid, Fusion::Weighted { bm25_weight: w }) => {
-                        let b = match (c.bm25, max_bm25 > 0.0) {
-                            (Some((s, _)), true) => s / max_bm25,
-                            _ => 0.0,
-                        };
-                        w * b + (1.0 - w) * c.cosine.unwrap_or(0.0)
-                    }
-                };
-                (vid, score, c)
-            })
+            .map(|(vid, c)| (vid, fuser.score(c.bm25, c.vector, c.cosine), c))
             .collect();
         scored.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
         scored.truncate(k);
@@ -259,9 +242,13 @@ fn validate(req: &SearchRequest) -> Result<(), Error> {
         Fusion::Rrf { k } if !(k.is_finite() && k >= 0.0) => Err(Error::InvalidRequest(format!(
             "RRF constant must be a finite number >= 0, got {k}"
         ))),
-        Fusion::Weighted { bm25_weight: w } if !(0.0..=1.0).contains(&w) => Err(
-            Error::InvalidRequest(format!("bm25_weight must be between 0 and 1, got {w}")),
-        ),
+        Fusion::Weighted { bm25_weight: w } | Fusion::Zscore { bm25_weight: w }
+            if !(0.0..=1.0).contains(&w) =>
+        {
+            Err(Error::InvalidRequest(format!(
+                "bm25_weight must be between 0 and 1, got {w}"
+            )))
+        }
         _ => Ok(()),
     }
 }

@@ -117,9 +117,11 @@ fn hybrid_explains_both_retrievers() {
     let dir = tempfile::tempdir().unwrap();
     let index = open(dir.path());
     sample(&index);
-    let hits = index
-        .search(&req("洗衣机漏水怎么办", SearchMode::Hybrid))
-        .unwrap();
+    let rrf = SearchRequest {
+        fusion: Fusion::Rrf { k: 60.0 },
+        ..req("洗衣机漏水怎么办", SearchMode::Hybrid)
+    };
+    let hits = index.search(&rrf).unwrap();
     assert_eq!(hits[0].id, "t3");
     let e = &hits[0].explanation;
     assert_eq!(e.bm25_rank, Some(1));
@@ -133,6 +135,20 @@ fn hybrid_explains_both_retrievers() {
         .all(|h| h.explanation.vector_similarity.is_some()));
     // Scores are non-increasing.
     assert!(hits.windows(2).all(|w| w[0].score >= w[1].score));
+
+    // The default (z-score) fusion agrees on a hit both retrievers rank first,
+    // with a positive score, and orders the same candidates.
+    let default = index
+        .search(&req("洗衣机漏水怎么办", SearchMode::Hybrid))
+        .unwrap();
+    assert_eq!(default[0].id, "t3");
+    assert!(default[0].score > 0.0);
+    assert!(default.windows(2).all(|w| w[0].score >= w[1].score));
+    let mut a = ids(&default);
+    let mut b = ids(&hits);
+    a.sort_unstable();
+    b.sort_unstable();
+    assert_eq!(a, b);
 
     let weighted = SearchRequest {
         fusion: Fusion::Weighted { bm25_weight: 0.5 },

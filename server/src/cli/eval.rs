@@ -5,7 +5,8 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use clap::{Args, Subcommand, ValueEnum};
-use indexer::SearchMode;
+use indexer::eval::RetrievalSet;
+use indexer::{Fusion, SearchMode};
 use models::TextEmbedder;
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
@@ -53,6 +54,24 @@ pub struct RetrievalArgs {
     /// Which modes to evaluate.
     #[arg(long, value_enum, default_value_t = EvalMode::All)]
     mode: EvalMode,
+    /// Hybrid fusion to measure, as the search API takes it (e.g.
+    /// `{"method":"rrf","k":60}`); repeat to measure several on one index.
+    /// Default: the search API's default.
+    #[arg(long = "fusion", value_parser = parse_fusion)]
+    fusions: Vec<Fusion>,
+    /// Also write what hybrid search fuses for each query (both retrievers'
+    /// ranked candidates with their scores) to this JSONL file, for
+    /// `bench/fusion_sweep.py`.
+    #[arg(long)]
+    candidates: Option<PathBuf>,
+    #[command(flatten)]
+    cache: CacheArgs,
+}
+
+/// A `--fusion` value: the search API's JSON, checked as a search checks it.
+fn parse_fusion(s: &str) -> Result<Fusion, String> {
+    serde_json::from_str(s)
+        .map_err(|e| format!("not a fusion ({e}); e.g. {{\"method\":\"rrf\",\"k\":60}}"))
 }
 
 /// `--mode` values of `eval retrieval`.
@@ -205,13 +224,37 @@ fn retrieval(args: RetrievalArgs) -> anyhow::Result<()> {
         EvalMode::Hybrid => vec![SearchMode::Hybrid],
         EvalMode::All => vec![SearchMode::Bm25, SearchMode::Vector, SearchMode::Hybrid],
     };
-    let embedder = args.model.load()?;
+    let fusions = if args.fusions.is_empty() {
+        vec![Fusion::default()]
+    } else {
+        args.fusions.clone()
+    };
     let corpus: Vec<(String, String)> = corpus.into_iter().map(|c| (c.id, c.text)).collect();
     let queries: Vec<(String, Vec<String>)> =
         queries.into_iter().map(|q| (q.text, q.relevant)).collect();
     let work = tempfile::tempdir().context("creating a temporary index directory")?;
-    for report in indexer::eval::evaluate(&corpus, &queries, &modes, embedder, work.path())? {
-        println!("{}", serde_json::to_string(&report)?);
+    let embed_queries = args.candidates.is_some() || modes.iter().any(|m| *m != SearchMode::Bm25);
+    let set = args.cache.with(args.model.load()?, |embedder| {
+        Ok(RetrievalSet::build(
+            &corpus,
+            &queries,
+            embedder,
+            work.path(),
+            embed_queries,
+        )?)
+    })?;
+    for mode in modes {
+        let fusions = if mode == SearchMode::Hybrid {
+            &fusions[..]
+        } else {
+            &fusions[..1]
+        };
+        for &fusion in fusions {
+            println!("{}", serde_json::to_string(&set.report(mode, fusion)?)?);
+        }
+    }
+    if let Some(path) = &args.candidates {
+        set.write_candidates(path)?;
     }
     Ok(())
 }

@@ -64,7 +64,7 @@ pub enum KindArg {
 /// `--mode` values.
 #[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
 pub enum ModeArg {
-    /// BM25 and vectors, fused with RRF.
+    /// BM25 and vectors, fused (z-score fusion, the search default).
     Hybrid,
     /// BM25 only.
     Bm25,

@@ -63,6 +63,7 @@ async fn values_the_index_refuses_are_client_errors() {
         json!({"text": "空调", "filters": {"created_before": "2026-13-45"}}),
         json!({"text": "空调", "fusion": {"method": "rrf", "k": -1}}),
         json!({"text": "空调", "fusion": {"method": "weighted", "bm25_weight": 5}}),
+        json!({"text": "空调", "fusion": {"method": "zscore", "bm25_weight": -0.5}}),
     ] {
         let (s, b) = post(app, "/v1/search", body.clone()).await;
         assert_error(s, &b, StatusCode::UNPROCESSABLE_ENTITY, "invalid_input");
