@@ -33,5 +33,5 @@ pub use error::{Damage, DamagedFile, Error};
 pub use index::{Index, IndexStats};
 pub use ingest::IngestReport;
 pub use search::MAX_K;
-pub use text::ticket_text;
+pub use text::{ticket_text, words};
 pub use vectors::{EF_SEARCH as DEFAULT_EF_SEARCH, EXACT_MAX as DEFAULT_EXACT_MAX};

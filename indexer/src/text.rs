@@ -146,6 +146,36 @@ pub(crate) fn terms(analyzer: &mut TextAnalyzer, text: &str) -> Vec<String> {
     out
 }
 
+/// The words of `text` as the search index reads them (jieba segmentation,
+/// lower-casing, English stemming), every occurrence in order, without the
+/// single characters the index adds under longer Chinese words: what a
+/// reader would call the text's words. Insights count these to label
+/// clusters (class-based TF-IDF), so their labels are the terms search
+/// matches, from the one analyzer.
+///
+/// ```
+/// assert_eq!(indexer::words("退款 Refunds 退款"), ["退款", "refund", "退款"]);
+/// ```
+pub fn words(text: &str) -> Vec<String> {
+    let mut analyzer = analyzer();
+    let mut stream = analyzer.token_stream(text);
+    // (start, end, term) of every token; the characters jieba's search mode
+    // and the analyzer add under a longer word share its span.
+    let mut spans: Vec<(usize, usize, String)> = Vec::new();
+    while let Some(tok) = stream.next() {
+        spans.push((tok.offset_from, tok.offset_to, tok.text.clone()));
+    }
+    spans
+        .iter()
+        .filter(|(from, to, _)| {
+            !spans
+                .iter()
+                .any(|(f, t, _)| f <= from && to <= t && t - f > to - from)
+        })
+        .map(|(_, _, term)| term.clone())
+        .collect()
+}
+
 /// The text a ticket is embedded as: its title and body, each trimmed, the
 /// non-empty ones joined by a newline. The resolution describes the fix, not
 /// the problem, so it stays out of the vector.
@@ -243,6 +273,13 @@ mod tests {
         assert_eq!(t, ["退款", "退", "款", "ok"]);
         assert_eq!(without_covered_chars(t), ["退款", "ok"]);
         assert_eq!(without_covered_chars(vec!["款".into()]), ["款"]);
+    }
+
+    #[test]
+    fn words_keep_repeats_and_drop_covered_subwords() {
+        let w = words("中华人民共和国 退款, printers printer 退款");
+        assert_eq!(w, ["中华人民共和国", "退款", "printer", "printer", "退款"]);
+        assert!(words(" ,。！").is_empty());
     }
 
     #[test]

@@ -8,6 +8,14 @@ use std::collections::BTreeMap;
 use indexer::{Article, Hit, Ticket};
 use serde::{Deserialize, Serialize};
 
+mod insights;
+
+pub use insights::{
+    AlertExample, AnswerMaterial, ClusterExample, ClusterStatus, DeflectionStats, EmergingCluster,
+    EmergingReport, GapReport, Heatmap, InsightAlert, KnowledgeGap, NearestArticle, Overview,
+    PublishGap, PublishedGap, RiskyTicket, Share, Spike, TriageStats, VolumeSeries,
+};
+
 /// An incoming service request to triage.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(default)]

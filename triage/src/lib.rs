@@ -31,6 +31,7 @@ mod error;
 pub mod eval;
 #[cfg(feature = "test-embedder")]
 pub mod hashembed;
+mod insights;
 mod model;
 mod pack;
 mod store;
@@ -42,6 +43,10 @@ pub use crate::{
     },
     engine::{Engine, EngineConfig},
     error::{Error, Result},
+    insights::{
+        alerts::EVENT_TYPE as ALERT_EVENT_TYPE, now as unix_now, parse_time, parse_window,
+        EMERGING_WINDOW_DAYS, GAP_WINDOW_DAYS, MAX_WINDOW_DAYS,
+    },
     model::{keyunits::KeyUnits, verifier::Verifier},
     pack::{
         sync::{sync_pack, SyncReport},

@@ -33,6 +33,7 @@ use crate::decide::deflect::{decide, evidence_line, ScoredArticle};
 use crate::engine::Engine;
 use crate::error::{Error, Result};
 use crate::pack::priority_rank;
+use crate::store::activity::Activity;
 use crate::store::faqbank::FaqBank;
 use crate::store::learned::MAX_TEXT_CHARS;
 use crate::store::sessions::Sessions;
@@ -133,6 +134,23 @@ impl Engine {
         };
         let shown = candidates.iter().map(|c| c.article.id.clone()).collect();
         let turn = self.sessions().record(&session_id, text, shown);
+        let best = {
+            let state = self.read();
+            scored
+                .first()
+                .and_then(|s| state.bank.article(s.slot).map(|a| a.id.clone()))
+        };
+        self.note_activity(
+            &msg.tenant,
+            Activity::Deflect {
+                session: session_id.clone(),
+                action: d.action,
+                confidence: d.confidence,
+                article: best,
+                // A question the knowledge base did not answer: kept for the gaps.
+                text: (d.action == DeflectAction::Handoff).then(|| self.masker.mask(text)),
+            },
+        );
         let ticket_draft = if d.action == DeflectAction::Handoff {
             let mut turns = history;
             turns.push(text.to_string());
@@ -307,6 +325,12 @@ impl Engine {
         };
         let ticket_id = ticket.id.clone();
         self.upsert_ticket(ticket)?;
+        self.note_activity(
+            &req.tenant,
+            Activity::ChatTicket {
+                ticket_id: ticket_id.clone(),
+            },
+        );
         Ok(ChatTicket {
             ticket_id,
             status: "open".into(),

@@ -97,6 +97,17 @@ impl Engine {
                 )),
             }
         }
+        if let Some(article) = &fb.solved_by_article {
+            if !plan.outcome.ticket_id.is_empty() || !fb.ticket_id.trim().is_empty() {
+                let ticket = if plan.outcome.ticket_id.is_empty() {
+                    fb.ticket_id.trim()
+                } else {
+                    plan.outcome.ticket_id.as_str()
+                };
+                // Resolved with an article: not a knowledge gap.
+                self.note_solved(&fb.tenant, ticket, article)?;
+            }
+        }
         drop(held);
         let outcome = plan.outcome;
         // The changes' values (fields, phrasings) may be personal data: logged as a count.

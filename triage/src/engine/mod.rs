@@ -30,6 +30,7 @@ mod chat;
 mod documents;
 mod feedback;
 mod heads;
+mod insights;
 mod training;
 mod triage;
 
@@ -42,8 +43,10 @@ use crate::decide::fields::FieldExtractor;
 use crate::decide::priority::PriorityRules;
 use crate::decide::privacy::Masker;
 use crate::error::{Error, Result};
+use crate::insights::alerts::AlertBook;
 use crate::model::verifier::Verifier;
 use crate::pack::Pack;
+use crate::store::activity::ActivityLog;
 use crate::store::faqbank::FaqBank;
 use crate::store::feedback::FeedbackLog;
 use crate::store::headcache::HeadCache;
@@ -124,6 +127,15 @@ pub struct Engine {
     sessions: Mutex<Sessions>,
     /// Labelled changes per tenant that its heads have not learned yet.
     pending: Mutex<HashMap<String, u64>>,
+    /// What the triage and the chat decided, for the insights.
+    activity: ActivityLog,
+    /// The emerging-problem alerts raised so far.
+    alerts: Mutex<AlertBook>,
+    /// The last knowledge-gap report of each tenant (what an agent publishes from).
+    gap_reports: Mutex<HashMap<String, crate::api::GapReport>>,
+    /// Passage vectors of handed-off messages, by text (they are embedded for
+    /// the gaps, again at every report otherwise).
+    handoff_vectors: Mutex<HashMap<String, Vec<f32>>>,
 }
 
 /// Proof that the caller holds the engine's document write mutex
@@ -179,6 +191,9 @@ impl Engine {
             }
         }
         let learned = LearnedStore::open(&cfg.data_dir.join("learned.jsonl"), cfg.learn)?;
+        let activity =
+            ActivityLog::open(&cfg.data_dir.join("activity.jsonl"), crate::insights::now())?;
+        let alerts = AlertBook::open(&cfg.data_dir.join("insights").join("alerts.jsonl"))?;
         let mut bank = FaqBank::new(dim);
         let articles: Vec<(Article, Vec<String>)> = index
             .all(DocKind::Article, None)?
@@ -249,6 +264,10 @@ impl Engine {
             learned,
             sessions: Mutex::new(Sessions::default()),
             pending: Mutex::new(HashMap::new()),
+            activity,
+            alerts: Mutex::new(alerts),
+            gap_reports: Mutex::new(HashMap::new()),
+            handoff_vectors: Mutex::new(HashMap::new()),
         })
     }
 

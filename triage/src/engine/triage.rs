@@ -16,6 +16,7 @@ use crate::decide::recommend::{
     duplicates, infer_fields, is_resolved, predict_resolution, ticket_hit, DuplicateQuery,
 };
 use crate::error::Result;
+use crate::store::activity::Activity;
 use crate::store::memory::Example;
 
 /// Neighbours that vote on labels and are shown as evidence.
@@ -33,7 +34,15 @@ impl Engine {
         // The same customer's earlier requests in the window are repeat contacts.
         let earlier = duplicates.iter().filter(|d| d.same_customer).count();
         let mut result = self.decide_all(&state, &v, &text, &req.tenant, None, earlier)?;
+        drop(state);
         result.duplicates = duplicates;
+        self.note_activity(
+            &req.tenant,
+            Activity::Triage {
+                abstained: result.category.abstain,
+                flagged: result.escalation_risk.flagged,
+            },
+        );
         Ok(result)
     }
 
@@ -250,7 +259,9 @@ impl Engine {
 /// The similarity-weighted share of neighbours whose escalation field says
 /// `true`, among those that carry it (`true`/`false`, `yes`/`no`, `1`/`0`);
 /// `None` when none does.
-fn escalated_share<'a>(neighbours: impl Iterator<Item = (Option<&'a String>, f32)>) -> Option<f32> {
+pub(super) fn escalated_share<'a>(
+    neighbours: impl Iterator<Item = (Option<&'a String>, f32)>,
+) -> Option<f32> {
     let (mut yes, mut all) = (0f32, 0f32);
     for (value, sim) in neighbours {
         let Some(v) = value else { continue };

@@ -157,7 +157,7 @@ impl VectorSet {
 
 /// Dot product in eight independent lanes, which the compiler vectorises
 /// (a plain `zip().sum()` is one serial chain of additions).
-fn dot(a: &[f32], b: &[f32]) -> f32 {
+pub(crate) fn dot(a: &[f32], b: &[f32]) -> f32 {
     const LANES: usize = 8;
     let mut acc = [0f32; LANES];
     let (ca, cb) = (a.chunks_exact(LANES), b.chunks_exact(LANES));

@@ -9,8 +9,8 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use super::{
-    pack_error, priority_rank, Category, Escalation, FieldSpec, Pack, Priority, Queue, Thresholds,
-    PRIORITY_LEVELS,
+    pack_error, priority_rank, Category, Escalation, FieldSpec, Insights, Pack, Priority, Queue,
+    Thresholds, PRIORITY_LEVELS,
 };
 use crate::error::{Error, Result};
 
@@ -42,6 +42,14 @@ struct RawConfig {
     #[serde(default)]
     fields: Vec<RawField>,
     escalation: Option<RawEscalation>,
+    insights: Option<RawInsights>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawInsights {
+    fields: Option<Vec<Spanned<String>>>,
+    heatmap: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -157,6 +165,7 @@ pub(super) fn parse_config(file: &Path, source: &str) -> Result<Pack> {
     let (lexicon, lexicon_exceptions) = convert_lexicon(&ctx, &raw.lexicon)?;
     let fields = convert_fields(&ctx, &raw.fields)?;
     let escalation = convert_escalation(&ctx, raw.escalation.as_ref(), &fields)?;
+    let insights = convert_insights(&ctx, raw.insights.as_ref(), &fields)?;
 
     Ok(Pack {
         dir: PathBuf::new(),
@@ -174,6 +183,7 @@ pub(super) fn parse_config(file: &Path, source: &str) -> Result<Pack> {
         tickets: Vec::new(),
         out_of_scope: Vec::new(),
         escalation,
+        insights,
         fingerprint: String::new(),
     })
 }
@@ -612,6 +622,47 @@ fn convert_escalation(
         }
         out.field = Some(name.to_string());
     }
+    Ok(out)
+}
+
+/// The `[insights]` table: every field it names must be one of the pack's
+/// `[[fields]]`, named once.
+fn convert_insights(
+    ctx: &ConfigCtx,
+    raw: Option<&RawInsights>,
+    fields: &[FieldSpec],
+) -> Result<Insights> {
+    let Some(raw) = raw else {
+        return Ok(Insights::default());
+    };
+    let declared = |f: &Spanned<String>, key: &str| -> Result<String> {
+        let name = f.get_ref().trim();
+        if fields.iter().any(|x| x.name == name) {
+            Ok(name.to_string())
+        } else {
+            Err(ctx.err(
+                f.span(),
+                key,
+                format!("`{name}` is not one of the pack's [[fields]]"),
+            ))
+        }
+    };
+    let mut out = Insights::default();
+    for f in raw.fields.iter().flatten() {
+        let name = declared(f, "insights.fields")?;
+        if out.fields.contains(&name) {
+            return Err(ctx.err(
+                f.span(),
+                "insights.fields",
+                format!("duplicate field `{name}`"),
+            ));
+        }
+        out.fields.push(name);
+    }
+    out.heatmap = match &raw.heatmap {
+        Some(f) => Some(declared(f, "insights.heatmap")?),
+        None => out.fields.first().cloned(),
+    };
     Ok(out)
 }
 

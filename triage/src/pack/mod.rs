@@ -70,6 +70,8 @@ pub struct Pack {
     pub out_of_scope: Vec<String>,
     /// Escalation-risk rules (`[escalation]`; defaults when absent).
     pub escalation: Escalation,
+    /// What the insights break tickets down by (`[insights]`).
+    pub insights: Insights,
     /// Fingerprint of the documents the pack puts in the index (`tickets.jsonl` and
     /// `articles.jsonl` as loaded, SHA-256): a data
     /// directory re-ingests the pack when it changes.
@@ -165,6 +167,19 @@ impl Default for Escalation {
             field: None,
         }
     }
+}
+
+/// What the insights break tickets down by (`[insights]` in `pack.toml`;
+/// every key optional).
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct Insights {
+    /// Fields each emerging cluster is broken down by (product, region…),
+    /// each one of the pack's `[[fields]]`.
+    pub fields: Vec<String>,
+    /// The field of the dashboard's heat map (× category): one of the pack's
+    /// `[[fields]]`; the first of `fields` when not set.
+    pub heatmap: Option<String>,
 }
 
 /// Decision thresholds; each has a default used when the key is absent.

@@ -192,6 +192,7 @@ fn pack_without_documents(pack: &Pack) -> Pack {
         tickets: Vec::new(),
         out_of_scope: pack.out_of_scope.clone(),
         escalation: pack.escalation.clone(),
+        insights: pack.insights.clone(),
         fingerprint: pack.fingerprint.clone(),
     }
 }

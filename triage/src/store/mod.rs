@@ -11,11 +11,13 @@
 //!
 //! * [`feedback`]: agents' corrections, the audit trail;
 //! * [`learned`]: phrasings learned from chats, and their votes;
+//! * [`activity`]: the triage's and the chat's decisions, for the insights;
 //! * [`headcache`]: trained heads, so a start need not train again;
 //! * [`marker`]: which pack the directory holds.
 //!
 //! Each store checks its own file format; none decides anything.
 
+pub mod activity;
 pub mod faqbank;
 pub mod feedback;
 pub mod headcache;
