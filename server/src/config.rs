@@ -31,6 +31,7 @@ use clap::{ArgMatches, Args, FromArgMatches};
 use models::BatchingEmbedder;
 use serde::{Deserialize, Serialize};
 
+pub use crate::services::insights::DEFAULT_INSIGHTS_INTERVAL_SECS;
 pub use crate::services::retrain::{
     RetrainPolicy, DEFAULT_RETRAIN_AFTER_CHANGES, DEFAULT_RETRAIN_MIN_INTERVAL_SECS,
 };
@@ -264,6 +265,12 @@ pub struct ServeOptions {
     /// Shortest time between two trainings of a tenant, in seconds.
     #[arg(long, env = "TRIAGE_RETRAIN_MIN_INTERVAL_SECS", default_value_t = DEFAULT_RETRAIN_MIN_INTERVAL_SECS)]
     pub retrain_min_interval_secs: u64,
+    /// Seconds between two runs of the emerging-problem job, which computes
+    /// every tenant's report over the default window and raises alerts for
+    /// new spikes (0 = never in the background: reports are computed when
+    /// asked for, and only then raise alerts).
+    #[arg(long, env = "TRIAGE_INSIGHTS_INTERVAL_SECS", default_value_t = DEFAULT_INSIGHTS_INTERVAL_SECS)]
+    pub insights_interval_secs: u64,
 }
 
 /// [`ServeOptions`] with the origin of each value, as `triage serve` takes them.
@@ -396,6 +403,8 @@ pub struct Config {
     pub limits: Limits,
     /// Background retraining of the classifiers.
     pub retrain: RetrainPolicy,
+    /// Time between two runs of the emerging-problem job (zero: never).
+    pub insights_interval: Duration,
 }
 
 /// The settings `args` and the file they name give, with the origin of each:
@@ -511,6 +520,7 @@ impl Config {
                 after_changes: o.retrain_after_changes,
                 min_interval: Duration::from_secs(o.retrain_min_interval_secs),
             },
+            insights_interval: Duration::from_secs(o.insights_interval_secs),
         })
     }
 }

@@ -93,6 +93,7 @@ pub(crate) async fn serve_on(
         }
     };
     let retrain_task = state.start_background_retrain();
+    let insights_task = state.start_background_insights();
     // Slow heads and idle keep-alives end at the header deadline and slow
     // bodies at the body deadline; the socket's idle timer is the backstop for
     // clients that stop reading. It also runs while a handler works, so it
@@ -112,6 +113,7 @@ pub(crate) async fn serve_on(
     .await
     .context("serving HTTP");
     retrain_task.abort();
+    insights_task.abort();
     served?;
     if state.retrainer().running() {
         tracing::info!("waiting for the retrain in progress to finish");

@@ -45,7 +45,7 @@ pub use crate::{
     error::{Error, Result},
     insights::{
         alerts::EVENT_TYPE as ALERT_EVENT_TYPE, now as unix_now, parse_time, parse_window,
-        EMERGING_WINDOW_DAYS, GAP_WINDOW_DAYS, MAX_WINDOW_DAYS,
+        report_end, rfc3339, EMERGING_WINDOW_DAYS, GAP_WINDOW_DAYS, MAX_WINDOW_DAYS,
     },
     model::{keyunits::KeyUnits, verifier::Verifier},
     pack::{

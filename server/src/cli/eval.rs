@@ -22,6 +22,82 @@ pub enum EvalCommand {
     Classify(ClassifyArgs),
     /// FAQ deflection quality: answer rate, answer precision, out-of-scope handoff.
     Deflect(DeflectArgs),
+    /// Emerging problems: a history replayed day by day with planted bursts
+    /// (detection delay, false alerts, cluster purity).
+    Emerging(EmergingArgs),
+    /// Knowledge gaps: CLINC150 as a knowledge base with intents removed;
+    /// the removed intents' messages should be the top gaps.
+    Gaps(GapsArgs),
+    /// Escalation risk: AUROC and precision at the flag on labelled messages.
+    Escalation(EscalationArgs),
+}
+
+/// Arguments of `triage eval gaps`.
+#[derive(Debug, Args)]
+pub struct GapsArgs {
+    #[command(flatten)]
+    model: ModelArgs,
+    /// CLINC150's `train_val.json` (`train`, `val`, `oos_train`, `oos_val`).
+    #[arg(long)]
+    clinc: PathBuf,
+    /// How many intents to remove from the knowledge base.
+    #[arg(long, default_value_t = 10)]
+    remove: usize,
+    /// Seed of the choice of removed intents.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Grouping threshold to try instead of the service's.
+    #[arg(long)]
+    threshold: Option<f32>,
+    #[command(flatten)]
+    cache: CacheArgs,
+}
+
+/// Arguments of `triage eval escalation`.
+#[derive(Debug, Args)]
+pub struct EscalationArgs {
+    #[command(flatten)]
+    model: ModelArgs,
+    /// The pack whose rules (and labelled history) score the messages.
+    #[arg(long)]
+    pack: PathBuf,
+    /// Test messages: `{"text", "escalated", "lang"}` per line.
+    #[arg(long)]
+    test: PathBuf,
+    #[command(flatten)]
+    cache: CacheArgs,
+}
+
+/// Arguments of `triage eval emerging`.
+#[derive(Debug, Args)]
+pub struct EmergingArgs {
+    #[command(flatten)]
+    model: ModelArgs,
+    /// The replay: one ticket a line (`id`, `text`, `created_at`, `topic`,
+    /// `burst`), from `bench/emerging_replay.py`.
+    #[arg(long)]
+    replay: PathBuf,
+    /// Its metadata (start, days, bursts) [default: REPLAY.meta.json].
+    #[arg(long)]
+    meta: Option<PathBuf>,
+    /// Cluster threshold to try instead of the service's.
+    #[arg(long)]
+    threshold: Option<f32>,
+    /// Fewest tickets of a spike, instead of the service's.
+    #[arg(long)]
+    min_count: Option<u32>,
+    /// Largest tail probability of a spike, instead of the service's.
+    #[arg(long)]
+    alpha: Option<f64>,
+    /// Fewest tickets of a cluster, instead of the service's.
+    #[arg(long)]
+    min_size: Option<usize>,
+    /// Cluster incrementally (each ticket once, on arrival) instead of
+    /// periodically, to compare the two.
+    #[arg(long)]
+    online: bool,
+    #[command(flatten)]
+    cache: CacheArgs,
 }
 
 /// Arguments of `triage eval retrieval`.
@@ -166,7 +242,118 @@ pub fn run(cmd: EvalCommand) -> anyhow::Result<()> {
         EvalCommand::Retrieval(args) => retrieval(args),
         EvalCommand::Classify(args) => classify(args),
         EvalCommand::Deflect(args) => deflect(args),
+        EvalCommand::Emerging(args) => emerging(args),
+        EvalCommand::Gaps(args) => gaps(args),
+        EvalCommand::Escalation(args) => escalation(args),
     }
+}
+
+/// CLINC150's `train_val.json`.
+#[derive(Deserialize)]
+struct Clinc {
+    train: Vec<(String, String)>,
+    val: Vec<(String, String)>,
+    oos_train: Vec<(String, String)>,
+}
+
+fn gaps(args: GapsArgs) -> anyhow::Result<()> {
+    use rand::seq::SliceRandom;
+    use rand::SeedableRng;
+    let clinc: Clinc = serde_json::from_str(
+        &std::fs::read_to_string(&args.clinc)
+            .with_context(|| format!("reading {}", args.clinc.display()))?,
+    )
+    .with_context(|| format!("{}: not CLINC150's train_val.json", args.clinc.display()))?;
+    let mut intents: Vec<String> = clinc.train.iter().map(|(_, i)| i.clone()).collect();
+    intents.sort_unstable();
+    intents.dedup();
+    if args.remove == 0 || args.remove >= intents.len() {
+        anyhow::bail!("--remove must be between 1 and {}", intents.len() - 1);
+    }
+    let mut rng = rand::rngs::StdRng::seed_from_u64(args.seed);
+    intents.shuffle(&mut rng);
+    let mut removed: Vec<String> = intents.into_iter().take(args.remove).collect();
+    removed.sort_unstable();
+    let oos: Vec<String> = clinc.oos_train.into_iter().map(|(t, _)| t).collect();
+    let work = tempfile::tempdir().context("creating a scratch directory")?;
+    let report = args.cache.with(args.model.load()?, |embedder| {
+        Ok(triage::eval::gaps_clinc(
+            &clinc.train,
+            &clinc.val,
+            &oos,
+            &removed,
+            args.threshold,
+            embedder,
+            work.path(),
+        )?)
+    })?;
+    println!("{}", serde_json::to_string(&report)?);
+    Ok(())
+}
+
+fn escalation(args: EscalationArgs) -> anyhow::Result<()> {
+    let test: Vec<triage::eval::EscalationCase> = read_jsonl(&args.test)?;
+    let work = tempfile::tempdir().context("creating a scratch directory")?;
+    let report = args.cache.with(args.model.load()?, |embedder| {
+        Ok(triage::eval::escalation(
+            &args.pack,
+            &test,
+            embedder,
+            work.path(),
+        )?)
+    })?;
+    println!("{}", serde_json::to_string(&report)?);
+    Ok(())
+}
+
+/// Texts per embedding call of the evaluations that embed a whole history.
+const EMBED_BATCH: usize = 64;
+
+/// Passage vectors of `texts`, in order, embedded once per distinct text.
+fn embed_passages(embedder: &dyn TextEmbedder, texts: &[&str]) -> anyhow::Result<Vec<Vec<f32>>> {
+    let mut distinct: Vec<&str> = texts.to_vec();
+    distinct.sort_unstable();
+    distinct.dedup();
+    let mut known = std::collections::HashMap::new();
+    for chunk in distinct.chunks(EMBED_BATCH) {
+        for (t, v) in chunk
+            .iter()
+            .zip(embedder.embed(chunk, models::EmbedKind::Passage)?)
+        {
+            known.insert(*t, v);
+        }
+    }
+    Ok(texts.iter().map(|t| known[t].clone()).collect())
+}
+
+fn emerging(args: EmergingArgs) -> anyhow::Result<()> {
+    let tickets: Vec<triage::eval::ReplayTicket> = read_jsonl(&args.replay)?;
+    let meta_path = args.meta.clone().unwrap_or_else(|| {
+        let mut p = args.replay.clone().into_os_string();
+        p.push(".meta.json");
+        PathBuf::from(p)
+    });
+    let meta: triage::eval::ReplayMeta = serde_json::from_str(
+        &std::fs::read_to_string(&meta_path)
+            .with_context(|| format!("reading {}", meta_path.display()))?,
+    )
+    .with_context(|| format!("{}: invalid replay metadata", meta_path.display()))?;
+    let tuning = triage::eval::Tuning {
+        threshold: args.threshold,
+        min_count: args.min_count,
+        alpha: args.alpha,
+        min_size: args.min_size,
+        online: args.online,
+    };
+    let report = args.cache.with(args.model.load()?, |embedder| {
+        let texts: Vec<&str> = tickets.iter().map(|t| t.text.as_str()).collect();
+        let vectors = embed_passages(embedder.as_ref(), &texts)?;
+        Ok(triage::eval::replay_emerging(
+            &tickets, &vectors, &meta, &tuning,
+        )?)
+    })?;
+    println!("{}", serde_json::to_string(&report)?);
+    Ok(())
 }
 
 fn retrieval(args: RetrievalArgs) -> anyhow::Result<()> {

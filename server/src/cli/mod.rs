@@ -4,6 +4,7 @@ mod bench;
 mod embed;
 mod eval;
 mod index;
+mod insights;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -22,7 +23,7 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Run the HTTP API and the /chat and /agent pages (on the demo pack by default).
+    /// Run the HTTP API and the /chat, /agent and /insights pages (on the demo pack by default).
     Serve(ServeCmd),
     /// Reclassify a JSONL file of tickets (resumable) and write a change report.
     Reclassify(ReclassifyCmd),
@@ -35,6 +36,8 @@ enum Command {
     Ingest(index::IngestArgs),
     /// Search an index; print hits with explanations as JSON lines.
     Search(index::SearchArgs),
+    /// Emerging problems, knowledge gaps and the dashboard's figures of one tenant.
+    Insights(insights::InsightsArgs),
     /// Measure quality on labelled data.
     #[command(subcommand)]
     Eval(eval::EvalCommand),
@@ -115,6 +118,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Embed(args) => embed::run(args),
         Command::Ingest(args) => index::ingest(args),
         Command::Search(args) => index::search(args),
+        Command::Insights(args) => insights::run(args),
         Command::Eval(cmd) => eval::run(cmd),
         Command::Bench(cmd) => bench::run(cmd),
     }

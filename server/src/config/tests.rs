@@ -53,6 +53,7 @@ const VARS: &[&str] = &[
     "TRIAGE_MAX_CONCURRENCY",
     "TRIAGE_RETRAIN_AFTER_CHANGES",
     "TRIAGE_RETRAIN_MIN_INTERVAL_SECS",
+    "TRIAGE_INSIGHTS_INTERVAL_SECS",
 ];
 
 /// The process environment with exactly `vars` of the settings' variables
@@ -185,6 +186,7 @@ fn flag_beats_environment_beats_file_beats_default() {
         ("TRIAGE_REQUEST_TIMEOUT_MS", "6"),
         ("TRIAGE_RETRAIN_AFTER_CHANGES", "8"),
         ("TRIAGE_RETRAIN_MIN_INTERVAL_SECS", "9"),
+        ("TRIAGE_INSIGHTS_INTERVAL_SECS", "10"),
     ]);
     let cfg = parse(&[]).unwrap();
     assert_eq!(cfg.addr.port(), 9001);
@@ -197,6 +199,7 @@ fn flag_beats_environment_beats_file_beats_default() {
     assert_eq!(cfg.limits.request_timeout, Duration::from_millis(6));
     assert_eq!(cfg.retrain.after_changes, 8);
     assert_eq!(cfg.retrain.min_interval, Duration::from_secs(9));
+    assert_eq!(cfg.insights_interval, Duration::from_secs(10));
     drop(_env);
     let path = file(
         &dir,
@@ -204,6 +207,7 @@ fn flag_beats_environment_beats_file_beats_default() {
          allow_unauthenticated = true\nallowed_hosts = [\"c.example\"]\n\
          body_read_timeout_ms = 12\nlearn_min_sessions = 2\nrequest_timeout_ms = 13\n\
          retrain_after_changes = 14\nretrain_min_interval_secs = 15\n\
+         insights_interval_secs = 16\n\
          model = \"all-MiniLM-L6-v2\"\nmodel_cache = \"/f-cache\"\n",
     );
     let _env = env(&[]);
@@ -218,6 +222,7 @@ fn flag_beats_environment_beats_file_beats_default() {
     assert_eq!(cfg.limits.request_timeout, Duration::from_millis(13));
     assert_eq!(cfg.retrain.after_changes, 14);
     assert_eq!(cfg.retrain.min_interval, Duration::from_secs(15));
+    assert_eq!(cfg.insights_interval, Duration::from_secs(16));
     assert_eq!(
         cfg.engine.model,
         models::ModelSource::Named("all-MiniLM-L6-v2".into())

@@ -165,6 +165,9 @@ pub struct PackSummary {
     queues: Vec<triage::Queue>,
     categories: Vec<triage::Category>,
     priorities: Vec<triage::Priority>,
+    /// The names of the fields the pack extracts or infers (e.g. for the
+    /// dashboard's heat map).
+    fields: Vec<String>,
 }
 
 /// `GET /v1/pack`: the taxonomy, priorities, queues and thresholds in use.
@@ -181,6 +184,7 @@ pub async fn pack(State(state): State<AppState>) -> ApiResult<Json<PackSummary>>
         queues: p.queues.clone(),
         categories: p.categories.clone(),
         priorities: p.priorities.clone(),
+        fields: p.fields.iter().map(|f| f.name.clone()).collect(),
     }))
 }
 

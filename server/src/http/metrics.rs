@@ -183,6 +183,20 @@ impl Metrics {
     }
 }
 
+/// A counter with one label, in the text format (`name{label="value"} n`).
+pub fn labelled_counter(
+    name: &str,
+    help: &str,
+    label: &str,
+    values: &BTreeMap<String, u64>,
+) -> String {
+    let mut out = format!("# HELP {name} {help}\n# TYPE {name} counter\n");
+    for (value, n) in values {
+        let _ = writeln!(out, "{name}{{{label}=\"{}\"}} {n}", escape(value));
+    }
+    out
+}
+
 /// Escapes a label value.
 fn escape(value: &str) -> String {
     value

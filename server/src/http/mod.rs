@@ -20,6 +20,7 @@ pub mod error;
 mod extract;
 mod guard;
 mod handlers;
+mod insights;
 pub mod listen;
 pub mod metrics;
 mod middleware;
@@ -35,6 +36,7 @@ use tokio::sync::Semaphore;
 use triage::Engine;
 
 use crate::config::{ApiKey, Config, Limits};
+use crate::services::insights::{AlertSink, Insights, LogSink};
 use crate::services::jobs::Jobs;
 use crate::services::retrain::{self, Retrainer};
 use error::{ApiError, ApiResult};
@@ -60,11 +62,19 @@ struct Shared {
     retrainer: Arc<Retrainer>,
     connections: Arc<listen::ConnStats>,
     data_dir: std::path::PathBuf,
+    insights: Arc<Insights>,
 }
 
 impl AppState {
-    /// State for `cfg` with no engine yet: `/v1` answers 503 until [`AppState::set_engine`].
+    /// State for `cfg` with no engine yet: `/v1` answers 503 until
+    /// [`AppState::set_engine`]. Alerts go to the log ([`LogSink`]).
     pub fn new(cfg: &Config) -> Self {
+        AppState::with_alert_sink(cfg, Arc::new(LogSink))
+    }
+
+    /// [`AppState::new`] sending emerging-problem alerts to `sink` (the
+    /// signed-webhook outbox, when there is one).
+    pub fn with_alert_sink(cfg: &Config, sink: Arc<dyn AlertSink>) -> Self {
         AppState {
             inner: Arc::new(Shared {
                 engine: OnceLock::new(),
@@ -78,6 +88,7 @@ impl AppState {
                 retrainer: Arc::new(Retrainer::new(cfg.retrain.clone())),
                 connections: Arc::new(listen::ConnStats::default()),
                 data_dir: cfg.engine.data_dir.clone(),
+                insights: Arc::new(Insights::new(cfg.insights_interval, sink)),
             }),
         }
     }
@@ -98,6 +109,16 @@ impl AppState {
         tokio::spawn(retrain::background(self.retrainer(), move || {
             state.engine().ok()
         }))
+    }
+
+    /// Starts the emerging-problem job ([`crate::services::insights::background`])
+    /// on the current tokio runtime; it waits for the engine, and runs until aborted.
+    pub fn start_background_insights(&self) -> tokio::task::JoinHandle<()> {
+        let state = self.clone();
+        tokio::spawn(crate::services::insights::background(
+            self.insights(),
+            move || state.engine().ok(),
+        ))
     }
 
     /// Records why the engine could not be loaded (shown by `/readyz`).
@@ -190,6 +211,10 @@ impl AppState {
 
     fn data_dir(&self) -> &std::path::Path {
         &self.inner.data_dir
+    }
+
+    pub(crate) fn insights(&self) -> Arc<Insights> {
+        Arc::clone(&self.inner.insights)
     }
 }
 

@@ -248,6 +248,10 @@ enum Rule {
     Texts,
     /// A list of short fields.
     Shorts,
+    /// A report's window: 1–90 days or 1–12 weeks (`triage::parse_window`).
+    Window,
+    /// Empty, or one of the pack's fields.
+    PackField,
 }
 
 /// Every checked field of every request body, by schema and property.
@@ -305,6 +309,11 @@ const RULES: &[(&str, &str, Rule)] = &[
     ("Article", "tags", Rule::Shorts),
     ("Article", "category", Rule::Category),
     ("Article", "tenant", Rule::Plain),
+    ("PublishGap", "question", Rule::RequiredText),
+    ("PublishGap", "answer", Rule::RequiredText),
+    ("PublishGap", "alt_questions", Rule::Texts),
+    ("PublishGap", "category", Rule::Category),
+    ("PublishGap", "tenant", Rule::Plain),
 ];
 
 /// Query and path parameters, by name.
@@ -312,6 +321,8 @@ const PARAMETER_RULES: &[(&str, Rule)] = &[
     ("id", Rule::Id),
     ("tenant", Rule::Plain),
     ("article", Rule::Id),
+    ("window", Rule::Window),
+    ("field", Rule::PackField),
 ];
 
 /// The JSON Schema keywords of `rule`.
@@ -386,6 +397,16 @@ fn constraint(rule: Rule, facts: &Facts) -> Value {
             })
         }
         Rule::Texts => json!({"type": "array", "items": {"type": "string", "maxLength": text_max}}),
+        Rule::Window => json!({
+            "type": "string",
+            "pattern": "^([1-9]|[1-8][0-9]|90)[dD]?$|^([1-9]|1[0-2])[wW]$",
+            "example": "7d",
+        }),
+        Rule::PackField => labels(
+            facts
+                .pack
+                .map(|p| p.fields.iter().map(|f| f.name.clone()).collect()),
+        ),
         Rule::Shorts => {
             json!({"type": "array", "items": {"type": "string", "maxLength": MAX_SHORT_CHARS}})
         }

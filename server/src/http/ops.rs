@@ -121,7 +121,13 @@ pub async fn metrics(State(state): State<AppState>, headers: HeaderMap) -> Respo
             header::CONTENT_TYPE,
             "text/plain; version=0.0.4; charset=utf-8",
         )],
-        state.metrics().render(&gauges),
+        state.metrics().render(&gauges)
+            + &super::metrics::labelled_counter(
+                "triage_insights_alerts_total",
+                "Emerging-problem alerts raised since start, by tenant.",
+                "tenant",
+                &state.insights().alerts_raised(),
+            ),
     )
         .into_response()
 }

@@ -6,7 +6,7 @@
 //! | scope | may |
 //! |---|---|
 //! | `chat` | deflect, the conversation's feedback, draft and ticket, the pack's taxonomy |
-//! | `agent` | all of `chat`, triage, suggest, search, corrections, tickets, articles, learned phrasings |
+//! | `agent` | all of `chat`, triage, suggest, search, corrections, tickets, articles, learned phrasings, insights (emerging problems, knowledge gaps and publishing them, the overview) |
 //! | `admin` | all of `agent`, retraining, jobs and statistics of the tenant |
 //!
 //! Each operation's stack, outermost first: the scope check (403), the body
@@ -22,7 +22,7 @@ use utoipa::openapi::path::Paths;
 use utoipa::openapi::{RefOr, Schema};
 use utoipa_axum::routes;
 
-use super::{admin, auth, chat, documents, guard, handlers, middleware, ops, AppState};
+use super::{admin, auth, chat, documents, guard, handlers, insights, middleware, ops, AppState};
 use crate::config::Scope;
 
 /// One `/v1` operation: method, path (under `/v1`), the scope it needs, and
@@ -79,6 +79,12 @@ fn table() -> Vec<Entry> {
         op(Agent, routes!(documents::list_learned)),
         op(Agent, routes!(documents::approve_learned)),
         op(Agent, routes!(documents::remove_learned)),
+        op(Agent, routes!(insights::emerging)),
+        op(Agent, routes!(insights::gaps)),
+        // Agents already write articles (`PUT /v1/articles/{id}`): publishing
+        // a gap is one, with the draft's words.
+        op(Agent, routes!(insights::publish)),
+        op(Agent, routes!(insights::overview)),
         op(Admin, routes!(documents::submit_reclassify)),
         op(Admin, routes!(documents::job_status)),
         op(Admin, routes!(documents::cancel_job)),

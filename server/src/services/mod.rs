@@ -1,10 +1,12 @@
 //! The services the HTTP adapter (and the CLI) call, which know nothing of
 //! HTTP: the durable reclassification job store and its worker ([`jobs`]),
-//! and the retrain scheduler ([`retrain`]). They fail with [`ServiceError`],
+//! the retrain scheduler ([`retrain`]) and the emerging-problem job with its
+//! alerts ([`insights`]). They fail with [`ServiceError`],
 //! which tells a disk that refuses writes from other failures by the I/O
 //! error's kind ([`refuses_writes`]), never by its message.
 
 mod error;
+pub mod insights;
 pub mod jobs;
 pub mod retrain;
 

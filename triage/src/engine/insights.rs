@@ -45,9 +45,9 @@ const HANDOFF_VECTORS: usize = 20_000;
 /// Texts embedded per call.
 const EMBED_BATCH: usize = 32;
 
-/// How gap candidates are grouped: tighter than emerging problems' clusters
-/// (one question, not one problem), pairs already count.
-fn gap_clustering() -> ClusterOptions {
+/// How gap candidates are grouped: pairs already count (a question asked
+/// twice is worth an article's draft).
+pub(crate) fn gap_clustering() -> ClusterOptions {
     ClusterOptions {
         min_size: 2,
         ..ClusterOptions::default()
@@ -177,6 +177,17 @@ impl Engine {
     /// chat messages and tickets resolved without an article, grouped by
     /// meaning, each with a draft article (see [`crate::insights::gaps`]).
     pub fn gaps(&self, tenant: &str, days: u32, to: i64) -> Result<GapReport> {
+        self.gaps_grouped(tenant, days, to, &gap_clustering())
+    }
+
+    /// [`Engine::gaps`] with candidates grouped by `grouping` (the evaluation tries others).
+    pub(crate) fn gaps_grouped(
+        &self,
+        tenant: &str,
+        days: u32,
+        to: i64,
+        grouping: &ClusterOptions,
+    ) -> Result<GapReport> {
         let window = Window::ending(to, days);
         let handoffs = self.activity.handoffs(tenant, window.from, window.to);
         let solved = self.activity.solved(tenant);
@@ -213,7 +224,7 @@ impl Engine {
             }
         }
         let resolved_without_article = candidates.len() - handed_off;
-        let groups = gaps::group(&candidates, &vectors, &gap_clustering(), 5);
+        let groups = gaps::group(&candidates, &vectors, grouping, 5);
         let th = self.pack.thresholds;
         let mut out = Vec::new();
         for g in groups {
@@ -390,7 +401,7 @@ impl Engine {
         };
         let cached = known(&self.gap_reports.lock().unwrap_or_else(|p| p.into_inner()));
         if !cached {
-            self.gaps(tenant, GAP_WINDOW_DAYS, crate::insights::now())?;
+            self.gaps(tenant, GAP_WINDOW_DAYS, crate::insights::report_end())?;
         }
         let found = known(&self.gap_reports.lock().unwrap_or_else(|p| p.into_inner()));
         if !found || self.activity.published(tenant).contains(gap_id) {
@@ -509,7 +520,7 @@ impl Engine {
             .collect();
         let columns: Vec<String> = tops.iter().map(|(id, _)| id.clone()).collect();
         let counts = self.activity.counts(tenant, window.from, window.to);
-        open.sort_by(|a, b| b.1.cmp(&a.1));
+        open.sort_by_key(|o| std::cmp::Reverse(o.1));
         open.truncate(RISK_SCAN);
         let mut high_risk = Vec::new();
         for (t, at, v) in open {

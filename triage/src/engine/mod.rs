@@ -35,6 +35,7 @@ mod training;
 mod triage;
 
 use self::heads::{train_all, Heads, SharedExamples};
+pub(crate) use self::insights::gap_clustering;
 use crate::api::EngineStats;
 use crate::clock::now_rfc3339;
 use crate::decide::deflect::Deflector;

@@ -1,4 +1,5 @@
-//! Evaluation: the numbers behind `triage eval classify` and `triage eval deflect`.
+//! Evaluation: the numbers behind `triage eval classify`, `deflect`,
+//! `emerging`, `gaps` and `escalation`.
 //!
 //! `classify` and `deflect` take plain labelled data (no pack, no index) and
 //! an embedder; `deflect_pack` measures the chat of an engine opened on a pack,
@@ -9,6 +10,9 @@ mod cache;
 mod chat;
 mod classify;
 mod deflect;
+mod emerging;
+mod escalation;
+mod gaps;
 
 pub use crate::model::classify::TrainSummary;
 pub use cache::CachedEmbedder;
@@ -18,3 +22,11 @@ pub use deflect::{
     deflect, deflect_with, fit_verifier, CosinePoint, DeflectCase, DeflectPoint, DeflectReport,
     FaqEntry, FitReport, QuestionPair,
 };
+pub use emerging::{
+    replay as replay_emerging, Burst, BurstOutcome, EmergingEvalReport, FalseAlert, ReplayMeta,
+    ReplayTicket, SplitFigures, Tuning,
+};
+pub use escalation::{
+    auroc, escalation, EscalationCase, EscalationFigures, EscalationReport, ScoredCase,
+};
+pub use gaps::{gaps as gaps_clinc, GapEvalReport, JudgedGap};

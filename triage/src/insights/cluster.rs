@@ -43,6 +43,10 @@ pub struct ClusterOptions {
     pub passes: usize,
     /// Seed of the sampling (the same input gives the same clusters).
     pub seed: u64,
+    /// Cluster incrementally instead ([`online`]): each point joins a cluster
+    /// once, on arrival. The service clusters periodically; `triage eval
+    /// emerging --online` measures what the incremental way would give.
+    pub online: bool,
 }
 
 impl Default for ClusterOptions {
@@ -54,6 +58,7 @@ impl Default for ClusterOptions {
             rounds: 8,
             passes: 3,
             seed: 7,
+            online: false,
         }
     }
 }
@@ -159,11 +164,6 @@ impl Clustering {
     /// Number of clusters.
     pub fn len(&self) -> usize {
         self.centroids.len()
-    }
-
-    /// Whether no cluster was found.
-    pub fn is_empty(&self) -> bool {
-        self.centroids.is_empty()
     }
 
     /// The members of each cluster, most central first.
@@ -282,6 +282,9 @@ fn dp_means(rows: &Rows, points: &[usize], threshold: f32, passes: usize, min: u
 /// Clusters unit vectors (`rows`, best centred with [`Centred`]); see the
 /// module docs for the method.
 pub fn cluster(rows: &Rows, opts: &ClusterOptions) -> Clustering {
+    if opts.online {
+        return online(rows, opts);
+    }
     let n = rows.len();
     let mut rng = StdRng::seed_from_u64(opts.seed);
     let mut centroids = Rows::new(rows.dim());
@@ -322,6 +325,65 @@ pub fn cluster(rows: &Rows, opts: &ClusterOptions) -> Clustering {
         }
     }
     settle(rows, centroids, opts)
+}
+
+/// Incremental clustering, as it would run while tickets arrive: in input
+/// (arrival) order each point joins the nearest cluster within the threshold,
+/// whose centre moves to the new mean, or starts its own; nothing is revised
+/// afterwards. Clusters under `min_size` are noise.
+pub fn online(rows: &Rows, opts: &ClusterOptions) -> Clustering {
+    let dim = rows.dim();
+    let mut sums = Sums::new(dim, 0);
+    let mut centroids = Rows::new(dim);
+    let mut at: Vec<(usize, f32)> = Vec::with_capacity(rows.len());
+    for p in 0..rows.len() {
+        let v = rows.row(p);
+        let c = match nearest(&centroids, v, opts.threshold) {
+            Some((c, s)) => {
+                at.push((c, s));
+                c
+            }
+            None => {
+                centroids.push(v);
+                sums.counts.push(0);
+                sums.sums.extend(std::iter::repeat_n(0.0, dim));
+                at.push((centroids.len() - 1, 1.0));
+                centroids.len() - 1
+            }
+        };
+        sums.add(c, v);
+        let mut unit = sums.sums[c * dim..(c + 1) * dim].to_vec();
+        normalise(&mut unit);
+        centroids.data[c * dim..(c + 1) * dim].copy_from_slice(&unit);
+    }
+    let (kept, index) = Sums {
+        counts: sums
+            .counts
+            .iter()
+            .map(|n| if *n < opts.min_size.max(1) { 0 } else { *n })
+            .collect(),
+        ..sums
+    }
+    .centroids_unmoved(&centroids);
+    let mut labels = Vec::with_capacity(at.len());
+    let mut similarity = Vec::with_capacity(at.len());
+    for (c, s) in at {
+        match index[c] {
+            Some(k) => {
+                labels.push(Some(k));
+                similarity.push(s);
+            }
+            None => {
+                labels.push(None);
+                similarity.push(0.0);
+            }
+        }
+    }
+    Clustering {
+        labels,
+        similarity,
+        centroids: kept,
+    }
 }
 
 /// Assigns every point to its nearest centroid within the threshold: the
@@ -472,8 +534,8 @@ mod tests {
         v[10] = 1.0;
         for _ in 0..6 {
             rows.push(&v);
-            truth.push(10);
         }
+        truth.extend(std::iter::repeat_n(10, 6));
         let c = cluster(
             &rows,
             &ClusterOptions {
@@ -492,6 +554,23 @@ mod tests {
     }
 
     #[test]
+    fn online_clustering_finds_separated_topics_in_one_pass() {
+        let (rows, truth) = topics(32, 6, 40, 0.3);
+        let c = cluster(
+            &rows,
+            &ClusterOptions {
+                threshold: 0.7,
+                online: true,
+                ..ClusterOptions::default()
+            },
+        );
+        assert_eq!(c.len(), 6);
+        for members in c.members() {
+            assert!(members.iter().all(|m| truth[*m] == truth[members[0]]));
+        }
+    }
+
+    #[test]
     fn points_far_from_everything_are_noise_and_tiny_groups_dissolve() {
         let mut rows = Rows::new(4);
         for v in [
@@ -502,7 +581,7 @@ mod tests {
             rows.push(&v);
         }
         let c = cluster(&rows, &ClusterOptions::default());
-        assert!(c.is_empty());
+        assert_eq!(c.len(), 0);
         assert!(c.labels.iter().all(Option::is_none));
     }
 

@@ -28,7 +28,7 @@ use std::collections::BTreeMap;
 
 use sha2::{Digest, Sha256};
 
-use super::cluster::{cluster, nearest, normalise, Centred, ClusterOptions, Clustering, Rows};
+use super::cluster::{cluster, nearest, normalise, Centred, ClusterOptions, Rows};
 use super::counts::{dispersion, CountModel, Surprise};
 use super::label::{bag, ctfidf};
 use super::{rfc3339, shares, snippet, Window, DAY};
@@ -377,17 +377,6 @@ fn raw_centroid(rows: &Rows, members: &[usize]) -> Vec<f32> {
     }
     normalise(&mut c);
     c
-}
-
-/// The clustering of a history's window alone (for the evaluation's purity).
-pub fn cluster_window(h: &History, opts: &ClusterOptions) -> Clustering {
-    let dim = h.vectors.dim();
-    let centring = Centred::fit(dim, (0..h.vectors.len()).map(|i| h.vectors.row(i)));
-    let mut centred = Rows::new(dim);
-    for i in 0..h.vectors.len() {
-        centred.push(&centring.apply(h.vectors.row(i)));
-    }
-    cluster(&centred, opts)
 }
 
 #[cfg(test)]

@@ -107,7 +107,7 @@ pub fn group(
             }
         })
         .collect();
-    groups.sort_by(|a, b| b.members.len().cmp(&a.members.len()));
+    groups.sort_by_key(|g| std::cmp::Reverse(g.members.len()));
     groups
 }
 

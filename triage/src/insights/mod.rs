@@ -127,6 +127,12 @@ pub fn now() -> i64 {
     OffsetDateTime::now_utc().unix_timestamp()
 }
 
+/// The end of a report that covers up to now: the next second, so what
+/// happened in the current second (a ticket just written) is in the window.
+pub fn report_end() -> i64 {
+    now() + 1
+}
+
 /// The first `n` characters of a text, with an ellipsis when cut.
 pub(crate) fn snippet(text: &str, n: usize) -> String {
     let mut out: String = text.chars().take(n).collect();

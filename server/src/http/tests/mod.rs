@@ -20,6 +20,7 @@ use crate::config::{ApiKey, EngineSettings, Limits, RetrainPolicy, Scope};
 mod auth;
 mod decisions;
 mod documents;
+mod insights;
 mod jobs;
 mod limits;
 mod ops;
@@ -116,6 +117,8 @@ fn config(data_dir: PathBuf, keys: &[(&str, &str)], limits: Limits) -> Config {
             after_changes: 0,
             ..RetrainPolicy::default()
         },
+        // On demand only: reports are computed when a test asks for them.
+        insights_interval: std::time::Duration::ZERO,
     }
 }
 

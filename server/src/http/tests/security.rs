@@ -113,7 +113,13 @@ async fn every_route_answers_each_scope_as_it_declares() {
     assert!(r.get("stats").is_none(), "{r}");
     let (_, r) = call(&h.app, Method::GET, "/readyz", Some("k-admin"), None).await;
     assert!(r["stats"]["tickets"].is_u64(), "{r}");
-    for open in ["/healthz", "/v1/openapi.json", "/chat", "/agent"] {
+    for open in [
+        "/healthz",
+        "/v1/openapi.json",
+        "/chat",
+        "/agent",
+        "/insights",
+    ] {
         assert_eq!(
             call(&h.app, Method::GET, open, None, None).await.0,
             StatusCode::OK,
