@@ -67,6 +67,10 @@ impl BatchingEmbedder {
 }
 
 impl TextEmbedder for BatchingEmbedder {
+    fn encoder(&self) -> Option<&crate::Embedder> {
+        self.inner.encoder()
+    }
+
     fn embed(&self, texts: &[&str], kind: EmbedKind) -> Result<Vec<Vec<f32>>, Error> {
         if texts.is_empty() || texts.len() > DIRECT_CALL_TEXTS {
             return self.inner.embed(texts, kind);

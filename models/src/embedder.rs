@@ -19,6 +19,7 @@ use crate::encoder::{l2_normalize, pooled, WorkspacePool};
 use crate::source::{resolve, ModelInfo, ModelSource, E5_FILE};
 use crate::tokenize::TextTokenizer;
 use crate::weights::BertWeights;
+use crate::Adapter;
 use crate::{EmbedKind, Error, TextEmbedder};
 
 /// The arithmetic of the dense layers (90 % of the work).
@@ -102,11 +103,13 @@ impl Default for EmbedderOptions {
 
 /// A loaded sentence-embedding model (thread-safe; share it behind an `Arc`).
 pub struct Embedder {
-    info: ModelInfo,
-    tokenizer: TextTokenizer,
-    weights: BertWeights,
-    opts: EmbedderOptions,
-    workspaces: WorkspacePool,
+    pub(crate) info: ModelInfo,
+    pub(crate) tokenizer: Arc<TextTokenizer>,
+    pub(crate) weights: BertWeights,
+    pub(crate) opts: EmbedderOptions,
+    pub(crate) workspaces: WorkspacePool,
+    /// The first layer an [`Adapter`] changed, for adapted encoders.
+    pub(crate) adapted_from: Option<usize>,
 }
 
 /// One encoder input: a slice of a text's content tokens.
@@ -159,10 +162,42 @@ impl Embedder {
         );
         Ok(Embedder {
             info,
-            tokenizer,
+            tokenizer: Arc::new(tokenizer),
             weights,
             opts,
             workspaces: WorkspacePool::default(),
+            adapted_from: None,
+        })
+    }
+
+    /// This encoder with `adapter`'s low-rank updates merged into f32 copies
+    /// of the layers it changes; every other layer, the tokenizer and the
+    /// options are shared with `self`, so it runs on the same fast forward
+    /// pass. Its name is the model's with the adapter's digest appended.
+    /// Refused when the adapter was made for another model or shape.
+    pub fn adapted(&self, adapter: &Adapter) -> Result<Embedder, Error> {
+        if self.adapted_from.is_some() {
+            return Err(Error::InvalidInput(
+                "this encoder is already adapted".into(),
+            ));
+        }
+        if adapter.model() != self.info.name {
+            return Err(Error::InvalidInput(format!(
+                "the adapter was made for {}, this model is {}",
+                adapter.model(),
+                self.info.name
+            )));
+        }
+        let weights = adapter.merged(&self.weights)?;
+        let mut info = self.info.clone();
+        info.name = format!("{}+adapter-{}", self.info.name, adapter.digest());
+        Ok(Embedder {
+            info,
+            tokenizer: Arc::clone(&self.tokenizer),
+            weights,
+            opts: self.opts.clone(),
+            workspaces: WorkspacePool::default(),
+            adapted_from: Some(adapter.first_layer()),
         })
     }
 
@@ -206,6 +241,11 @@ impl Embedder {
         ids.extend(content);
         ids.extend(self.tokenizer.eos);
         Ok(ids)
+    }
+
+    /// Transformer layers of the encoder.
+    pub fn layers(&self) -> usize {
+        self.weights.cfg.layers
     }
 
     /// Positions one window can use, including the begin/end tokens (512 for e5).
@@ -299,5 +339,9 @@ impl TextEmbedder for Embedder {
 
     fn name(&self) -> &str {
         &self.info.name
+    }
+
+    fn encoder(&self) -> Option<&Embedder> {
+        Some(self)
     }
 }

@@ -249,30 +249,121 @@ fn pooled_on(
     pool: &WorkspacePool,
     path: KernelPath,
 ) -> Result<Vec<Vec<f32>>, Error> {
-    if windows.iter().any(Vec::is_empty) {
-        return Err(Error::InvalidInput("empty encoder window".into()));
+    let layers = 0..w.layers.len();
+    forward_on(
+        w,
+        Start::Tokens(windows),
+        layers,
+        Out::Pooled,
+        threads,
+        pool,
+        path,
+    )
+}
+
+/// What a forward pass starts from.
+pub(crate) enum Start<'a> {
+    /// Token ids of each window (begin/end tokens included).
+    Tokens(&'a [Vec<u32>]),
+    /// Hidden states `[len, H]` (row-major) of each window at the input of
+    /// the first layer run.
+    States(&'a [&'a [f32]]),
+}
+
+/// What a forward pass returns per window.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Out {
+    /// The mean of the last layer's rows (not normalised).
+    Pooled,
+    /// The last layer's rows, `[len, H]` row-major.
+    States,
+}
+
+/// Runs `layers` of `w` over the windows of `start`, on up to `threads`
+/// threads: the whole pass from tokens, the lower layers only (to keep their
+/// output), or the upper layers from kept states.
+pub(crate) fn forward(
+    w: &BertWeights,
+    start: Start<'_>,
+    layers: std::ops::Range<usize>,
+    out: Out,
+    threads: usize,
+    pool: &WorkspacePool,
+) -> Result<Vec<Vec<f32>>, Error> {
+    let tokens = match &start {
+        Start::Tokens(wins) => wins.iter().map(Vec::len).sum(),
+        Start::States(s) => s.iter().map(|x| x.len()).sum::<usize>() / w.cfg.hidden.max(1),
+    };
+    forward_on(
+        w,
+        start,
+        layers,
+        out,
+        threads_for(tokens, threads),
+        pool,
+        cpu_info().path,
+    )
+}
+
+fn forward_on(
+    w: &BertWeights,
+    start: Start<'_>,
+    layers: std::ops::Range<usize>,
+    out: Out,
+    threads: usize,
+    pool: &WorkspacePool,
+    path: KernelPath,
+) -> Result<Vec<Vec<f32>>, Error> {
+    let h = w.cfg.hidden;
+    if layers.end > w.layers.len() || layers.start > layers.end {
+        return Err(Error::InvalidInput(format!(
+            "layers {layers:?} of a {}-layer model",
+            w.layers.len()
+        )));
     }
-    let total: usize = windows.iter().map(Vec::len).sum();
+    let mut tokens = Vec::new();
+    let mut segments = Vec::new();
+    let mut states = Vec::new();
+    match start {
+        Start::Tokens(windows) => {
+            if windows.iter().any(Vec::is_empty) {
+                return Err(Error::InvalidInput("empty encoder window".into()));
+            }
+            w.check_input(windows)?;
+            for win in windows {
+                segments.push((tokens.len(), win.len()));
+                tokens.extend(win.iter().enumerate().map(|(p, &id)| (id, p)));
+            }
+        }
+        Start::States(rows) => {
+            for r in rows {
+                if r.is_empty() || r.len() % h != 0 {
+                    return Err(Error::InvalidInput(format!(
+                        "hidden states of {} values are not whole rows of {h}",
+                        r.len()
+                    )));
+                }
+                segments.push((states.len() / h, r.len() / h));
+                states.extend_from_slice(r);
+            }
+        }
+    }
+    let total: usize = segments.iter().map(|s| s.1).sum();
     if total == 0 {
         return Ok(Vec::new());
     }
-    w.check_input(windows)?;
     let words = w.word_view()?;
-    let mut tokens = Vec::with_capacity(total);
-    let mut segments = Vec::with_capacity(windows.len());
-    for win in windows {
-        segments.push((tokens.len(), win.len()));
-        tokens.extend(win.iter().enumerate().map(|(p, &id)| (id, p)));
-    }
 
     let mut ws = pool.take();
     ws.fit(w, total);
-    let (h, ff) = (w.cfg.hidden, w.cfg.ffn);
+    let ff = w.cfg.ffn;
     let plan = Plan {
         w,
         path,
         t: total,
+        layers,
         tokens: &tokens,
+        states: (!states.is_empty()).then_some(states.as_slice()),
         segments: &segments,
         words: &words,
         x: Shared::new(&mut ws.x),
@@ -292,8 +383,12 @@ fn pooled_on(
             segments
                 .iter()
                 .map(|&(s0, len)| {
+                    let rows = &ws.x[s0 * h..(s0 + len) * h];
+                    if out == Out::States {
+                        return rows.to_vec();
+                    }
                     let mut acc = vec![0f32; h];
-                    for row in ws.x[s0 * h..(s0 + len) * h].chunks_exact(h) {
+                    for row in rows.chunks_exact(h) {
                         for (a, &v) in acc.iter_mut().zip(row) {
                             *a += v;
                         }
@@ -324,8 +419,12 @@ struct Plan<'a> {
     w: &'a BertWeights,
     path: KernelPath,
     t: usize,
-    /// `(token id, position)` of each packed token.
+    /// The layers run.
+    layers: std::ops::Range<usize>,
+    /// `(token id, position)` of each packed token (starting from tokens).
     tokens: &'a [(u32, usize)],
+    /// The packed input states `[t, H]` (starting from kept states).
+    states: Option<&'a [f32]>,
     /// `(first row, length)` of each window.
     segments: &'a [(usize, usize)],
     words: &'a crate::weights::WordView<'a>,
@@ -352,13 +451,17 @@ impl Plan<'_> {
         let mut scores = Vec::new();
         let mut marks = if ctx.index == 0 { Marks::new() } else { None };
 
-        // Embeddings and their LayerNorm, by rows.
+        // Embeddings and their LayerNorm (or the kept states), by rows.
         for m in ctx.share(t, 1) {
             // SAFETY: row m of x is this thread's.
             let row = unsafe { self.x.get_mut(m * h..(m + 1) * h) };
-            let (id, pos) = self.tokens[m];
-            w.embed_row(self.words, id, pos, row);
-            layer_norm(path, row, None, &w.emb_norm.w, &w.emb_norm.b, w.eps);
+            if let Some(states) = self.states {
+                row.copy_from_slice(&states[m * h..(m + 1) * h]);
+            } else {
+                let (id, pos) = self.tokens[m];
+                w.embed_row(self.words, id, pos, row);
+                layer_norm(path, row, None, &w.emb_norm.w, &w.emb_norm.b, w.eps);
+            }
             if int8 {
                 // SAFETY: row m of qa is this thread's.
                 unsafe { self.qa.quantize(path, m, 0..h, row) };
@@ -371,7 +474,8 @@ impl Plan<'_> {
         // are whole int8 blocks when hd is a multiple of 32.
         let heads = ctx.share(nh, 1);
         let quantize_heads = int8 && hd % QK == 0;
-        for (li, layer) in w.layers.iter().enumerate() {
+        for li in self.layers.clone() {
+            let layer = &w.layers[li];
             if let Some(m) = marks.as_mut() {
                 m.layer(li);
             }

@@ -41,6 +41,8 @@
 //! the defaults of [`EmbedderOptions`]; `TRIAGE_KERNELS` forces a kernel
 //! path (`scalar`, `avx2`, `avx512`) for measuring.
 
+mod adapt;
+mod adapter;
 mod batch;
 mod config;
 mod cpu;
@@ -61,12 +63,27 @@ mod team;
 mod tokenize;
 mod weights;
 
+pub use adapt::{AdaptExample, AdaptLoss, AdaptOptions, AdaptReport, TrainingSet};
+pub use adapter::Adapter;
 pub use batch::{BatchingEmbedder, BATCH_WINDOW};
 pub use cpu::{cpu_info, CpuInfo, KernelPath};
 pub use embedder::{Embedder, EmbedderOptions, Precision};
 pub use error::Error;
 pub use fetch::fetch;
 pub use source::{default_cache_dir, known_models, resolve, ModelSource, DEFAULT_MODEL};
+
+/// Makes candle's element-wise worker pool serial, unless
+/// `CANDLE_NUM_THREADS` says otherwise. Its workers spin while they wait
+/// (measured: 46 % of an adaptation's CPU samples on a busy 2-core machine
+/// were spin-waits), and a training that is meant to leave the other core to
+/// requests would take it; matrix products keep their own threads (rayon).
+/// Call it first thing in `main`, before any other thread exists: it sets
+/// an environment variable, which candle reads when it first needs the pool.
+pub fn serial_candle_pool() {
+    if std::env::var_os("CANDLE_NUM_THREADS").is_none() {
+        std::env::set_var("CANDLE_NUM_THREADS", "1");
+    }
+}
 
 /// Whether a text is a question/request (`Query`) or a stored document
 /// (`Passage`). Models such as e5 were trained with a different prefix for
@@ -92,4 +109,9 @@ pub trait TextEmbedder: Send + Sync {
     fn dim(&self) -> usize;
     /// A stable model identifier (e.g. `multilingual-e5-small`), stored in index manifests.
     fn name(&self) -> &str;
+    /// The encoder underneath, when it is this crate's [`Embedder`] (what
+    /// adaptation trains and adapts); wrappers pass it through.
+    fn encoder(&self) -> Option<&Embedder> {
+        None
+    }
 }

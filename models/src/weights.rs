@@ -24,6 +24,7 @@ use crate::kernels::Linear;
 use crate::{Error, Precision};
 
 /// A layer norm's scale and shift.
+#[derive(Clone)]
 pub(crate) struct Norm {
     pub w: Vec<f32>,
     pub b: Vec<f32>,
@@ -40,28 +41,71 @@ pub(crate) struct Layer {
     pub out_norm: Norm,
 }
 
+/// The six dense layers of a transformer layer, in [`LayerParams::dense`] order.
+pub(crate) const DENSE: [&str; 6] = [
+    "attention.self.query",
+    "attention.self.key",
+    "attention.self.value",
+    "attention.output.dense",
+    "intermediate.dense",
+    "output.dense",
+];
+
+/// `(out, in)` of dense layer `j` (in [`DENSE`] order) for shape `cfg`.
+pub(crate) fn dense_shape(cfg: &BertConfig, j: usize) -> (usize, usize) {
+    let (h, ff) = (cfg.hidden, cfg.ffn);
+    match j {
+        4 => (ff, h),
+        5 => (h, ff),
+        _ => (h, h),
+    }
+}
+
+/// One dense layer's f32 weight (`[out, in]` row-major) and bias.
+#[derive(Clone)]
+pub(crate) struct Dense {
+    pub w: Vec<f32>,
+    pub b: Vec<f32>,
+}
+
+/// One transformer layer's parameters as plain f32 in HF layout: what the
+/// adaptation trains against and merges its low-rank updates into.
+#[derive(Clone)]
+pub(crate) struct LayerParams {
+    /// Query, key, value, attention output, FFN in, FFN out ([`DENSE`]).
+    pub dense: [Dense; 6],
+    pub attn_norm: Norm,
+    pub out_norm: Norm,
+}
+
 /// Word-embedding rows, dense or Q4_0.
 enum WordTable {
     Dense(Vec<f32>),
     Q4(Arc<E5s1>),
 }
 
-/// Everything the forward pass needs.
+/// Everything the forward pass needs. Cloning is cheap (the parts are
+/// shared), so an adapted encoder shares every layer it does not replace.
+#[derive(Clone)]
 pub(crate) struct BertWeights {
     pub cfg: BertConfig,
-    word: WordTable,
-    pos: Vec<f32>,
-    type0: Vec<f32>,
-    pub emb_norm: Norm,
-    pub layers: Vec<Layer>,
+    word: Arc<WordTable>,
+    pos: Arc<[f32]>,
+    type0: Arc<[f32]>,
+    pub emb_norm: Arc<Norm>,
+    pub layers: Vec<Arc<Layer>>,
     /// Layer-norm epsilon as f32.
     pub eps: f32,
-    /// Whether the dense layers are 4-bit × int8 (else f32).
+    /// Whether the dense layers are 4-bit × int8 (else f32). An adapted
+    /// layer is f32 either way; the forward pass reads each layer's input in
+    /// the form that layer takes.
     pub int8: bool,
+    /// Where the weights came from, to read a layer's f32 parameters again.
+    src: Arc<dyn TensorSource>,
 }
 
 /// Source of named tensors with their expected shapes.
-trait TensorSource {
+trait TensorSource: Send + Sync {
     fn get(&self, name: &str, shape: &[usize]) -> Result<Tensor, Error>;
 
     /// The tensor as Q4_0 blocks, if it is stored that way.
@@ -177,7 +221,83 @@ fn q4_block(bytes: &[u8], nb: usize, n: usize, b: usize, scale: f32) -> (f32, [u
     (d, q)
 }
 
+impl Layer {
+    /// An f32 layer from plain parameters (Q, K and V fused, the attention
+    /// scale `1/sqrt(head_dim)` folded into the Q rows).
+    pub(crate) fn from_params(p: &LayerParams, cfg: &BertConfig) -> Layer {
+        let (h, ff) = (cfg.hidden, cfg.ffn);
+        let scale = 1.0 / ((h / cfg.heads) as f32).sqrt();
+        let [q, k, v, ao, fi, fo] = &p.dense;
+        let mut w = Vec::with_capacity(3 * h * h);
+        w.extend(q.w.iter().map(|x| x * scale));
+        w.extend_from_slice(&k.w);
+        w.extend_from_slice(&v.w);
+        let mut b = Vec::with_capacity(3 * h);
+        b.extend(q.b.iter().map(|x| x * scale));
+        b.extend_from_slice(&k.b);
+        b.extend_from_slice(&v.b);
+        Layer {
+            qkv: Linear::from_f32(&w, &b, 3 * h, h),
+            attn_out: Linear::from_f32(&ao.w, &ao.b, h, h),
+            attn_norm: p.attn_norm.clone(),
+            ffn_in: Linear::from_f32(&fi.w, &fi.b, ff, h),
+            ffn_out: Linear::from_f32(&fo.w, &fo.b, h, ff),
+            out_norm: p.out_norm.clone(),
+        }
+    }
+}
+
+/// Layer `i`'s parameters as f32 (4-bit weights dequantised).
+fn read_params(src: &dyn TensorSource, cfg: &BertConfig, i: usize) -> Result<LayerParams, Error> {
+    let h = cfg.hidden;
+    let p = format!("encoder.layer.{i}");
+    let vec = |name: String, shape: &[usize]| to_vec(src.get(&name, shape)?);
+    let mut dense = Vec::with_capacity(DENSE.len());
+    for (j, name) in DENSE.iter().enumerate() {
+        let (out, inp) = dense_shape(cfg, j);
+        dense.push(Dense {
+            w: vec(format!("{p}.{name}.weight"), &[out, inp])?,
+            b: vec(format!("{p}.{name}.bias"), &[out])?,
+        });
+    }
+    let norm = |name: &str| -> Result<Norm, Error> {
+        Ok(Norm {
+            w: vec(format!("{p}.{name}.weight"), &[h])?,
+            b: vec(format!("{p}.{name}.bias"), &[h])?,
+        })
+    };
+    let dense: [Dense; 6] = dense
+        .try_into()
+        .map_err(|_| Error::InvalidInput("six dense layers".into()))?;
+    Ok(LayerParams {
+        dense,
+        attn_norm: norm("attention.output.LayerNorm")?,
+        out_norm: norm("output.LayerNorm")?,
+    })
+}
+
 impl BertWeights {
+    /// Layer `i`'s parameters as plain f32 (as the file has them, 4-bit
+    /// weights dequantised), whatever form the forward pass runs them in.
+    pub(crate) fn layer_params(&self, i: usize) -> Result<LayerParams, Error> {
+        if i >= self.cfg.layers {
+            return Err(Error::InvalidInput(format!(
+                "layer {i} of a {}-layer model",
+                self.cfg.layers
+            )));
+        }
+        read_params(self.src.as_ref(), &self.cfg, i)
+    }
+
+    /// These weights with layers replaced (`(index, layer)`); the rest shared.
+    pub(crate) fn with_layers(&self, replaced: Vec<(usize, Layer)>) -> BertWeights {
+        let mut w = self.clone();
+        for (i, layer) in replaced {
+            w.layers[i] = Arc::new(layer);
+        }
+        w
+    }
+
     /// Loads `model.safetensors` (names with or without a `bert.` prefix);
     /// always f32, whatever the precision asked for.
     pub(crate) fn from_safetensors(path: &Path, cfg: BertConfig) -> Result<Self, Error> {
@@ -200,7 +320,7 @@ impl BertWeights {
             &[cfg.vocab, cfg.hidden],
         )?;
         let word = WordTable::Dense(to_vec(word)?);
-        Self::build(&src, cfg, word, Precision::F32)
+        Self::build(Arc::new(src), cfg, word, Precision::F32)
     }
 
     /// Builds weights from a parsed `E5S1` file, keeping word embeddings in
@@ -210,29 +330,23 @@ impl BertWeights {
         // Validates presence and size of the quantised table once, up front.
         file.tensor("emb.word", cfg.vocab * cfg.hidden)?;
         let src = E5Source(file.clone());
-        Self::build(&src, cfg, WordTable::Q4(file), precision)
+        Self::build(Arc::new(src), cfg, WordTable::Q4(file), precision)
     }
 
     fn build(
-        src: &dyn TensorSource,
+        src: Arc<dyn TensorSource>,
         cfg: BertConfig,
         word: WordTable,
         precision: Precision,
     ) -> Result<Self, Error> {
-        let (h, ff) = (cfg.hidden, cfg.ffn);
+        let h = cfg.hidden;
         let int8 = precision == Precision::Int8
             && (0..cfg.layers).all(|i| {
-                let p = format!("encoder.layer.{i}");
-                [
-                    ("attention.self.query", h * h),
-                    ("attention.self.key", h * h),
-                    ("attention.self.value", h * h),
-                    ("attention.output.dense", h * h),
-                    ("intermediate.dense", ff * h),
-                    ("output.dense", h * ff),
-                ]
-                .iter()
-                .all(|(name, n)| src.q4(&format!("{p}.{name}.weight"), *n).is_some())
+                (0..DENSE.len()).all(|j| {
+                    let (out, inp) = dense_shape(&cfg, j);
+                    src.q4(&format!("encoder.layer.{i}.{}.weight", DENSE[j]), out * inp)
+                        .is_some()
+                })
             });
         if precision == Precision::Int8 && !int8 {
             tracing::info!("int8 precision needs 4-bit weights; this model runs in f32");
@@ -244,43 +358,32 @@ impl BertWeights {
             })
         };
         let bias = |name: &str, out: usize| to_vec(src.get(&format!("{name}.bias"), &[out])?);
-        let weight = |name: &str, out: usize, inp: usize| {
-            to_vec(src.get(&format!("{name}.weight"), &[out, inp])?)
-        };
-        // Parts stacked along the output axis, each (name, rows, scale).
-        let linear = |parts: &[(&str, usize, f32)], inp: usize| -> Result<Linear, Error> {
+        // 4-bit parts stacked along the output axis, each (name, rows, scale).
+        let q4_linear = |parts: &[(&str, usize, f32)], inp: usize| -> Result<Linear, Error> {
             let out: usize = parts.iter().map(|p| p.1).sum();
             let mut b = Vec::with_capacity(out);
             for &(name, rows, scale) in parts {
                 b.extend(bias(name, rows)?.into_iter().map(|v| v * scale));
             }
-            if int8 {
-                let nb = inp / Q4_BLOCK_VALUES;
-                let mut sources = Vec::with_capacity(parts.len());
-                for &(name, rows, scale) in parts {
-                    let bytes = src
-                        .q4(&format!("{name}.weight"), rows * inp)
-                        .ok_or_else(|| Error::InvalidInput(format!("{name} is not 4-bit")))?;
-                    sources.push((bytes, rows, scale));
-                }
-                let block = |n: usize, blk: usize| {
-                    let mut n = n;
-                    for &(bytes, rows, scale) in &sources {
-                        if n < rows {
-                            return q4_block(bytes, nb, n, blk, scale);
-                        }
-                        n -= rows;
-                    }
-                    unreachable!("output row within the stacked parts")
-                };
-                Ok(Linear::from_q4(block, &b, out, inp))
-            } else {
-                let mut w = Vec::with_capacity(out * inp);
-                for &(name, rows, scale) in parts {
-                    w.extend(weight(name, rows, inp)?.into_iter().map(|v| v * scale));
-                }
-                Ok(Linear::from_f32(&w, &b, out, inp))
+            let nb = inp / Q4_BLOCK_VALUES;
+            let mut sources = Vec::with_capacity(parts.len());
+            for &(name, rows, scale) in parts {
+                let bytes = src
+                    .q4(&format!("{name}.weight"), rows * inp)
+                    .ok_or_else(|| Error::InvalidInput(format!("{name} is not 4-bit")))?;
+                sources.push((bytes, rows, scale));
             }
+            let block = |n: usize, blk: usize| {
+                let mut n = n;
+                for &(bytes, rows, scale) in &sources {
+                    if n < rows {
+                        return q4_block(bytes, nb, n, blk, scale);
+                    }
+                    n -= rows;
+                }
+                unreachable!("output row within the stacked parts")
+            };
+            Ok(Linear::from_q4(block, &b, out, inp))
         };
         let pos = to_vec(src.get(
             "embeddings.position_embeddings.weight",
@@ -297,36 +400,34 @@ impl BertWeights {
         let scale = 1.0 / ((h / cfg.heads) as f32).sqrt();
         let mut layers = Vec::with_capacity(cfg.layers);
         for i in 0..cfg.layers {
+            if !int8 {
+                let params = read_params(src.as_ref(), &cfg, i)?;
+                layers.push(Arc::new(Layer::from_params(&params, &cfg)));
+                continue;
+            }
             let p = format!("encoder.layer.{i}");
-            let (q, k, v) = (
-                format!("{p}.attention.self.query"),
-                format!("{p}.attention.self.key"),
-                format!("{p}.attention.self.value"),
-            );
-            let (ao, fi, fo) = (
-                format!("{p}.attention.output.dense"),
-                format!("{p}.intermediate.dense"),
-                format!("{p}.output.dense"),
-            );
-            layers.push(Layer {
+            let name = |j: usize| format!("{p}.{}", DENSE[j]);
+            let (q, k, v, ao, fi, fo) = (name(0), name(1), name(2), name(3), name(4), name(5));
+            layers.push(Arc::new(Layer {
                 // One fused Q|K|V layer; the 1/sqrt(head_dim) attention scale is folded into Q.
-                qkv: linear(&[(&q, h, scale), (&k, h, 1.0), (&v, h, 1.0)], h)?,
-                attn_out: linear(&[(&ao, h, 1.0)], h)?,
+                qkv: q4_linear(&[(&q, h, scale), (&k, h, 1.0), (&v, h, 1.0)], h)?,
+                attn_out: q4_linear(&[(&ao, h, 1.0)], h)?,
                 attn_norm: norm(&format!("{p}.attention.output.LayerNorm"))?,
-                ffn_in: linear(&[(&fi, ff, 1.0)], h)?,
-                ffn_out: linear(&[(&fo, h, 1.0)], ff)?,
+                ffn_in: q4_linear(&[(&fi, cfg.ffn, 1.0)], h)?,
+                ffn_out: q4_linear(&[(&fo, h, 1.0)], cfg.ffn)?,
                 out_norm: norm(&format!("{p}.output.LayerNorm"))?,
-            });
+            }));
         }
         Ok(BertWeights {
             eps: cfg.eps as f32,
             cfg,
-            word,
-            pos,
-            type0,
-            emb_norm,
+            word: Arc::new(word),
+            pos: pos.into(),
+            type0: type0.into(),
+            emb_norm: Arc::new(emb_norm),
             layers,
             int8,
+            src,
         })
     }
 
@@ -354,7 +455,7 @@ impl BertWeights {
     /// The word table's rows, for [`WordView::fill`].
     pub(crate) fn word_view(&self) -> Result<WordView<'_>, Error> {
         let h = self.cfg.hidden;
-        Ok(match &self.word {
+        Ok(match self.word.as_ref() {
             WordTable::Dense(t) => WordView::Dense(t),
             WordTable::Q4(file) => WordView::Q4(file.tensor("emb.word", self.cfg.vocab * h)?.1),
         })
@@ -368,7 +469,7 @@ impl BertWeights {
         words.fill(id as usize, row);
         let p = pos + self.cfg.position_offset;
         let pos = &self.pos[p * h..(p + 1) * h];
-        for ((x, &a), &b) in row.iter_mut().zip(pos).zip(&self.type0) {
+        for ((x, &a), &b) in row.iter_mut().zip(pos).zip(self.type0.iter()) {
             *x += a + b;
         }
     }
@@ -512,7 +613,7 @@ pub(crate) mod synthetic {
         let word = (0..cfg.vocab * cfg.hidden)
             .map(|_| lcg(&mut s) as f32 / u32::MAX as f32 - 0.5)
             .collect();
-        BertWeights::build(&src, cfg, WordTable::Dense(word), precision)
+        BertWeights::build(Arc::new(src), cfg, WordTable::Dense(word), precision)
             .expect("synthetic weights build")
     }
 }
