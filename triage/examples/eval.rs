@@ -33,6 +33,52 @@ fn read_jsonl<T: DeserializeOwned>(path: &str) -> Result<Vec<T>, String> {
         .collect()
 }
 
+/// `--adapt 1` and the `--adapt-*` settings (for experiments).
+fn adapt_settings(opts: &HashMap<String, String>) -> Option<eval::AdaptSettings> {
+    opts.get("adapt")?;
+    let mut s = eval::AdaptSettings::default();
+    let get = |k: &str| opts.get(&format!("adapt-{k}"));
+    let o = &mut s.options;
+    macro_rules! set {
+        ($field:expr, $key:literal) => {
+            if let Some(v) = get($key).and_then(|v| v.parse().ok()) {
+                $field = v;
+            }
+        };
+    }
+    set!(o.layers, "layers");
+    set!(o.rank, "rank");
+    set!(o.alpha, "alpha");
+    set!(o.epochs, "epochs");
+    set!(o.max_steps, "max-steps");
+    set!(o.batch, "batch");
+    set!(o.per_group, "per-group");
+    set!(o.lr, "lr");
+    set!(o.prototype_lr, "proto-lr");
+    set!(o.max_tokens, "max-tokens");
+    set!(o.seed, "seed");
+    set!(o.threads, "threads");
+    set!(s.folds, "folds");
+    match get("loss").map(String::as_str) {
+        Some("supcon") => {
+            o.loss = models::AdaptLoss::Contrastive {
+                temperature: get("temp").and_then(|v| v.parse().ok()).unwrap_or(0.05),
+            }
+        }
+        _ => {
+            if let models::AdaptLoss::Prototypes { scale, margin } = &mut o.loss {
+                if let Some(v) = get("scale").and_then(|v| v.parse().ok()) {
+                    *scale = v;
+                }
+                if let Some(v) = get("margin").and_then(|v| v.parse().ok()) {
+                    *margin = v;
+                }
+            }
+        }
+    }
+    Some(s)
+}
+
 fn run() -> Result<(), String> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let cmd = args.first().cloned().unwrap_or_default();
@@ -79,13 +125,15 @@ fn run() -> Result<(), String> {
                 Some("passage") => EmbedKind::Passage,
                 _ => EmbedKind::Query,
             };
-            let report = eval::classify_as(
+            let adapt = adapt_settings(&opts);
+            let report = eval::classify_with(
                 &pairs(&need("train")?)?,
                 &pairs(&need("test")?)?,
                 opts.get("oos-label").map(String::as_str),
                 threshold,
                 embedder,
                 kind,
+                adapt.as_ref(),
             );
             cached.save().map_err(|e| e.to_string())?;
             serde_json::to_string(&report.map_err(|e| e.to_string())?).map_err(|e| e.to_string())?
@@ -105,7 +153,12 @@ fn run() -> Result<(), String> {
                     .cloned()
                     .unwrap_or_else(|| "data/eval/work".into()),
             );
-            let report = eval::deflect_with(&faq, &test, embedder, &verifier, None, &work);
+            let report = match adapt_settings(&opts) {
+                Some(settings) => {
+                    eval::deflect_adapted(&faq, &test, embedder, &verifier, None, &work, &settings)
+                }
+                None => eval::deflect_with(&faq, &test, embedder, &verifier, None, &work),
+            };
             cached.save().map_err(|e| e.to_string())?;
             serde_json::to_string(&report.map_err(|e| e.to_string())?).map_err(|e| e.to_string())?
         }
@@ -155,6 +208,7 @@ fn run() -> Result<(), String> {
 }
 
 fn main() -> std::process::ExitCode {
+    models::serial_candle_pool();
     tracing_subscriber_init();
     match run() {
         Ok(()) => std::process::ExitCode::SUCCESS,

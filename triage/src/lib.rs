@@ -40,9 +40,9 @@ pub use crate::{
         fields::FieldExtractor,
         priority::{LexiconHit, PriorityRules},
     },
-    engine::{Engine, EngineConfig},
+    engine::{AdaptOutcome, AdaptationStatus, Engine, EngineConfig},
     error::{Error, Result},
-    model::{keyunits::KeyUnits, verifier::Verifier},
+    model::{adaptation::AdaptSettings, keyunits::KeyUnits, verifier::Verifier},
     pack::{
         sync::{sync_pack, SyncReport},
         Category, FieldSpec, Pack, Priority, Queue, Thresholds, DEFAULT_CLASSIFY_ABSTAIN,

@@ -158,15 +158,22 @@ pub struct Evidence {
 }
 
 impl LabelQuery<'_> {
+    /// The neighbour that is an agent's correction of this very request
+    /// (`(slot, similarity)`), which decides instead of the model (see
+    /// [`OVERRIDE_SIMILARITY`]).
+    pub fn corrected_copy(&self) -> Option<(usize, f32)> {
+        self.neighbours.iter().copied().find(|&(i, s)| {
+            s >= OVERRIDE_SIMILARITY && self.request.is_corrected_copy(self.memory.item(i))
+        })
+    }
+
     /// The label's probabilities (best first) from the classifier and the
     /// neighbours (the shared examples in `pools` among them, as they were in
     /// training), the corrected neighbour that overrides them (see
     /// [`OVERRIDE_SIMILARITY`]), and a note when the out-of-scope guard scaled
     /// them down or the request looks out of scope.
     pub fn evidence(&self) -> Result<Evidence> {
-        let over = self.neighbours.iter().copied().find(|&(i, s)| {
-            s >= OVERRIDE_SIMILARITY && self.request.is_corrected_copy(self.memory.item(i))
-        });
+        let over = self.corrected_copy();
         let label = |i: usize| self.head.of(&self.memory.item(i).ticket);
         let mut note = None;
         let mut out_of_scope = None;

@@ -60,7 +60,7 @@ impl Engine {
     /// tenant's next retrain ([`Engine::pending_changes`]).
     pub(super) fn store_ticket(
         &self,
-        _held: &WriteLock<'_>,
+        held: &WriteLock<'_>,
         mut t: Ticket,
         corrected: Option<bool>,
     ) -> Result<()> {
@@ -80,7 +80,8 @@ impl Engine {
             Some(v) => v,
             None => self.embed_one(&ticket_text(&t.title, &t.body), EmbedKind::Passage)?,
         };
-        self.write().memory.upsert(t, &v, corrected)?;
+        self.write().memory.upsert(t.clone(), &v, corrected)?;
+        self.space_upsert(held, &t)?;
         if labelled {
             self.note_change(&tenant);
         }
@@ -104,7 +105,7 @@ impl Engine {
     /// write mutex); `true` if it existed.
     pub(super) fn forget_ticket(
         &self,
-        _held: &WriteLock<'_>,
+        held: &WriteLock<'_>,
         tenant: &str,
         id: &str,
     ) -> Result<bool> {
@@ -115,6 +116,7 @@ impl Engine {
             .is_some_and(|e| is_labelled(&e.ticket));
         let existed = self.index.delete(DocKind::Ticket, tenant, id)?;
         let in_memory = self.write().memory.remove(tenant, id);
+        self.space_remove(held, tenant, id);
         if labelled {
             self.note_change(tenant);
         }

@@ -20,7 +20,7 @@ use crate::model::classify::{Classifier, ClassifierOptions};
 use crate::model::knn::VectorSet;
 use crate::pack::{priority_rank, Pack};
 use crate::store::faqbank::FaqBank;
-use crate::store::headcache::{training_key, HeadCache};
+use crate::store::headcache::{tenant_prefix, training_key, HeadCache};
 use crate::store::memory::TicketMemory;
 
 /// The two trained heads of one tenant (either may be missing when there is
@@ -276,12 +276,7 @@ fn training_set(
 fn head_name(owner: Owner<'_>, head: Head) -> String {
     let head = head.name();
     match owner {
-        Owner::Tenant("") => head.to_string(),
-        Owner::Tenant(t) => {
-            let digest = <sha2::Sha256 as sha2::Digest>::digest(t.as_bytes());
-            let hex: String = digest[..8].iter().map(|b| format!("{b:02x}")).collect();
-            format!("tenant-{hex}-{head}")
-        }
+        Owner::Tenant(t) => format!("{}{head}", tenant_prefix(t)),
         Owner::Pack => format!("pack-{head}"),
     }
 }
@@ -346,18 +341,20 @@ pub(super) fn train_owner(
     Ok((Heads { category, priority }, own, [cat_key, pri_key]))
 }
 
-/// Trains the heads of every tenant with labelled tickets of its own, and the
-/// pack's heads for the others (the default tenant's, when its training data
-/// is exactly the pack's: the same data trains the same heads).
+/// Trains the heads of every tenant with labelled tickets of its own (but
+/// those `elsewhere` says are trained in an adapted space), and the pack's
+/// heads for the others (the default tenant's, when its training data is
+/// exactly the pack's: the same data trains the same heads).
 pub(super) fn train_all(
     pack: &Pack,
     memory: &TicketMemory,
     shared: &SharedExamples,
     cache: &HeadCache,
+    elsewhere: impl Fn(&str) -> bool,
 ) -> Result<(HashMap<String, Heads>, Heads)> {
     let mut tenants: Vec<&str> = memory
         .iter()
-        .filter(|(e, _)| is_labelled(&e.ticket))
+        .filter(|(e, _)| is_labelled(&e.ticket) && !elsewhere(&e.ticket.tenant))
         .map(|(e, _)| e.ticket.tenant.as_str())
         .collect::<HashSet<_>>()
         .into_iter()

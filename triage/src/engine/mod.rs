@@ -26,6 +26,7 @@ use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuar
 use indexer::{ticket_text, Article, DocKind, Document, Index};
 use models::{EmbedKind, TextEmbedder};
 
+mod adapt;
 mod chat;
 mod documents;
 mod feedback;
@@ -33,7 +34,9 @@ mod heads;
 mod training;
 mod triage;
 
-use self::heads::{train_all, Heads, SharedExamples};
+use self::adapt::{build_space, Space};
+pub use self::adapt::{AdaptOutcome, AdaptationStatus};
+use self::heads::{train_all, train_owner, Heads, Owner, SharedExamples};
 use crate::api::EngineStats;
 use crate::clock::now_rfc3339;
 use crate::decide::deflect::Deflector;
@@ -44,6 +47,7 @@ use crate::decide::privacy::Masker;
 use crate::error::{Error, Result};
 use crate::model::verifier::Verifier;
 use crate::pack::Pack;
+use crate::store::adapters::AdapterStore;
 use crate::store::faqbank::FaqBank;
 use crate::store::feedback::FeedbackLog;
 use crate::store::headcache::HeadCache;
@@ -86,6 +90,9 @@ struct State {
     heads: HashMap<String, Heads>,
     /// Heads of tenants without labelled tickets of their own: the pack only.
     base: Heads,
+    /// Adapted spaces of the tenants whose adaptation was accepted (their
+    /// heads above live there); see [`adapt`].
+    spaces: HashMap<String, Space>,
     corrections: usize,
 }
 
@@ -108,7 +115,7 @@ pub struct Engine {
     escalation: EscalationRules,
     deflector: Deflector,
     /// What the pack teaches every tenant, embedded like tickets.
-    shared: SharedExamples,
+    shared: Arc<SharedExamples>,
     state: RwLock<State>,
     /// Serialises document writes (see the module docs): held across the index
     /// write and the memory/bank update of every upsert and delete, and across
@@ -118,6 +125,8 @@ pub struct Engine {
     log: FeedbackLog,
     /// Trained heads kept across restarts (see [`HeadCache`]).
     heads: HeadCache,
+    /// Each tenant's accepted encoder adapter, beside its heads.
+    adapters: AdapterStore,
     /// Phrasings learned from chats and agents (see [`crate::store::learned`]).
     learned: LearnedStore,
     /// Chat sessions: their turns and the articles each turn showed.
@@ -218,12 +227,28 @@ impl Engine {
         }
         let shared = SharedExamples::embed(&pack, &memory, embedder.as_ref())?;
         let heads = HeadCache::new(&cfg.data_dir.join("heads"));
-        let (tenant_heads, base) = train_all(&pack, &memory, &shared, &heads)?;
+        let adapters = AdapterStore::new(&cfg.data_dir.join("heads"));
+        let spaces = open_spaces(&pack, &memory, &adapters, embedder.as_ref());
+        let (mut tenant_heads, base) =
+            train_all(&pack, &memory, &shared, &heads, |t| spaces.contains_key(t))?;
+        for (tenant, space) in &spaces {
+            let (trained, own, _) = train_owner(
+                &pack,
+                &space.memory,
+                &space.shared,
+                &heads,
+                Owner::Tenant(tenant),
+            )?;
+            if own.iter().sum::<usize>() > 0 {
+                tenant_heads.insert(tenant.clone(), trained);
+            }
+        }
         tracing::info!(
             tickets = memory.len(),
             articles = bank.len(),
             corrections = records.len(),
             tenants_with_heads = tenant_heads.len(),
+            adapted_tenants = spaces.len(),
             "engine ready"
         );
         Ok(Engine {
@@ -232,7 +257,7 @@ impl Engine {
             rules: PriorityRules::new(&pack),
             escalation: EscalationRules::new(&pack.escalation),
             deflector,
-            shared,
+            shared: Arc::new(shared),
             pack,
             embedder,
             index,
@@ -241,11 +266,13 @@ impl Engine {
                 bank,
                 heads: tenant_heads,
                 base,
+                spaces,
                 corrections: records.len(),
             }),
             writes: Mutex::new(()),
             log,
             heads,
+            adapters,
             learned,
             sessions: Mutex::new(Sessions::default()),
             pending: Mutex::new(HashMap::new()),
@@ -318,6 +345,39 @@ impl Engine {
             pack: self.pack.name.clone(),
         }
     }
+}
+
+/// The adapted spaces of the tenants with labelled tickets and a stored
+/// adapter; an adapter that cannot be read or used is logged and skipped
+/// (that tenant decides with the shipped encoder), never fatal.
+fn open_spaces(
+    pack: &Pack,
+    memory: &TicketMemory,
+    adapters: &AdapterStore,
+    embedder: &dyn TextEmbedder,
+) -> HashMap<String, Space> {
+    let mut spaces = HashMap::new();
+    let Some(encoder) = embedder.encoder() else {
+        return spaces;
+    };
+    let tenants: HashSet<&str> = memory
+        .iter()
+        .filter(|(e, _)| heads::is_labelled(&e.ticket))
+        .map(|(e, _)| e.ticket.tenant.as_str())
+        .collect();
+    for tenant in tenants {
+        let Some(adapter) = adapters.load(tenant) else {
+            continue;
+        };
+        match build_space(encoder, &adapter, pack, memory, tenant, &HashMap::new()) {
+            Ok(space) => {
+                spaces.insert(tenant.to_string(), space);
+            }
+            Err(e) => tracing::warn!(tenant, error = %e,
+                "stored adapter not used; the tenant decides with the shipped encoder"),
+        }
+    }
+    spaces
 }
 
 /// Upserts the pack's tickets and articles into the index: all of them on first

@@ -2,7 +2,7 @@
 //! until [`Engine::retrain`] trains that tenant's heads again (see
 //! [`heads`](super::heads) for what they learn from).
 
-use super::heads::{train_owner, Owner};
+use super::heads::{train_owner, Heads, Owner};
 use super::Engine;
 use crate::error::Result;
 use crate::store::memory::TicketMemory;
@@ -29,8 +29,9 @@ impl Engine {
 
     /// Retrains `tenant`'s classifiers from its labelled tickets now in memory
     /// (corrections included) and the shared pack, and nothing of any other
-    /// tenant; seconds for thousands of tickets. Returns the labelled examples
-    /// the category head learned from.
+    /// tenant; seconds for thousands of tickets. A tenant with an adapted
+    /// encoder is retrained in its adapted space. Returns the labelled
+    /// examples the category head learned from.
     pub fn retrain(&self, tenant: &str) -> Result<usize> {
         let snapshot = self
             .pending
@@ -39,34 +40,19 @@ impl Engine {
             .get(tenant)
             .copied()
             .unwrap_or(0);
-        // Only this tenant's rows are copied out of the memory; training runs
-        // without the state lock.
-        let owned = {
-            let state = self.read();
-            let mut memory = TicketMemory::new(state.memory.dim());
-            for (e, v) in state
-                .memory
-                .iter()
-                .filter(|(e, _)| e.ticket.tenant == tenant)
-            {
-                memory.upsert(e.ticket.clone(), v, Some(e.corrected))?;
-            }
-            memory
-        };
-        let (heads, own, _) = train_owner(
-            &self.pack,
-            &owned,
-            &self.shared,
-            &self.heads,
-            Owner::Tenant(tenant),
-        )?;
+        let (heads, own, space) = self.train_tenant(tenant, true)?;
         let examples = own[0];
         {
             let mut state = self.write();
-            if own.iter().sum::<usize>() > 0 {
-                state.heads.insert(tenant.to_string(), heads);
-            } else {
-                state.heads.remove(tenant);
+            // Heads trained in a space that was swapped meanwhile (an
+            // adaptation installed or dropped) are not that space's: the swap
+            // installed its own.
+            if state.spaces.get(tenant).map(|s| s.digest.clone()) == space {
+                if own.iter().sum::<usize>() > 0 {
+                    state.heads.insert(tenant.to_string(), heads);
+                } else {
+                    state.heads.remove(tenant);
+                }
             }
         }
         let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
@@ -74,5 +60,45 @@ impl Engine {
             *n = n.saturating_sub(snapshot);
         }
         Ok(examples)
+    }
+
+    /// Trains `tenant`'s heads on a copy of its rows taken under the read
+    /// lock (training itself runs without the lock): in its adapted space
+    /// when `adapted` and it has one. Returns the heads, their own-row
+    /// counts and the digest of the space they were trained in.
+    pub(super) fn train_tenant(
+        &self,
+        tenant: &str,
+        adapted: bool,
+    ) -> Result<(Heads, [usize; 2], Option<String>)> {
+        let (owned, shared, digest) = {
+            let state = self.read();
+            match state.spaces.get(tenant).filter(|_| adapted) {
+                Some(space) => (
+                    space.memory.clone(),
+                    space.shared.clone(),
+                    Some(space.digest.clone()),
+                ),
+                None => {
+                    let mut memory = TicketMemory::new(state.memory.dim());
+                    for (e, v) in state
+                        .memory
+                        .iter()
+                        .filter(|(e, _)| e.ticket.tenant == tenant)
+                    {
+                        memory.upsert(e.ticket.clone(), v, Some(e.corrected))?;
+                    }
+                    (memory, self.shared.clone(), None)
+                }
+            }
+        };
+        let (heads, own, _) = train_owner(
+            &self.pack,
+            &owned,
+            &shared,
+            &self.heads,
+            Owner::Tenant(tenant),
+        )?;
+        Ok((heads, own, digest))
     }
 }

@@ -209,6 +209,10 @@ impl TextEmbedder for CachedEmbedder {
     fn name(&self) -> &str {
         self.inner.name()
     }
+
+    fn encoder(&self) -> Option<&models::Embedder> {
+        self.inner.encoder()
+    }
 }
 
 #[cfg(test)]

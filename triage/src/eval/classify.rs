@@ -8,10 +8,12 @@ use models::{EmbedKind, TextEmbedder};
 use serde::Serialize;
 
 use crate::error::{Error, Result};
+use crate::model::adaptation::{adapt as adapt_encoder, AdaptSettings, AdaptationSummary};
 use crate::model::calibrate::expected_calibration_error;
 use crate::model::classify::{argmax, Classifier, ClassifierOptions, TrainSummary};
 use crate::model::domain::factor as domain_factor;
 use crate::model::knn::VectorSet;
+use models::{AdaptExample, TrainingSet};
 
 /// Confidence thresholds of the accuracy-vs-coverage table.
 const TABLE_THRESHOLDS: [f32; 10] = [0.0, 0.3, 0.4, 0.5, 0.55, 0.6, 0.7, 0.8, 0.9, 0.95];
@@ -97,6 +99,9 @@ pub struct ClassifyReport {
     pub embed_seconds: f32,
     /// Seconds spent training (folds, calibration, final fit).
     pub train_seconds: f32,
+    /// The encoder adaptation (`--adapt`): its fold verdict, time and memory.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub adaptation: Option<AdaptationSummary>,
 }
 
 /// Embeds `texts` as queries in chunks, logging progress.
@@ -159,6 +164,85 @@ pub fn classify_as(
     embedder: Arc<dyn TextEmbedder>,
     kind: EmbedKind,
 ) -> Result<ClassifyReport> {
+    classify_with(train, test, oos_label, threshold, embedder, kind, None)
+}
+
+/// The training and test vectors, through an adapted encoder when `adapt`
+/// is given and its held-out fold accepts it (see [`adaptation`](crate::model::adaptation)).
+fn vectors(
+    train: &[(String, String)],
+    test: &[(String, String)],
+    embedder: &dyn TextEmbedder,
+    kind: EmbedKind,
+    adapt: Option<&AdaptSettings>,
+) -> Result<(Vec<f32>, Vec<f32>, Option<AdaptationSummary>)> {
+    let train_texts: Vec<&str> = train.iter().map(|(t, _)| t.as_str()).collect();
+    let test_texts: Vec<&str> = test.iter().map(|(t, _)| t.as_str()).collect();
+    let Some(settings) = adapt else {
+        let xtr = embed_all(embedder, &train_texts, kind)?;
+        return Ok((xtr, embed_all(embedder, &test_texts, kind)?, None));
+    };
+    let encoder = embedder.encoder().ok_or_else(|| {
+        Error::InvalidInput("adaptation needs the built-in encoder (not a test embedder)".into())
+    })?;
+    let mut groups: BTreeMap<&str, usize> = BTreeMap::new();
+    for (_, l) in train {
+        let n = groups.len();
+        groups.entry(l.as_str()).or_insert(n);
+    }
+    let examples: Vec<AdaptExample> = train
+        .iter()
+        .map(|(t, l)| AdaptExample {
+            text: t.clone(),
+            kind,
+            task: 0,
+            group: groups[l.as_str()],
+        })
+        .collect();
+    let opts = &settings.options;
+    let set = TrainingSet::prepare(
+        encoder,
+        &examples,
+        opts.layers,
+        opts.max_tokens,
+        opts.threads,
+    )?;
+    let a = adapt_encoder(
+        encoder,
+        &set,
+        &examples,
+        &vec![true; examples.len()],
+        settings,
+    )?;
+    let summary = a.summary;
+    if !summary.fold.accepted {
+        let xtr = embed_all(embedder, &train_texts, kind)?;
+        return Ok((xtr, embed_all(embedder, &test_texts, kind)?, Some(summary)));
+    }
+    let adapted = encoder.adapted(&a.adapter)?;
+    // The kept states give the training texts' vectors through the adapted
+    // top layers; texts longer than the training window are embedded whole.
+    let xtr = if set.truncated() == 0 {
+        let all: Vec<usize> = (0..train.len()).collect();
+        set.vectors(&adapted, &all)?.concat()
+    } else {
+        embed_all(&adapted, &train_texts, kind)?
+    };
+    Ok((xtr, embed_all(&adapted, &test_texts, kind)?, Some(summary)))
+}
+
+/// [`classify_as`], optionally adapting the encoder to the training set
+/// first (`triage eval classify --adapt`): the adapted encoder embeds both
+/// sets when its held-out fold accepts it, the shipped one otherwise.
+pub fn classify_with(
+    train: &[(String, String)],
+    test: &[(String, String)],
+    oos_label: Option<&str>,
+    threshold: f32,
+    embedder: Arc<dyn TextEmbedder>,
+    kind: EmbedKind,
+    adapt: Option<&AdaptSettings>,
+) -> Result<ClassifyReport> {
     if train.is_empty() || test.is_empty() {
         return Err(Error::InvalidInput(
             "classification needs non-empty train and test sets".into(),
@@ -171,10 +255,7 @@ pub fn classify_as(
     }
     let dim = embedder.dim();
     let t0 = Instant::now();
-    let train_texts: Vec<&str> = train.iter().map(|(t, _)| t.as_str()).collect();
-    let test_texts: Vec<&str> = test.iter().map(|(t, _)| t.as_str()).collect();
-    let xtr = embed_all(embedder.as_ref(), &train_texts, kind)?;
-    let xte = embed_all(embedder.as_ref(), &test_texts, kind)?;
+    let (xtr, xte, adaptation) = vectors(train, test, embedder.as_ref(), kind, adapt)?;
     let embed_seconds = t0.elapsed().as_secs_f32();
 
     let t1 = Instant::now();
@@ -302,6 +383,7 @@ pub fn classify_as(
         training: clf.summary().clone(),
         embed_seconds,
         train_seconds,
+        adaptation,
     })
 }
 

@@ -8,13 +8,14 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use indexer::Article;
-use models::{EmbedKind, TextEmbedder};
+use models::{AdaptExample, EmbedKind, TextEmbedder, TrainingSet};
 use serde::{Deserialize, Serialize};
 
 use crate::api::DeflectAction;
 use crate::decide::deflect::{decide, rank, Deflector, ScoredArticle};
 use crate::error::{Error, Result};
 use crate::eval::classify::{embed_all, share};
+use crate::model::adaptation::{adapt, AdaptSettings, AdaptationSummary};
 use crate::model::keyunits::KeyUnits;
 use crate::model::textsim::Units;
 use crate::model::verifier::{answer_features, is_latin, Verifier};
@@ -128,6 +129,9 @@ pub struct DeflectReport {
     pub embed_seconds: f32,
     /// Mean milliseconds to score one message (retrieval + verifier, embedding excluded).
     pub score_ms_per_message: f32,
+    /// The encoder adaptation (`--adapt`): its fold verdict, time and memory.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub adaptation: Option<AdaptationSummary>,
 }
 
 /// Other answer thresholds reported beside the pack default.
@@ -247,6 +251,62 @@ pub fn deflect(
     )
 }
 
+/// [`deflect_with`] after adapting the encoder to the bank's phrasings
+/// (`triage eval deflect --adapt`): each article's phrasings are one group,
+/// a held-out fold of phrasings decides whether the adapted encoder is used
+/// (see [`adaptation`](crate::model::adaptation)); the report says which.
+pub fn deflect_adapted(
+    faq: &[FaqEntry],
+    test: &[DeflectCase],
+    embedder: Arc<dyn TextEmbedder>,
+    verifier: &Verifier,
+    calibrate_on: Option<&[String]>,
+    work_dir: &Path,
+    settings: &AdaptSettings,
+) -> Result<DeflectReport> {
+    let encoder = embedder.encoder().ok_or_else(|| {
+        Error::InvalidInput("adaptation needs the built-in encoder (not a test embedder)".into())
+    })?;
+    let mut examples = Vec::new();
+    for (group, e) in faq.iter().enumerate() {
+        let mut seen = HashSet::new();
+        for text in std::iter::once(&e.question).chain(&e.alt_questions) {
+            let text = text.trim();
+            if !text.is_empty() && seen.insert(text) {
+                examples.push(AdaptExample {
+                    text: text.to_string(),
+                    kind: EmbedKind::Query,
+                    task: 0,
+                    group,
+                });
+            }
+        }
+    }
+    let opts = &settings.options;
+    let set = TrainingSet::prepare(
+        encoder,
+        &examples,
+        opts.layers,
+        opts.max_tokens,
+        opts.threads,
+    )?;
+    let a = adapt(
+        encoder,
+        &set,
+        &examples,
+        &vec![true; examples.len()],
+        settings,
+    )?;
+    let mut report = if a.summary.fold.accepted {
+        let adapted: Arc<dyn TextEmbedder> = Arc::new(encoder.adapted(&a.adapter)?);
+        deflect_with(faq, test, adapted, verifier, calibrate_on, work_dir)?
+    } else {
+        deflect_with(faq, test, embedder, verifier, calibrate_on, work_dir)?
+    };
+    report.adaptation = Some(a.summary);
+    Ok(report)
+}
+
 /// [`deflect`] with a given verifier.
 pub fn deflect_with(
     faq: &[FaqEntry],
@@ -322,6 +382,7 @@ pub fn deflect_with(
         })
         .collect();
     Ok(DeflectReport {
+        adaptation: None,
         model: embedder.name().to_string(),
         verifier: if calibrated {
             format!("{} (calibrated on this bank)", verifier.fitted_on)

@@ -10,11 +10,14 @@ mod chat;
 mod classify;
 mod deflect;
 
+pub use crate::model::adaptation::{AdaptSettings, AdaptationSummary, FoldCheck};
 pub use crate::model::classify::TrainSummary;
 pub use cache::CachedEmbedder;
 pub use chat::{deflect_pack, ChatOutcomes, ChatReport};
-pub use classify::{classify, classify_as, macro_f1, ClassifyReport, CoveragePoint, OosPoint};
+pub use classify::{
+    classify, classify_as, classify_with, macro_f1, ClassifyReport, CoveragePoint, OosPoint,
+};
 pub use deflect::{
-    deflect, deflect_with, fit_verifier, CosinePoint, DeflectCase, DeflectPoint, DeflectReport,
-    FaqEntry, FitReport, QuestionPair,
+    deflect, deflect_adapted, deflect_with, fit_verifier, CosinePoint, DeflectCase, DeflectPoint,
+    DeflectReport, FaqEntry, FitReport, QuestionPair,
 };

@@ -13,6 +13,7 @@
 //! (is this FAQ phrasing what the message asks?), with [`bankcal`] reading
 //! its answer probability against a pack's own knowledge base.
 
+pub mod adaptation;
 pub mod bankcal;
 pub mod calibrate;
 pub mod classify;

@@ -34,6 +34,19 @@ pub fn training_key(x: &[f32], labels: &[String], opts: &ClassifierOptions) -> S
     h.finalize().iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// The start of the file names of `tenant`'s stored heads and adapter: empty
+/// for the default tenant (whose files keep the names they always had),
+/// `tenant-<first 8 bytes of its SHA-256>-` for the others (any string is a
+/// valid tenant, so names carry a digest, never the tenant itself).
+pub fn tenant_prefix(tenant: &str) -> String {
+    if tenant.is_empty() {
+        return String::new();
+    }
+    let digest = Sha256::digest(tenant.as_bytes());
+    let hex: String = digest[..8].iter().map(|b| format!("{b:02x}")).collect();
+    format!("tenant-{hex}-")
+}
+
 /// A stored head and the digest of its training data.
 #[derive(Serialize, Deserialize)]
 struct Stored {

@@ -12,10 +12,12 @@
 //! * [`feedback`]: agents' corrections, the audit trail;
 //! * [`learned`]: phrasings learned from chats, and their votes;
 //! * [`headcache`]: trained heads, so a start need not train again;
+//! * [`adapters`]: each tenant's accepted encoder adapter and last verdict;
 //! * [`marker`]: which pack the directory holds.
 //!
 //! Each store checks its own file format; none decides anything.
 
+pub mod adapters;
 pub mod faqbank;
 pub mod feedback;
 pub mod headcache;
