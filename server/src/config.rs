@@ -31,6 +31,7 @@ use clap::{ArgMatches, Args, FromArgMatches};
 use models::BatchingEmbedder;
 use serde::{Deserialize, Serialize};
 
+pub use crate::services::adapt::DEFAULT_ADAPT_THREADS;
 pub use crate::services::retrain::{
     RetrainPolicy, DEFAULT_RETRAIN_AFTER_CHANGES, DEFAULT_RETRAIN_MIN_INTERVAL_SECS,
 };
@@ -264,6 +265,10 @@ pub struct ServeOptions {
     /// Shortest time between two trainings of a tenant, in seconds.
     #[arg(long, env = "TRIAGE_RETRAIN_MIN_INTERVAL_SECS", default_value_t = DEFAULT_RETRAIN_MIN_INTERVAL_SECS)]
     pub retrain_min_interval_secs: u64,
+    /// Threads an encoder adaptation (`POST /v1/admin/adapt`) trains on;
+    /// the default leaves the other cores of a small machine to requests.
+    #[arg(long, env = "TRIAGE_ADAPT_THREADS", default_value_t = DEFAULT_ADAPT_THREADS)]
+    pub adapt_threads: usize,
 }
 
 /// [`ServeOptions`] with the origin of each value, as `triage serve` takes them.
@@ -396,6 +401,8 @@ pub struct Config {
     pub limits: Limits,
     /// Background retraining of the classifiers.
     pub retrain: RetrainPolicy,
+    /// Threads an encoder adaptation trains on.
+    pub adapt_threads: usize,
 }
 
 /// The settings `args` and the file they name give, with the origin of each:
@@ -511,6 +518,7 @@ impl Config {
                 after_changes: o.retrain_after_changes,
                 min_interval: Duration::from_secs(o.retrain_min_interval_secs),
             },
+            adapt_threads: o.adapt_threads.max(1),
         })
     }
 }

@@ -74,6 +74,44 @@ pub struct ClassifyArgs {
     threshold: f32,
     #[command(flatten)]
     cache: CacheArgs,
+    #[command(flatten)]
+    adapt: AdaptArgs,
+}
+
+/// `--adapt`: adapt the encoder to the training data first, as
+/// `POST /v1/admin/adapt` does for a tenant (a held-out fold decides whether
+/// the adapted encoder is used; the report says which, and what it cost).
+#[derive(Debug, Args)]
+pub struct AdaptArgs {
+    /// Adapt the encoder before measuring.
+    #[arg(long)]
+    adapt: bool,
+    /// Top layers adapted.
+    #[arg(long, requires = "adapt", default_value_t = triage::AdaptSettings::default().options.layers)]
+    adapt_layers: usize,
+    /// Rank of the low-rank updates.
+    #[arg(long, requires = "adapt", default_value_t = triage::AdaptSettings::default().options.rank)]
+    adapt_rank: usize,
+    /// Passes over the training texts.
+    #[arg(long, requires = "adapt", default_value_t = triage::AdaptSettings::default().options.epochs)]
+    adapt_epochs: usize,
+    /// Threads the training uses.
+    #[arg(long, requires = "adapt", default_value_t = triage::AdaptSettings::default().options.threads)]
+    adapt_threads: usize,
+}
+
+impl AdaptArgs {
+    /// The settings, when `--adapt` is given.
+    fn settings(&self) -> Option<triage::AdaptSettings> {
+        self.adapt.then(|| {
+            let mut s = triage::AdaptSettings::default();
+            s.options.layers = self.adapt_layers;
+            s.options.rank = self.adapt_rank;
+            s.options.epochs = self.adapt_epochs;
+            s.options.threads = self.adapt_threads.max(1);
+            s
+        })
+    }
 }
 
 /// Arguments of `triage eval deflect`.
@@ -106,6 +144,10 @@ pub struct DeflectArgs {
     test: PathBuf,
     #[command(flatten)]
     cache: CacheArgs,
+    /// With `--faq`: adapt the encoder to the bank's phrasings first (each
+    /// article's phrasings one group).
+    #[command(flatten)]
+    adapt: AdaptArgs,
 }
 
 /// `--cache`: a file remembering every vector, so rerunning an evaluation on the
@@ -195,13 +237,16 @@ fn classify(args: ClassifyArgs) -> anyhow::Result<()> {
     let pairs = |v: Vec<LabelledLine>| -> Vec<(String, String)> {
         v.into_iter().map(|l| (l.text, l.label)).collect()
     };
+    let settings = args.adapt.settings();
     let report = args.cache.with(args.model.load()?, |embedder| {
-        Ok(triage::eval::classify(
+        Ok(triage::eval::classify_with(
             &pairs(train),
             &pairs(test),
             args.oos_label.as_deref(),
             args.threshold,
             embedder,
+            models::EmbedKind::Query,
+            settings.as_ref(),
         )?)
     })?;
     println!("{}", serde_json::to_string(&report)?);
@@ -212,6 +257,9 @@ fn deflect(args: DeflectArgs) -> anyhow::Result<()> {
     let test: Vec<triage::eval::DeflectCase> = read_jsonl(&args.test)?;
     let work = tempfile::tempdir().context("creating a temporary index directory")?;
     let report = match (&args.pack, &args.faq) {
+        (Some(_), _) if args.adapt.adapt => {
+            anyhow::bail!("`eval deflect --adapt` works on a bank (--faq), not a pack")
+        }
         (Some(pack), _) => {
             let learn: Option<Vec<triage::eval::DeflectCase>> =
                 args.learn.as_deref().map(read_jsonl).transpose()?;
@@ -234,14 +282,26 @@ fn deflect(args: DeflectArgs) -> anyhow::Result<()> {
                 .map(read_jsonl::<TextLine>)
                 .transpose()?
                 .map(|lines| lines.into_iter().map(|l| l.text).collect());
+            let settings = args.adapt.settings();
             let report = args.cache.with(args.model.load()?, |embedder| {
-                Ok(triage::eval::deflect(
-                    &faq,
-                    &test,
-                    embedder,
-                    calibrate_on.as_deref(),
-                    work.path(),
-                )?)
+                Ok(match &settings {
+                    Some(s) => triage::eval::deflect_adapted(
+                        &faq,
+                        &test,
+                        embedder,
+                        &triage::Verifier::builtin()?,
+                        calibrate_on.as_deref(),
+                        work.path(),
+                        s,
+                    )?,
+                    None => triage::eval::deflect(
+                        &faq,
+                        &test,
+                        embedder,
+                        calibrate_on.as_deref(),
+                        work.path(),
+                    )?,
+                })
             })?;
             serde_json::to_string(&report)?
         }

@@ -76,6 +76,7 @@ enum ModelsCommand {
 
 /// Parses arguments and runs the chosen subcommand.
 pub fn main() -> ExitCode {
+    models::serial_candle_pool();
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()

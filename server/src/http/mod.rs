@@ -35,6 +35,7 @@ use tokio::sync::Semaphore;
 use triage::Engine;
 
 use crate::config::{ApiKey, Config, Limits};
+use crate::services::adapt::Adaptations;
 use crate::services::jobs::Jobs;
 use crate::services::retrain::{self, Retrainer};
 use error::{ApiError, ApiResult};
@@ -58,6 +59,7 @@ struct Shared {
     metrics: Metrics,
     jobs: Jobs,
     retrainer: Arc<Retrainer>,
+    adaptations: Arc<Adaptations>,
     connections: Arc<listen::ConnStats>,
     data_dir: std::path::PathBuf,
 }
@@ -76,6 +78,7 @@ impl AppState {
                 metrics: Metrics::default(),
                 jobs: Jobs::new(&cfg.engine.data_dir),
                 retrainer: Arc::new(Retrainer::new(cfg.retrain.clone())),
+                adaptations: Arc::new(Adaptations::new(cfg.adapt_threads)),
                 connections: Arc::new(listen::ConnStats::default()),
                 data_dir: cfg.engine.data_dir.clone(),
             }),
@@ -182,6 +185,10 @@ impl AppState {
 
     pub(crate) fn retrainer(&self) -> Arc<Retrainer> {
         Arc::clone(&self.inner.retrainer)
+    }
+
+    pub(crate) fn adaptations(&self) -> Arc<Adaptations> {
+        Arc::clone(&self.inner.adaptations)
     }
 
     pub(crate) fn connections(&self) -> Arc<listen::ConnStats> {

@@ -84,6 +84,10 @@ fn table() -> Vec<Entry> {
         op(Admin, routes!(documents::cancel_job)),
         op(Admin, routes!(documents::job_labels)),
         op(Admin, routes!(admin::stats)),
+        op(
+            Admin,
+            routes!(admin::start_adapt, admin::adapt_status, admin::drop_adapt),
+        ),
         Entry {
             scope: Admin,
             timed: false,

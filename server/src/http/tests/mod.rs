@@ -17,6 +17,7 @@ use tower::ServiceExt;
 use super::*;
 use crate::config::{ApiKey, EngineSettings, Limits, RetrainPolicy, Scope};
 
+mod adapt;
 mod auth;
 mod decisions;
 mod documents;
@@ -116,6 +117,7 @@ fn config(data_dir: PathBuf, keys: &[(&str, &str)], limits: Limits) -> Config {
             after_changes: 0,
             ..RetrainPolicy::default()
         },
+        adapt_threads: 1,
     }
 }
 
